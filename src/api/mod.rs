@@ -1,0 +1,279 @@
+//! The HTTP layer: shared state, the router with its middleware, and the extractors that turn bad
+//! input into `invalid_request` problems before a handler runs.
+//!
+//! One file per resource ([`service`], [`pools`], [`sessions`]), each with its own `router()`; DTOs
+//! convert to domain types at this edge, so the core never sees JSON plumbing.
+
+pub mod pools;
+pub mod service;
+pub mod sessions;
+mod strict_json;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use chrono::{SecondsFormat, SubsecRound, Utc};
+use serde::de::DeserializeOwned;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, Result};
+use crate::pool::{Registry, RegistryLimits};
+use crate::session::Timestamp;
+use crate::Config;
+
+/// How long one request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the server takes work: false until the state is restored and again once shutdown began.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Lifecycle {
+    /// Marks the state restored.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Marks shutdown begun: `/readyz` and `/v1` answer 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Ready and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// Everything a handler reads, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The named pools.
+    pub registry: Arc<Registry>,
+    /// The server's settings.
+    pub config: Arc<Config>,
+    /// Readiness and shutdown.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl AppState {
+    /// A fresh state with the `default` pool, ready to serve.
+    pub fn new(config: Config) -> Self {
+        let limits = RegistryLimits {
+            max_pools: config.max_pools,
+            max_sessions: config.max_sessions,
+            retention: secs_to_delta(config.retired_retention_secs),
+        };
+        let registry = Registry::new(config.pool_defaults(), limits, now());
+        let lifecycle = Lifecycle::default();
+        lifecycle.set_ready();
+        Self { registry: Arc::new(registry), config: Arc::new(config), lifecycle: Arc::new(lifecycle) }
+    }
+}
+
+/// The whole application: every route, the 404/405 fallbacks and the middleware stack.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(pools::router())
+        .merge(sessions::router())
+        .layer(middleware::from_fn_with_state(state.clone(), require_ready));
+    Router::new()
+        .merge(service::router())
+        .merge(v1)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(track_http))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+                .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+                .layer(CatchPanicLayer::custom(|_panic| {
+                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+                })),
+        )
+        .with_state(state)
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `/v1` answers 503 `not_ready` until the state is restored and once shutdown has begun.
+async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.lifecycle.is_ready() {
+        next.run(request).await
+    } else {
+        ApiError::NotReady.into_response()
+    }
+}
+
+/// Counts every request and times it, labelled by the matched route (never the raw path).
+async fn track_http(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The server's clock, at millisecond precision (what the API shows).
+pub fn now() -> Timestamp {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// RFC 3339 in UTC with a `Z`, with as many fraction digits as the instant has.
+pub fn format_time(t: Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Seconds (fractions allowed) as a duration; callers validate the range first.
+pub fn secs_to_delta(secs: f64) -> chrono::TimeDelta {
+    chrono::TimeDelta::nanoseconds((secs * 1e9).round() as i64)
+}
+
+/// A JSON body parsed strictly: unknown fields, duplicate keys, numbers out of range and nesting past
+/// 128 levels are `invalid_request`; an empty body means `{}` (all defaults); a non-empty body that
+/// is not `application/json` is 415; one over `--max-body-bytes` is 413.
+#[derive(Debug)]
+pub struct AppJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self> {
+        let is_json =
+            request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json_media_type);
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.config.max_body_bytes)
+            } else {
+                ApiError::invalid("the request body could not be read")
+            }
+        })?;
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        if body != b"{}" && !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        strict_json::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest)
+    }
+}
+
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Path parameters, with rejections as `invalid_request`.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
+
+/// Query parameters, with rejections as `invalid_request`.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::invalid(format!("bad path: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::invalid(format!("bad query string: {}", rejection.body_text()))
+    }
+}
+
+/// Checks a pool name against `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
+///
+/// # Errors
+/// `invalid_request` naming the value.
+pub fn check_pool_name(name: &str) -> Result<&str> {
+    let mut chars = name.chars();
+    let valid = name.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ApiError::invalid(format!("pool name {name:?} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$")))
+    }
+}
+
+/// Checks a session id against `^[A-Za-z0-9._~-]{1,128}$`.
+///
+/// # Errors
+/// `invalid_request` naming the value.
+pub fn check_session_id(id: &str) -> Result<&str> {
+    let valid = (1..=128).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-'));
+    if valid {
+        Ok(id)
+    } else {
+        Err(ApiError::invalid(format!("session id {id:?} must match ^[A-Za-z0-9._~-]{{1,128}}$")))
+    }
+}
+
+/// A 200 (or other) answer whose JSON was serialized while the pool was locked.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Serializes a view to JSON bytes.
+///
+/// # Errors
+/// `Internal` if serialization fails (it cannot for these types).
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        assert!(check_pool_name("www.example.com").is_ok());
+        assert!(check_pool_name("a").is_ok());
+        assert!(check_pool_name("-bad").is_err());
+        assert!(check_pool_name("").is_err());
+        assert!(check_pool_name(&"a".repeat(129)).is_err());
+        assert!(check_pool_name(&"a".repeat(128)).is_ok());
+        assert!(check_session_id("s~1.x_y-z").is_ok());
+        assert!(check_session_id("has space").is_err());
+        assert!(check_session_id("").is_err());
+        assert!(check_session_id("é").is_err());
+    }
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("application/json; charset=utf-8"));
+        assert!(is_json_media_type("application/merge-patch+json"));
+        assert!(!is_json_media_type("text/plain"));
+    }
+}

@@ -1,0 +1,95 @@
+//! The service endpoints that never need an API key: health, readiness, metrics and the spec.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// The OpenAPI document of this build, embedded from the repository root.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/openapi.yaml", get(openapi))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.lifecycle.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::NotReady.into_response()
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML)
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    for pool in state.registry.pools() {
+        let pool = pool.lock().await;
+        let counts = pool.counts_as_of_last_tick();
+        let name = pool.name().to_owned();
+        for (label, value) in [("usable", counts.usable), ("retired", counts.retired), ("leased", counts.leased)] {
+            metrics::gauge!("session_pool_sessions", "pool" => name.clone(), "state" => label).set(value as f64);
+        }
+    }
+    metrics::gauge!("session_pool_sessions_held").set(state.registry.sessions_held() as f64);
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}
+
+/// The process-wide Prometheus recorder, installed on first use. Several apps in one process (tests)
+/// share it, which is what a global recorder means.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only when another recorder is installed already; then this handle renders nothing,
+        // and the other recorder is the one the process chose.
+        let _ = metrics::set_global_recorder(recorder);
+        describe_metrics();
+        handle
+    })
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("session_pool_sessions", "Sessions held, by pool and state (usable, retired, leased).");
+    describe_gauge!("session_pool_sessions_held", "Sessions held by all pools, against --max-sessions.");
+    describe_counter!("session_pool_acquires_total", "Acquire calls, by pool and result (ok, exhausted).");
+    describe_counter!("session_pool_marks_total", "Marks applied, by pool and outcome (good, bad).");
+    describe_counter!("session_pool_retirements_total", "Sessions retired, by pool and reason.");
+    describe_counter!("session_pool_sessions_created_total", "Sessions created, by pool.");
+    describe_counter!("session_pool_status_codes_total", "Status codes reported, by pool and code.");
+    describe_counter!("http_requests_total", "HTTP requests, by method, matched route and status.");
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by method and matched route."
+    );
+}

@@ -1,0 +1,641 @@
+//! `/v1/pools/{pool}/acquire` and `/v1/pools/{pool}/sessions...`: hand out, create, read, edit and
+//! report on sessions.
+//!
+//! Each handler validates its input first, then locks the one pool it touches, applies one core
+//! operation and serializes the answer before unlocking, so what the client reads is the state its
+//! own call left.
+
+use std::fmt;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::pools::SessionSettingsInput;
+use super::{
+    check_pool_name, check_session_id, format_time, json_response, now, secs_to_delta, to_json, AppJson, AppPath,
+    AppQuery, AppState,
+};
+use crate::error::{ApiError, Result};
+use crate::pool::{validate_proxy_url, NewSession, StateFilter};
+use crate::session::cookie::upsert;
+use crate::session::settings::is_status_code;
+use crate::session::{Cookie, SameSite, Session, StatusReport, Timestamp};
+
+/// The longest lease, in seconds.
+pub const MAX_LEASE_SECS: f64 = 3600.0;
+/// The largest page of a listing.
+pub const MAX_PAGE: u32 = 1000;
+/// The page size when none is asked for.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/pools/{pool}/acquire", post(acquire))
+        .route("/v1/pools/{pool}/sessions", post(create_session).get(list_sessions))
+        .route("/v1/pools/{pool}/sessions/{id}", get(get_session).patch(patch_session).delete(delete_session))
+        .route("/v1/pools/{pool}/sessions/{id}/mark_good", post(mark_good))
+        .route("/v1/pools/{pool}/sessions/{id}/mark_bad", post(mark_bad))
+        .route("/v1/pools/{pool}/sessions/{id}/retire", post(retire))
+        .route("/v1/pools/{pool}/sessions/{id}/release", post(release))
+        .route("/v1/pools/{pool}/sessions/{id}/status_code", post(status_code))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+#[derive(Serialize)]
+struct CookieView<'a> {
+    name: &'a str,
+    value: &'a str,
+    domain: &'a str,
+    path: &'a str,
+    secure: bool,
+    http_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    same_site: Option<&'static str>,
+}
+
+impl<'a> From<&'a Cookie> for CookieView<'a> {
+    fn from(c: &'a Cookie) -> Self {
+        Self {
+            name: &c.name,
+            value: &c.value,
+            domain: &c.domain,
+            path: &c.path,
+            secure: c.secure,
+            http_only: c.http_only,
+            expires: c.expires,
+            same_site: c.same_site.map(|s| match s {
+                SameSite::Lax => "Lax",
+                SameSite::Strict => "Strict",
+                SameSite::None => "None",
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LeaseView {
+    id: String,
+    expires_at: String,
+}
+
+/// The Session object of API.md, borrowed from the locked pool.
+#[derive(Serialize)]
+pub struct SessionView<'a> {
+    id: &'a str,
+    pool: &'a str,
+    created_at: String,
+    expires_at: String,
+    max_age_secs: f64,
+    usage_count: u32,
+    max_usage_count: u32,
+    error_score: f64,
+    max_error_score: f64,
+    error_score_decrement: f64,
+    blocked_status_codes: &'a [u16],
+    user_data: &'a Map<String, Value>,
+    cookies: Vec<CookieView<'a>>,
+    proxy_url: Option<&'a str>,
+    is_blocked: bool,
+    is_expired: bool,
+    is_max_usage_count_reached: bool,
+    is_usable: bool,
+    retired: bool,
+    retired_reason: Option<&'static str>,
+    retired_at: Option<String>,
+    leased_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseView>,
+}
+
+impl<'a> SessionView<'a> {
+    /// The session as a client sees it at `now`.
+    pub fn of(session: &'a Session, pool: &'a str, now: Timestamp) -> Self {
+        let retirement = session.retirement_at(now);
+        let lease = session.live_lease(now).filter(|_| retirement.is_none());
+        Self {
+            id: &session.id,
+            pool,
+            created_at: format_time(session.created_at),
+            expires_at: format_time(session.expires_at),
+            max_age_secs: session.settings.max_age_secs,
+            usage_count: session.usage_count,
+            max_usage_count: session.settings.max_usage_count,
+            error_score: session.error_score,
+            max_error_score: session.settings.max_error_score,
+            error_score_decrement: session.settings.error_score_decrement,
+            blocked_status_codes: &session.settings.blocked_status_codes,
+            user_data: &session.user_data,
+            cookies: session.cookies.iter().map(CookieView::from).collect(),
+            proxy_url: session.proxy_url.as_deref(),
+            is_blocked: session.is_blocked(),
+            is_expired: session.is_expired(now),
+            is_max_usage_count_reached: session.is_max_usage_count_reached(),
+            is_usable: retirement.is_none(),
+            retired: retirement.is_some(),
+            retired_reason: retirement.map(|r| r.reason.as_str()),
+            retired_at: retirement.map(|r| format_time(r.at)),
+            leased_until: lease.map(|l| format_time(l.until)),
+            lease: None,
+        }
+    }
+
+    /// Adds the top-level `lease` object an acquire with a lease answers.
+    fn with_lease(mut self, session: &Session, now: Timestamp) -> Self {
+        self.lease = session
+            .live_lease(now)
+            .map(|l| LeaseView { id: l.id.simple().to_string(), expires_at: format_time(l.until) });
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/// A cookie as input gives it: `name` and `value` required, the rest defaulted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CookieInput {
+    name: String,
+    value: String,
+    #[serde(default)]
+    domain: String,
+    #[serde(default = "root_path")]
+    path: String,
+    #[serde(default)]
+    secure: bool,
+    #[serde(default)]
+    http_only: bool,
+    expires: Option<i64>,
+    same_site: Option<SameSiteInput>,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum SameSiteInput {
+    Lax,
+    Strict,
+    None,
+}
+
+impl From<CookieInput> for Cookie {
+    fn from(c: CookieInput) -> Self {
+        Cookie {
+            name: c.name,
+            value: c.value,
+            domain: c.domain,
+            path: c.path,
+            secure: c.secure,
+            http_only: c.http_only,
+            expires: c.expires,
+            same_site: c.same_site.map(|s| match s {
+                SameSiteInput::Lax => SameSite::Lax,
+                SameSiteInput::Strict => SameSite::Strict,
+                SameSiteInput::None => SameSite::None,
+            }),
+        }
+    }
+}
+
+/// `cookies` on input: a list of Cookie objects, or the seed's `{"name": "value"}` form.
+#[derive(Debug, Default)]
+struct CookiesInput(Vec<Cookie>);
+
+impl CookiesInput {
+    /// Every cookie, validated.
+    fn validated(self) -> Result<Vec<Cookie>> {
+        for cookie in &self.0 {
+            cookie.validate().map_err(|e| ApiError::invalid(format!("cookies: {e}")))?;
+        }
+        Ok(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CookiesInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct CookiesVisitor;
+        impl<'de> Visitor<'de> for CookiesVisitor {
+            type Value = CookiesInput;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of cookie objects or an object of name: value strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<CookiesInput, A::Error> {
+                let mut cookies = Vec::new();
+                while let Some(cookie) = seq.next_element::<CookieInput>()? {
+                    cookies.push(cookie.into());
+                }
+                Ok(CookiesInput(cookies))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<CookiesInput, A::Error> {
+                let mut cookies = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, String>()? {
+                    cookies.push(Cookie::simple(name, value));
+                }
+                Ok(CookiesInput(cookies))
+            }
+        }
+        d.deserialize_any(CookiesVisitor)
+    }
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquireRequest {
+    lease_secs: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSessionRequest {
+    id: Option<String>,
+    user_data: Option<Map<String, Value>>,
+    cookies: Option<CookiesInput>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    proxy_url: Option<Option<String>>,
+    max_age_secs: Option<f64>,
+    max_usage_count: Option<u32>,
+    max_error_score: Option<f64>,
+    error_score_decrement: Option<f64>,
+    blocked_status_codes: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchSessionRequest {
+    user_data: Option<Map<String, Value>>,
+    cookies: Option<CookiesInput>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseIdRequest {
+    lease_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseRequest {
+    lease_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusCodeRequest {
+    status_code: u16,
+    #[serde(default)]
+    additional_blocked_status_codes: Vec<u16>,
+    #[serde(default)]
+    ignore_http_error_status_codes: Vec<u16>,
+    #[serde(default)]
+    mark: bool,
+    lease_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StateParam {
+    Usable,
+    Retired,
+    Leased,
+    All,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<StateParam>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SessionList<'a> {
+    sessions: Vec<SessionView<'a>>,
+    next_cursor: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct StatusCodeAnswer<'a> {
+    blocked: bool,
+    session: SessionView<'a>,
+}
+
+fn check_status_codes(field: &str, codes: &[u16]) -> Result<()> {
+    match codes.iter().find(|c| !is_status_code(**c)) {
+        Some(code) => Err(ApiError::invalid(format!("{field}: {code} is not a status code in 100..=599"))),
+        None => Ok(()),
+    }
+}
+
+/// RFC 7396 JSON merge patch of `patch` onto `target`: `null` deletes, objects merge, anything else
+/// replaces.
+fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&key);
+            }
+            Value::Object(inner) => {
+                let slot = target.entry(key).or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(existing) = slot {
+                    merge_patch(existing, inner);
+                }
+            }
+            other => {
+                target.insert(key, other);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+async fn acquire(
+    State(state): State<AppState>,
+    AppPath(pool): AppPath<String>,
+    AppJson(request): AppJson<AcquireRequest>,
+) -> Result<Response> {
+    let pool = check_pool_name(&pool)?;
+    let lease = match request.lease_secs {
+        Some(secs) if !(secs > 0.0 && secs <= MAX_LEASE_SECS) => {
+            return Err(ApiError::invalid(format!("lease_secs: {secs} is not in (0, {MAX_LEASE_SECS}]")));
+        }
+        Some(secs) => Some(secs_to_delta(secs)),
+        None => None,
+    };
+    let now = now();
+    let mut guard = state.registry.lock(pool, true, now).await?;
+    let session = guard.acquire(lease, now)?;
+    let body = to_json(&SessionView::of(session, pool, now).with_lease(session, now))?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    AppPath(pool): AppPath<String>,
+    AppJson(request): AppJson<CreateSessionRequest>,
+) -> Result<Response> {
+    let pool = check_pool_name(&pool)?;
+    if let Some(id) = &request.id {
+        check_session_id(id)?;
+    }
+    if let Some(Some(url)) = &request.proxy_url {
+        validate_proxy_url(url).map_err(|reason| ApiError::invalid(format!("proxy_url: {reason}")))?;
+    }
+    let settings_input = SessionSettingsInput::from_parts(
+        request.max_age_secs,
+        request.max_usage_count,
+        request.max_error_score,
+        request.error_score_decrement,
+        request.blocked_status_codes,
+    );
+    let cookies = request.cookies.unwrap_or_default().validated()?;
+    let now = now();
+    let mut guard = state.registry.lock(pool, true, now).await?;
+    let settings =
+        if settings_input.is_empty() { None } else { Some(settings_input.resolve(&guard.config().session)?) };
+    let new = NewSession {
+        id: request.id,
+        settings,
+        user_data: request.user_data.unwrap_or_default(),
+        cookies,
+        proxy_url: request.proxy_url,
+    };
+    let session = guard.create(new, now)?;
+    let location = format!("/v1/pools/{pool}/sessions/{}", session.id);
+    let body = to_json(&SessionView::of(session, pool, now))?;
+    drop(guard);
+    let mut response = json_response(StatusCode::CREATED, body);
+    if let Ok(value) = location.parse() {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    AppPath(pool): AppPath<String>,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<Response> {
+    let pool = check_pool_name(&pool)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit: {limit} is not in 1..={MAX_PAGE}")));
+    }
+    if let Some(cursor) = &query.cursor {
+        check_session_id(cursor).map_err(|_| ApiError::invalid(format!("cursor: {cursor:?} is not a cursor")))?;
+    }
+    let filter = match query.state {
+        Some(StateParam::Usable) => StateFilter::Usable,
+        Some(StateParam::Retired) => StateFilter::Retired,
+        Some(StateParam::Leased) => StateFilter::Leased,
+        Some(StateParam::All) | None => StateFilter::All,
+    };
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let (page, next) = guard.list(filter, query.cursor.as_deref(), limit as usize, now);
+    let list = SessionList {
+        sessions: page.into_iter().map(|s| SessionView::of(s, pool, now)).collect(),
+        next_cursor: next.as_deref(),
+    };
+    let body = to_json(&list)?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let session = guard.get(id, now).ok_or_else(|| ApiError::SessionNotFound(id.to_owned()))?;
+    let body = to_json(&SessionView::of(session, pool, now))?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn patch_session(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppJson(request): AppJson<PatchSessionRequest>,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let cookies = request.cookies.map(CookiesInput::validated).transpose()?;
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let session = guard.edit(id, now, |user_data, jar| {
+        if let Some(patch) = request.user_data {
+            merge_patch(user_data, patch);
+        }
+        for cookie in cookies.into_iter().flatten() {
+            upsert(jar, cookie);
+        }
+    })?;
+    let body = to_json(&SessionView::of(session, pool, now))?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+) -> Result<StatusCode> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    guard.delete(id, now)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The three mark-like calls share one shape: optional lease id, one core operation.
+#[derive(Clone, Copy)]
+enum Mark {
+    Good,
+    Bad,
+    Retire,
+}
+
+async fn apply_mark(
+    state: AppState,
+    pool: String,
+    id: String,
+    lease_id: Option<String>,
+    mark: Mark,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let lease_id = lease_id.as_deref();
+    let session = match mark {
+        Mark::Good => guard.mark_good(id, lease_id, now)?,
+        Mark::Bad => guard.mark_bad(id, lease_id, now)?,
+        Mark::Retire => guard.retire(id, lease_id, now)?,
+    };
+    let body = to_json(&SessionView::of(session, pool, now))?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn mark_good(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppJson(request): AppJson<LeaseIdRequest>,
+) -> Result<Response> {
+    apply_mark(state, pool, id, request.lease_id, Mark::Good).await
+}
+
+async fn mark_bad(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppJson(request): AppJson<LeaseIdRequest>,
+) -> Result<Response> {
+    apply_mark(state, pool, id, request.lease_id, Mark::Bad).await
+}
+
+async fn retire(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppJson(request): AppJson<LeaseIdRequest>,
+) -> Result<Response> {
+    apply_mark(state, pool, id, request.lease_id, Mark::Retire).await
+}
+
+async fn release(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppJson(request): AppJson<ReleaseRequest>,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let session = guard.release(id, &request.lease_id, now)?;
+    let body = to_json(&SessionView::of(session, pool, now))?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn status_code(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppJson(request): AppJson<StatusCodeRequest>,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    if !is_status_code(request.status_code) {
+        return Err(ApiError::invalid(format!("status_code: {} is not in 100..=599", request.status_code)));
+    }
+    check_status_codes("additional_blocked_status_codes", &request.additional_blocked_status_codes)?;
+    check_status_codes("ignore_http_error_status_codes", &request.ignore_http_error_status_codes)?;
+    let report = StatusReport {
+        status_code: request.status_code,
+        additional_blocked: &request.additional_blocked_status_codes,
+        ignored: &request.ignore_http_error_status_codes,
+        mark: request.mark,
+    };
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let (verdict, session) = guard.report_status(id, &report, request.lease_id.as_deref(), now)?;
+    let body = to_json(&StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) })?;
+    drop(guard);
+    metrics::counter!("session_pool_status_codes_total", "pool" => pool.to_owned(), "code" => request.status_code.to_string())
+        .increment(1);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = obj(json!({"a": "b", "c": {"d": "e", "f": "g"}, "k": 1}));
+        merge_patch(&mut target, obj(json!({"a": "z", "c": {"f": null}, "k": {"x": null, "y": 2}})));
+        assert_eq!(Value::Object(target), json!({"a": "z", "c": {"d": "e"}, "k": {"y": 2}}));
+    }
+
+    #[test]
+    fn cookies_come_in_two_forms() {
+        let list: CookiesInput =
+            serde_json::from_value(json!([{"name": "a", "value": "1", "secure": true, "same_site": "Lax"}])).unwrap();
+        assert_eq!(list.0[0].same_site, Some(SameSite::Lax));
+        assert!(list.0[0].secure);
+        let map: CookiesInput = serde_json::from_value(json!({"a": "1", "b": "2"})).unwrap();
+        assert_eq!(map.0, vec![Cookie::simple("a", "1"), Cookie::simple("b", "2")]);
+        assert!(serde_json::from_value::<CookiesInput>(json!([{"name": "a"}])).is_err());
+        assert!(serde_json::from_value::<CookiesInput>(json!("a=1")).is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The server's settings: one `Config`, parsed by clap from flags and `SESSION_POOL_*` environment
+//! variables (flags win). Fields are plain and public so tests build a `Config` directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::pool::{PoolConfig, DEFAULT_MAX_POOL_SIZE, MAX_POOL_SIZE_LIMIT};
+use crate::session::settings::{
+    DEFAULT_ERROR_SCORE_DECREMENT, DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_ERROR_SCORE, DEFAULT_MAX_USAGE_COUNT,
+};
+use crate::session::SessionSettings;
+
+/// Default address to listen on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on (host:port).
+    #[arg(long, env = "SESSION_POOL_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Directory where the state is persisted.
+    #[arg(long, env = "SESSION_POOL_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Seconds between two snapshots of the state (fractions allowed).
+    #[arg(long, env = "SESSION_POOL_PERSIST_INTERVAL_SECS", default_value_t = 5.0, value_parser = positive_secs)]
+    pub persist_interval_secs: f64,
+
+    /// Seconds a retired session stays readable before it is purged (fractions allowed).
+    #[arg(long, env = "SESSION_POOL_RETIRED_RETENTION_SECS", default_value_t = 600.0, value_parser = non_negative_secs)]
+    pub retired_retention_secs: f64,
+
+    /// API key clients must send as `Authorization: Bearer KEY` (repeatable; comma-separated in the
+    /// environment). None means no authentication.
+    #[arg(long = "api-key", env = "SESSION_POOL_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<String>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SESSION_POOL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most pools the server holds, `default` included.
+    #[arg(long, env = "SESSION_POOL_MAX_POOLS", default_value_t = 1000)]
+    pub max_pools: usize,
+
+    /// Most sessions the server holds, all pools and retired sessions included.
+    #[arg(long, env = "SESSION_POOL_MAX_SESSIONS", default_value_t = 2_000_000)]
+    pub max_sessions: usize,
+
+    /// Log format.
+    #[arg(long, env = "SESSION_POOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Default pool size: how many usable sessions acquire fills a pool to (0..=1000000).
+    #[arg(long, env = "SESSION_POOL_MAX_POOL_SIZE", default_value_t = DEFAULT_MAX_POOL_SIZE,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_POOL_SIZE_LIMIT)))]
+    pub max_pool_size: u32,
+
+    /// Default session lifetime in seconds (fractions allowed).
+    #[arg(long, env = "SESSION_POOL_MAX_AGE_SECS", default_value_t = DEFAULT_MAX_AGE_SECS, value_parser = positive_secs)]
+    pub max_age_secs: f64,
+
+    /// Default number of uses before a session retires.
+    #[arg(long, env = "SESSION_POOL_MAX_USAGE_COUNT", default_value_t = DEFAULT_MAX_USAGE_COUNT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_usage_count: u32,
+
+    /// Default error score at which a session is blocked.
+    #[arg(long, env = "SESSION_POOL_MAX_ERROR_SCORE", default_value_t = DEFAULT_MAX_ERROR_SCORE, value_parser = positive_number)]
+    pub max_error_score: f64,
+
+    /// Default amount a good use takes off the error score.
+    #[arg(long, env = "SESSION_POOL_ERROR_SCORE_DECREMENT", default_value_t = DEFAULT_ERROR_SCORE_DECREMENT,
+          value_parser = non_negative_number)]
+    pub error_score_decrement: f64,
+
+    /// Default status codes that retire a session at once (comma-separated).
+    #[arg(long, env = "SESSION_POOL_BLOCKED_STATUS_CODES", value_delimiter = ',', default_value = "401,403,429",
+          value_parser = clap::value_parser!(u16).range(100..=599))]
+    pub blocked_status_codes: Vec<u16>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let session = SessionSettings::default();
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: PathBuf::from("./data"),
+            persist_interval_secs: 5.0,
+            retired_retention_secs: 600.0,
+            api_key: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_pools: 1000,
+            max_sessions: 2_000_000,
+            log_format: LogFormat::Text,
+            max_pool_size: DEFAULT_MAX_POOL_SIZE,
+            max_age_secs: session.max_age_secs,
+            max_usage_count: session.max_usage_count,
+            max_error_score: session.max_error_score,
+            error_score_decrement: session.error_score_decrement,
+            blocked_status_codes: session.blocked_status_codes.to_vec(),
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration of pools, from the `--max-pool-size` and session flags.
+    pub fn pool_defaults(&self) -> PoolConfig {
+        PoolConfig {
+            max_pool_size: self.max_pool_size,
+            session: Arc::new(SessionSettings {
+                max_age_secs: self.max_age_secs,
+                max_usage_count: self.max_usage_count,
+                max_error_score: self.max_error_score,
+                error_score_decrement: self.error_score_decrement,
+                blocked_status_codes: Arc::from(self.blocked_status_codes.as_slice()),
+            }),
+            proxy_urls: Vec::new(),
+            proxy_url_template: None,
+        }
+    }
+
+    /// Checks what clap's parsers cannot see on their own (a `Config` built in code skips them).
+    ///
+    /// # Errors
+    /// A message naming the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.pool_defaults().validate().map_err(|e| anyhow::anyhow!("invalid default pool setting: {e}"))?;
+        anyhow::ensure!(
+            self.persist_interval_secs.is_finite() && self.persist_interval_secs > 0.0,
+            "--persist-interval-secs must be > 0"
+        );
+        anyhow::ensure!(
+            self.retired_retention_secs.is_finite() && (0.0..=1e9).contains(&self.retired_retention_secs),
+            "--retired-retention-secs must be in 0..=1e9"
+        );
+        anyhow::ensure!(self.max_pools >= 1, "--max-pools must be at least 1 (the default pool counts)");
+        anyhow::ensure!(self.api_key.iter().all(|k| !k.is_empty()), "--api-key must not be empty");
+        Ok(())
+    }
+}
+
+fn parse_number(raw: &str) -> Result<f64, String> {
+    let value: f64 = raw.trim().parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{raw:?} is not a finite number"))
+    }
+}
+
+fn positive_number(raw: &str) -> Result<f64, String> {
+    parse_number(raw).and_then(|v| if v > 0.0 { Ok(v) } else { Err(format!("{raw} must be > 0")) })
+}
+
+fn non_negative_number(raw: &str) -> Result<f64, String> {
+    parse_number(raw).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("{raw} must be >= 0")) })
+}
+
+fn positive_secs(raw: &str) -> Result<f64, String> {
+    positive_number(raw)
+}
+
+fn non_negative_secs(raw: &str) -> Result<f64, String> {
+    non_negative_number(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn flag_defaults_equal_config_default() {
+        let parsed = Cli::try_parse_from(["session-pool"]).unwrap().config;
+        let default = Config::default();
+        assert_eq!(parsed.listen, default.listen);
+        assert_eq!(parsed.pool_defaults(), default.pool_defaults());
+        assert_eq!(parsed.retired_retention_secs, default.retired_retention_secs);
+        assert_eq!(parsed.max_sessions, default.max_sessions);
+        assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
+        default.validate().unwrap();
+    }
+
+    #[test]
+    fn fractions_and_lists_parse() {
+        let config = Cli::try_parse_from([
+            "session-pool",
+            "--max-age-secs",
+            "0.2",
+            "--blocked-status-codes",
+            "403,503",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+        ])
+        .unwrap()
+        .config;
+        assert_eq!(config.max_age_secs, 0.2);
+        assert_eq!(config.blocked_status_codes, vec![403, 503]);
+        assert_eq!(config.api_key, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn out_of_range_flags_are_refused() {
+        for args in [
+            ["session-pool", "--max-age-secs", "0"],
+            ["session-pool", "--max-usage-count", "0"],
+            ["session-pool", "--blocked-status-codes", "42"],
+            ["session-pool", "--max-pool-size", "1000001"],
+            ["session-pool", "--max-error-score", "nan"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
+        }
+    }
+}

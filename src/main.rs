@@ -1,0 +1,112 @@
+//! The `session-pool` binary: parse the config, set up logging, bind, serve until SIGTERM/SIGINT.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use session_pool::config::LogFormat;
+use session_pool::Config;
+use tracing_subscriber::EnvFilter;
+
+/// Keeps the sessions of a web-scraping cluster: Crawlee's Session/SessionPool as a shared HTTP
+/// service.
+#[derive(Debug, Parser)]
+#[command(name = "session-pool", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exit 0 when the server at --listen answers /healthz with 200 (for container health checks).
+    Healthcheck,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        return match healthcheck(cli.config.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_tracing(cli.config.log_format);
+    match serve(cli.config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("session-pool: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    session_pool::run(listener, config, shutdown_signal()).await
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// A plain HTTP/1.1 GET of /healthz, so the container image needs no curl.
+fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(if listen.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&target, timeout).with_context(|| format!("connect to {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).context("read the answer")?;
+    anyhow::ensure!(head.starts_with(b"HTTP/1.1 200"), "{target} answered {:?}", String::from_utf8_lossy(&head));
+    Ok(())
+}

@@ -1,0 +1,1278 @@
+//! Pools of sessions and the registry of named pools: the data structures that make every call cost
+//! O(1) or O(log n) in the pool's size.
+//!
+//! # How a pool keeps acquire cheap
+//! Sessions live in a slab (`slots`), found by id through a hash map; a sorted set of ids serves
+//! listing in id order. Every slot is in exactly one of three states, kept in step by one function,
+//! [`Pool::transition`]:
+//! - *free*: usable and not leased; its index is in the `free` vector, so a uniform pick is one
+//!   random index, and removal is a swap-remove;
+//! - *leased*: usable under a live lease;
+//! - *retired*: terminal; it waits in the purge queue for the retention to pass.
+//!
+//! What the clock changes without a call (expiry, lease ends, purges) sits in three min-heaps keyed by
+//! time. Every operation first runs [`Pool::tick`], which pops what is due, so a read never shows a
+//! state the clock has already left behind, and no call scans the pool. Heap entries carry the slot's
+//! generation, so a purged and reused slot never acts on an old entry.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use chrono::TimeDelta;
+use metrics::Counter;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+use crate::session::{
+    self, Cookie, Lease, RetiredReason, Session, SessionSettings, StatusReport, StatusVerdict, Timestamp,
+};
+
+/// The largest `max_pool_size` a pool may have.
+pub const MAX_POOL_SIZE_LIMIT: u32 = 1_000_000;
+/// Crawlee's default pool size.
+pub const DEFAULT_MAX_POOL_SIZE: u32 = 1000;
+/// The pool that always exists.
+pub const DEFAULT_POOL: &str = "default";
+
+/// What a pool is configured with; sessions it creates take their settings from here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// How many usable sessions acquire fills the pool to; 0 makes a consume-only pool.
+    pub max_pool_size: u32,
+    /// Settings of the sessions the pool creates.
+    pub session: Arc<SessionSettings>,
+    /// Proxy URLs handed to new sessions round-robin.
+    pub proxy_urls: Vec<String>,
+    /// A proxy URL with `{session_id}` in it; wins over `proxy_urls`.
+    pub proxy_url_template: Option<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_pool_size: DEFAULT_MAX_POOL_SIZE,
+            session: Arc::new(SessionSettings::default()),
+            proxy_urls: Vec::new(),
+            proxy_url_template: None,
+        }
+    }
+}
+
+/// The placeholder a proxy URL template substitutes with the session id.
+pub const SESSION_ID_PLACEHOLDER: &str = "{session_id}";
+
+impl PoolConfig {
+    /// Checks the pool size, the session settings and every proxy URL.
+    ///
+    /// # Errors
+    /// [`session::Error::InvalidSetting`] naming the field.
+    pub fn validate(&self) -> Result<(), session::Error> {
+        if self.max_pool_size > MAX_POOL_SIZE_LIMIT {
+            return Err(session::Error::InvalidSetting {
+                field: "max_pool_size",
+                reason: format!("must be in 0..={MAX_POOL_SIZE_LIMIT}"),
+            });
+        }
+        self.session.validate()?;
+        for url in &self.proxy_urls {
+            validate_proxy_url(url).map_err(|reason| session::Error::InvalidSetting { field: "proxy_urls", reason })?;
+        }
+        if let Some(template) = &self.proxy_url_template {
+            if !template.contains(SESSION_ID_PLACEHOLDER) {
+                return Err(session::Error::InvalidSetting {
+                    field: "proxy_url_template",
+                    reason: format!("must contain {SESSION_ID_PLACEHOLDER}"),
+                });
+            }
+            let sample = template.replace(SESSION_ID_PLACEHOLDER, "0123456789abcdef0123456789abcdef");
+            validate_proxy_url(&sample)
+                .map_err(|reason| session::Error::InvalidSetting { field: "proxy_url_template", reason })?;
+        }
+        Ok(())
+    }
+}
+
+/// Accepts absolute http, https, socks5 and socks5h URLs with a host. The error never repeats the
+/// URL, which may carry credentials.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn validate_proxy_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
+        return Err(format!("scheme {:?} is not one of http, https, socks5, socks5h", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(())
+}
+
+/// Errors of pool operations; the API layer maps each to its problem code.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PoolError {
+    /// No pool of that name.
+    #[error("pool {0:?} does not exist")]
+    PoolNotFound(String),
+    /// No session of that id in the pool.
+    #[error("session {0:?} does not exist")]
+    SessionNotFound(String),
+    /// Create with an id the pool already holds.
+    #[error("session {0:?} already exists")]
+    SessionExists(String),
+    /// Release with a lease id that is not the session's current lease.
+    #[error("lease {0:?} is not the session's current lease")]
+    LeaseMismatch(String),
+    /// Every usable session is leased and the pool cannot grow.
+    #[error("no session is available")]
+    NoSessionAvailable,
+    /// `--max-pools` or `--max-sessions` reached.
+    #[error("{0}")]
+    LimitReached(String),
+    /// Input the domain rejects.
+    #[error(transparent)]
+    Invalid(#[from] session::Error),
+}
+
+/// The count of sessions held by all pools together, against `--max-sessions`.
+#[derive(Debug)]
+pub struct SessionBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl SessionBudget {
+    /// A budget of `max` sessions.
+    pub fn new(max: usize) -> Self {
+        Self { held: AtomicUsize::new(0), max }
+    }
+
+    /// Reserves up to `wanted` sessions; returns how many it got.
+    pub fn try_reserve(&self, wanted: usize) -> usize {
+        let mut granted = 0;
+        let _ = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            granted = wanted.min(self.max.saturating_sub(held));
+            (granted > 0).then_some(held + granted)
+        });
+        granted
+    }
+
+    /// Gives `n` sessions back.
+    pub fn release(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Sessions held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// Which sessions a listing wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateFilter {
+    /// Usable, leased or not.
+    Usable,
+    /// Retired and not yet purged.
+    Retired,
+    /// Usable under a live lease.
+    Leased,
+    /// Everything held.
+    #[default]
+    All,
+}
+
+/// The counts of a pool, maintained rather than recounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// All sessions held, retired ones not yet purged included.
+    pub sessions: usize,
+    /// Usable sessions, leased or not.
+    pub usable: usize,
+    /// `sessions - usable`.
+    pub retired: usize,
+    /// Usable sessions under a live lease.
+    pub leased: usize,
+}
+
+/// A new session's explicit parts, for [`Pool::create`].
+#[derive(Debug, Default)]
+pub struct NewSession {
+    /// Its id; `None` generates one.
+    pub id: Option<String>,
+    /// Its settings; `None` takes the pool's.
+    pub settings: Option<SessionSettings>,
+    /// Free-form data.
+    pub user_data: serde_json::Map<String, serde_json::Value>,
+    /// Initial cookies (already validated).
+    pub cookies: Vec<Cookie>,
+    /// `None`: the pool assigns one; `Some(None)`: no proxy; `Some(Some(url))`: that URL.
+    pub proxy_url: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Leased,
+    Retired,
+}
+
+#[derive(Debug)]
+struct Slot {
+    session: Option<Session>,
+    generation: u32,
+    state: SlotState,
+    /// Index in `Pool::free` while `state == Free`.
+    free_pos: u32,
+}
+
+/// A time-keyed entry of one of the pool's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: Timestamp,
+    slot: u32,
+    generation: u32,
+}
+
+type Queue = BinaryHeap<Reverse<Due>>;
+
+/// Metric handles registered once per pool, so a hot call does no label lookup.
+#[derive(Debug)]
+struct PoolMetrics {
+    acquired: Counter,
+    exhausted: Counter,
+    good: Counter,
+    bad: Counter,
+    created: Counter,
+    retired: [Counter; 5],
+}
+
+impl PoolMetrics {
+    fn new(pool: &str) -> Self {
+        let pool = pool.to_owned();
+        let acquires = |result: &'static str| metrics::counter!("session_pool_acquires_total", "pool" => pool.clone(), "result" => result);
+        let marks = |outcome: &'static str| metrics::counter!("session_pool_marks_total", "pool" => pool.clone(), "outcome" => outcome);
+        Self {
+            acquired: acquires("ok"),
+            exhausted: acquires("exhausted"),
+            good: marks("good"),
+            bad: marks("bad"),
+            created: metrics::counter!("session_pool_sessions_created_total", "pool" => pool.clone()),
+            retired: RetiredReason::ALL.map(|reason| {
+                metrics::counter!("session_pool_retirements_total", "pool" => pool.clone(), "reason" => reason.as_str())
+            }),
+        }
+    }
+
+    fn retirement(&self, reason: RetiredReason) -> &Counter {
+        let index = RetiredReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        &self.retired[index]
+    }
+}
+
+/// One named pool of sessions. Not thread-safe by itself: the registry keeps each behind its own
+/// Tokio mutex, so every call on a pool is atomic and pools never contend.
+#[derive(Debug)]
+pub struct Pool {
+    name: Arc<str>,
+    config: PoolConfig,
+    created_at: Timestamp,
+    retention: TimeDelta,
+    budget: Arc<SessionBudget>,
+    slots: Vec<Slot>,
+    vacant: Vec<u32>,
+    by_id: HashMap<Arc<str>, u32>,
+    ordered: BTreeSet<Arc<str>>,
+    free: Vec<u32>,
+    usable: usize,
+    leased: usize,
+    expiries: Queue,
+    lease_ends: Queue,
+    purges: Queue,
+    proxy_cursor: usize,
+    rng: SmallRng,
+    metrics: PoolMetrics,
+    deleted: bool,
+}
+
+const NOT_FREE: u32 = u32::MAX;
+
+impl Pool {
+    /// An empty pool. `retention` is how long retired sessions stay readable; `budget` is shared by
+    /// every pool of the registry.
+    pub fn new(
+        name: &str,
+        config: PoolConfig,
+        retention: TimeDelta,
+        budget: Arc<SessionBudget>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            name: Arc::from(name),
+            metrics: PoolMetrics::new(name),
+            config,
+            created_at: now,
+            retention,
+            budget,
+            slots: Vec::new(),
+            vacant: Vec::new(),
+            by_id: HashMap::new(),
+            ordered: BTreeSet::new(),
+            free: Vec::new(),
+            usable: 0,
+            leased: 0,
+            expiries: BinaryHeap::new(),
+            lease_ends: BinaryHeap::new(),
+            purges: BinaryHeap::new(),
+            proxy_cursor: 0,
+            rng: SmallRng::from_os_rng(),
+            deleted: false,
+        }
+    }
+
+    /// Replaces the random source, so tests can make picks repeatable.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = SmallRng::seed_from_u64(seed);
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// When the pool was created.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// New settings for sessions created from now on; existing sessions keep theirs and nothing is
+    /// destroyed, even when `max_pool_size` goes down.
+    pub fn reconfigure(&mut self, config: PoolConfig) {
+        self.config = config;
+        self.proxy_cursor = 0;
+    }
+
+    /// The counts at `now`.
+    pub fn counts(&mut self, now: Timestamp) -> PoolCounts {
+        self.tick(now);
+        self.counts_as_of_last_tick()
+    }
+
+    /// The counts as of the last call, without applying the clock (for metrics scrapes).
+    pub fn counts_as_of_last_tick(&self) -> PoolCounts {
+        let sessions = self.by_id.len();
+        PoolCounts { sessions, usable: self.usable, retired: sessions - self.usable, leased: self.leased }
+    }
+
+    /// Applies the clock: ends leases past their time, retires expired sessions, purges retired ones
+    /// past the retention. Amortized O(log n) per due event, nothing when nothing is due.
+    pub fn tick(&mut self, now: Timestamp) {
+        while let Some(due) = pop_due(&mut self.lease_ends, now) {
+            if let Some(slot) = self.live_slot(due) {
+                self.transition(slot, now, |s| {
+                    if s.lease.is_some_and(|l| l.until <= now) {
+                        s.lease = None;
+                    }
+                });
+            }
+        }
+        while let Some(due) = pop_due(&mut self.expiries, now) {
+            if let Some(slot) = self.live_slot(due) {
+                self.transition(slot, now, |s| {
+                    s.settle(now);
+                });
+            }
+        }
+        while let Some(due) = pop_due(&mut self.purges, now) {
+            if let Some(slot) = self.live_slot(due) {
+                self.remove_slot(slot);
+            }
+        }
+    }
+
+    /// Hands out a usable session: fills the pool up to `max_pool_size` usable sessions, then picks
+    /// one uniformly among those not leased. With `lease`, the session is leased for that long.
+    ///
+    /// # Errors
+    /// [`PoolError::NoSessionAvailable`] when every usable session is leased and the pool cannot
+    /// grow (it is full, or `--max-sessions` is reached).
+    pub fn acquire(&mut self, lease: Option<TimeDelta>, now: Timestamp) -> Result<&Session, PoolError> {
+        self.tick(now);
+        let missing = (self.config.max_pool_size as usize).saturating_sub(self.usable);
+        if missing > 0 {
+            let granted = self.budget.try_reserve(missing);
+            for _ in 0..granted {
+                let settings = Arc::clone(&self.config.session);
+                self.insert(self.generate_id(), settings, now, |_| {});
+            }
+        }
+        if self.free.is_empty() {
+            self.metrics.exhausted.increment(1);
+            return Err(PoolError::NoSessionAvailable);
+        }
+        let slot = self.free[self.rng.random_range(0..self.free.len())];
+        if let Some(duration) = lease {
+            let lease = Lease { id: Uuid::new_v4(), until: now + duration };
+            self.transition(slot, now, |s| s.lease = Some(lease));
+        }
+        self.metrics.acquired.increment(1);
+        Ok(self.session_at(slot))
+    }
+
+    /// Creates a session with the given parts; settings not given come from the pool.
+    ///
+    /// # Errors
+    /// [`PoolError::SessionExists`] for an id already held; [`PoolError::Invalid`] for settings out of
+    /// range; [`PoolError::LimitReached`] past `--max-sessions`.
+    pub fn create(&mut self, new: NewSession, now: Timestamp) -> Result<&Session, PoolError> {
+        self.tick(now);
+        let settings = match new.settings {
+            Some(settings) => {
+                settings.validate()?;
+                Arc::new(settings)
+            }
+            None => Arc::clone(&self.config.session),
+        };
+        let id: Arc<str> = match new.id {
+            Some(id) if self.by_id.contains_key(id.as_str()) => return Err(PoolError::SessionExists(id)),
+            Some(id) => Arc::from(id),
+            None => self.generate_id(),
+        };
+        if self.budget.try_reserve(1) == 0 {
+            return Err(PoolError::LimitReached(format!(
+                "the server holds its maximum of {} sessions (--max-sessions)",
+                self.budget.max()
+            )));
+        }
+        let NewSession { user_data, cookies, proxy_url, .. } = new;
+        let slot = self.insert(id, settings, now, move |s| {
+            s.user_data = user_data;
+            s.cookies = cookies;
+            if let Some(explicit) = proxy_url {
+                s.proxy_url = explicit.map(String::into_boxed_str);
+            }
+        });
+        Ok(self.session_at(slot))
+    }
+
+    /// The session with that id, as of `now`.
+    pub fn get(&mut self, id: &str, now: Timestamp) -> Option<&Session> {
+        self.tick(now);
+        let slot = *self.by_id.get(id)?;
+        Some(self.session_at(slot))
+    }
+
+    /// Changes what does not affect usability: user data and cookies.
+    ///
+    /// # Errors
+    /// [`PoolError::SessionNotFound`].
+    pub fn edit(
+        &mut self,
+        id: &str,
+        now: Timestamp,
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>, &mut Vec<Cookie>),
+    ) -> Result<&Session, PoolError> {
+        let slot = self.find(id, now)?;
+        if let Some(session) = self.slots[slot as usize].session.as_mut() {
+            edit(&mut session.user_data, &mut session.cookies);
+        }
+        Ok(self.session_at(slot))
+    }
+
+    /// Removes a session now, whatever its state.
+    ///
+    /// # Errors
+    /// [`PoolError::SessionNotFound`].
+    pub fn delete(&mut self, id: &str, now: Timestamp) -> Result<(), PoolError> {
+        let slot = self.find(id, now)?;
+        self.remove_slot(slot);
+        Ok(())
+    }
+
+    /// A good use (SEMANTICS.md); a matching `lease_id` also ends the lease.
+    ///
+    /// # Errors
+    /// [`PoolError::SessionNotFound`].
+    pub fn mark_good(&mut self, id: &str, lease_id: Option<&str>, now: Timestamp) -> Result<&Session, PoolError> {
+        let (slot, used) = self.apply(id, lease_id, now, |s| {
+            s.mark_good(now);
+        })?;
+        if used {
+            self.metrics.good.increment(1);
+        }
+        Ok(self.session_at(slot))
+    }
+
+    /// A bad use (SEMANTICS.md); a matching `lease_id` also ends the lease.
+    ///
+    /// # Errors
+    /// [`PoolError::SessionNotFound`].
+    pub fn mark_bad(&mut self, id: &str, lease_id: Option<&str>, now: Timestamp) -> Result<&Session, PoolError> {
+        let (slot, used) = self.apply(id, lease_id, now, |s| {
+            s.mark_bad(now);
+        })?;
+        if used {
+            self.metrics.bad.increment(1);
+        }
+        Ok(self.session_at(slot))
+    }
+
+    /// Retires the session (reason `retired`).
+    ///
+    /// # Errors
+    /// [`PoolError::SessionNotFound`].
+    pub fn retire(&mut self, id: &str, lease_id: Option<&str>, now: Timestamp) -> Result<&Session, PoolError> {
+        let (slot, _) = self.apply(id, lease_id, now, |s| {
+            s.retire(RetiredReason::Retired, now);
+        })?;
+        Ok(self.session_at(slot))
+    }
+
+    /// What a crawler does with each response's status (SEMANTICS.md, `status_code`).
+    ///
+    /// # Errors
+    /// [`PoolError::SessionNotFound`].
+    pub fn report_status(
+        &mut self,
+        id: &str,
+        report: &StatusReport<'_>,
+        lease_id: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(StatusVerdict, &Session), PoolError> {
+        let mut verdict = StatusVerdict { blocked: false };
+        let (slot, used) = self.apply(id, lease_id, now, |s| verdict = s.report_status(report, now).0)?;
+        if used && (200..=399).contains(&report.status_code) {
+            self.metrics.good.increment(1);
+        } else if used {
+            self.metrics.bad.increment(1);
+        }
+        Ok((verdict, self.session_at(slot)))
+    }
+
+    /// Ends the lease `lease_id`. On a retired session it is a no-op, never an error.
+    ///
+    /// # Errors
+    /// [`PoolError::SessionNotFound`]; [`PoolError::LeaseMismatch`] when `lease_id` is not the
+    /// session's current lease.
+    pub fn release(&mut self, id: &str, lease_id: &str, now: Timestamp) -> Result<&Session, PoolError> {
+        let slot = self.find(id, now)?;
+        let state = self.slots[slot as usize].state;
+        if state != SlotState::Retired {
+            let current = self.session_at(slot).lease.map(|l| l.id);
+            if current.is_none() || current != parse_lease_id(lease_id) {
+                return Err(PoolError::LeaseMismatch(lease_id.to_owned()));
+            }
+            self.transition(slot, now, |s| s.lease = None);
+        }
+        Ok(self.session_at(slot))
+    }
+
+    /// Up to `limit` sessions in `state`, in id order, after the id `after`; with the cursor for the
+    /// next page when there is one.
+    pub fn list(
+        &mut self,
+        state: StateFilter,
+        after: Option<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> (Vec<&Session>, Option<Arc<str>>) {
+        self.tick(now);
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = self
+            .ordered
+            .range::<str, _>((start, Bound::Unbounded))
+            .filter_map(|id| self.by_id.get(id).map(|slot| &self.slots[*slot as usize]))
+            .filter(|slot| match state {
+                StateFilter::All => true,
+                StateFilter::Usable => slot.state != SlotState::Retired,
+                StateFilter::Retired => slot.state == SlotState::Retired,
+                StateFilter::Leased => slot.state == SlotState::Leased,
+            })
+            .filter_map(|slot| slot.session.as_ref());
+        let page: Vec<&Session> = matching.by_ref().take(limit).collect();
+        let next = match (matching.next(), page.last()) {
+            (Some(_), Some(last)) => Some(Arc::clone(&last.id)),
+            _ => None,
+        };
+        (page, next)
+    }
+
+    /// Number of sessions held, retired ones included.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether the pool holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Drops every session and gives their budget back; the pool stays configured.
+    pub fn clear(&mut self) {
+        self.budget.release(self.by_id.len());
+        let fresh =
+            Pool::new(&self.name, self.config.clone(), self.retention, Arc::clone(&self.budget), self.created_at);
+        let deleted = self.deleted;
+        *self = fresh;
+        self.deleted = deleted;
+    }
+
+    fn find(&mut self, id: &str, now: Timestamp) -> Result<u32, PoolError> {
+        self.tick(now);
+        self.by_id.get(id).copied().ok_or_else(|| PoolError::SessionNotFound(id.to_owned()))
+    }
+
+    /// Runs a mark-like operation and, when `lease_id` is the live lease, ends that lease. Returns
+    /// the slot and whether the operation counted a use.
+    fn apply(
+        &mut self,
+        id: &str,
+        lease_id: Option<&str>,
+        now: Timestamp,
+        op: impl FnOnce(&mut Session),
+    ) -> Result<(u32, bool), PoolError> {
+        let slot = self.find(id, now)?;
+        let lease_id = lease_id.and_then(parse_lease_id);
+        let uses_before = self.session_at(slot).usage_count;
+        self.transition(slot, now, |s| {
+            op(s);
+            if s.lease.is_some_and(|lease| Some(lease.id) == lease_id) {
+                s.lease = None;
+            }
+        });
+        Ok((slot, self.session_at(slot).usage_count != uses_before))
+    }
+
+    fn generate_id(&self) -> Arc<str> {
+        loop {
+            let id = Uuid::new_v4().simple().to_string();
+            if !self.by_id.contains_key(id.as_str()) {
+                return Arc::from(id);
+            }
+        }
+    }
+
+    fn next_proxy_url(&mut self, id: &str) -> Option<Box<str>> {
+        if let Some(template) = &self.config.proxy_url_template {
+            return Some(template.replace(SESSION_ID_PLACEHOLDER, id).into_boxed_str());
+        }
+        if self.config.proxy_urls.is_empty() {
+            return None;
+        }
+        let url = &self.config.proxy_urls[self.proxy_cursor % self.config.proxy_urls.len()];
+        self.proxy_cursor = self.proxy_cursor.wrapping_add(1);
+        Some(url.clone().into_boxed_str())
+    }
+
+    /// Puts a new session in a slot; its budget must already be reserved.
+    fn insert(
+        &mut self,
+        id: Arc<str>,
+        settings: Arc<SessionSettings>,
+        now: Timestamp,
+        fill: impl FnOnce(&mut Session),
+    ) -> u32 {
+        let mut session = Session::new(Arc::clone(&id), settings, now);
+        session.proxy_url = self.next_proxy_url(&id);
+        fill(&mut session);
+        let slot = match self.vacant.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot { session: None, generation: 0, state: SlotState::Retired, free_pos: NOT_FREE });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let generation = self.slots[slot as usize].generation;
+        self.expiries.push(Reverse(Due { at: session.expires_at, slot, generation }));
+        let entry = &mut self.slots[slot as usize];
+        entry.session = Some(session);
+        // Counted as retired until `transition` files it where it belongs.
+        entry.state = SlotState::Retired;
+        self.by_id.insert(Arc::clone(&id), slot);
+        self.ordered.insert(id);
+        self.metrics.created.increment(1);
+        self.transition(slot, now, |s| {
+            s.settle(now);
+        });
+        slot
+    }
+
+    /// The one place that changes a session: runs `change`, settles retirement, then moves the slot
+    /// between free, leased and retired, keeping every count, the free vector and the queues in step.
+    fn transition(&mut self, slot: u32, now: Timestamp, change: impl FnOnce(&mut Session)) {
+        let (old, new, retired_now, lease_until, generation) = {
+            let entry = &mut self.slots[slot as usize];
+            let Some(session) = entry.session.as_mut() else { return };
+            let was_retired = session.retirement.is_some();
+            let lease_before = session.lease;
+            change(session);
+            session.settle(now);
+            let new = if session.retirement.is_some() {
+                SlotState::Retired
+            } else if session.lease.is_some() {
+                SlotState::Leased
+            } else {
+                SlotState::Free
+            };
+            let retired_now = session.retirement.filter(|_| !was_retired);
+            let new_lease = session.lease.filter(|l| Some(*l) != lease_before).map(|l| l.until);
+            // A slot just inserted is filed as retired without a retirement: treat it as new.
+            let old = if entry.state == SlotState::Retired && !was_retired { None } else { Some(entry.state) };
+            (old, new, retired_now, new_lease, entry.generation)
+        };
+        if old == Some(new) && lease_until.is_none() {
+            return;
+        }
+        match old {
+            Some(SlotState::Free) => self.remove_free(slot),
+            Some(SlotState::Leased) => {
+                self.leased -= 1;
+            }
+            Some(SlotState::Retired) | None => {}
+        }
+        if matches!(old, Some(SlotState::Free | SlotState::Leased)) {
+            self.usable -= 1;
+        }
+        match new {
+            SlotState::Free => {
+                self.slots[slot as usize].free_pos = self.free.len() as u32;
+                self.free.push(slot);
+                self.usable += 1;
+            }
+            SlotState::Leased => {
+                self.leased += 1;
+                self.usable += 1;
+            }
+            SlotState::Retired => {}
+        }
+        self.slots[slot as usize].state = new;
+        if let Some(until) = lease_until {
+            self.lease_ends.push(Reverse(Due { at: until, slot, generation }));
+        }
+        if let Some(retirement) = retired_now {
+            self.metrics.retirement(retirement.reason).increment(1);
+            self.purges.push(Reverse(Due { at: retirement.at + self.retention, slot, generation }));
+        }
+    }
+
+    fn remove_free(&mut self, slot: u32) {
+        let pos = self.slots[slot as usize].free_pos;
+        self.free.swap_remove(pos as usize);
+        if let Some(&moved) = self.free.get(pos as usize) {
+            self.slots[moved as usize].free_pos = pos;
+        }
+        self.slots[slot as usize].free_pos = NOT_FREE;
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        let state = self.slots[slot as usize].state;
+        match state {
+            SlotState::Free => {
+                self.remove_free(slot);
+                self.usable -= 1;
+            }
+            SlotState::Leased => {
+                self.leased -= 1;
+                self.usable -= 1;
+            }
+            SlotState::Retired => {}
+        }
+        let entry = &mut self.slots[slot as usize];
+        if let Some(session) = entry.session.take() {
+            self.by_id.remove(&session.id);
+            self.ordered.remove(&session.id);
+            self.budget.release(1);
+        }
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.state = SlotState::Retired;
+        self.vacant.push(slot);
+    }
+
+    fn live_slot(&self, due: Due) -> Option<u32> {
+        let entry = self.slots.get(due.slot as usize)?;
+        (entry.generation == due.generation && entry.session.is_some()).then_some(due.slot)
+    }
+
+    fn session_at(&self, slot: u32) -> &Session {
+        self.slots[slot as usize].session.as_ref().expect("a filed slot holds a session")
+    }
+
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        let mut free = 0;
+        let mut leased = 0;
+        let mut retired = 0;
+        for (index, entry) in self.slots.iter().enumerate() {
+            let Some(session) = &entry.session else { continue };
+            assert_eq!(self.by_id.get(&session.id), Some(&(index as u32)));
+            match entry.state {
+                SlotState::Free => {
+                    free += 1;
+                    assert_eq!(self.free[entry.free_pos as usize], index as u32);
+                    assert!(session.retirement.is_none() && session.lease.is_none());
+                }
+                SlotState::Leased => {
+                    leased += 1;
+                    assert!(session.retirement.is_none() && session.lease.is_some());
+                }
+                SlotState::Retired => {
+                    retired += 1;
+                    assert!(session.retirement.is_some() && session.lease.is_none());
+                }
+            }
+        }
+        assert_eq!(self.free.len(), free);
+        assert_eq!(self.leased, leased);
+        assert_eq!(self.usable, free + leased);
+        assert_eq!(self.by_id.len(), free + leased + retired);
+        assert_eq!(self.ordered.len(), self.by_id.len());
+    }
+}
+
+fn pop_due(queue: &mut Queue, now: Timestamp) -> Option<Due> {
+    match queue.peek() {
+        Some(Reverse(due)) if due.at <= now => queue.pop().map(|Reverse(due)| due),
+        _ => None,
+    }
+}
+
+fn parse_lease_id(raw: &str) -> Option<Uuid> {
+    Uuid::try_parse(raw).ok()
+}
+
+/// The limits that bound what a registry holds.
+#[derive(Debug, Clone)]
+pub struct RegistryLimits {
+    /// Pools at most, `default` included.
+    pub max_pools: usize,
+    /// Sessions at most, all pools and retired ones included.
+    pub max_sessions: usize,
+    /// How long retired sessions stay readable.
+    pub retention: TimeDelta,
+}
+
+/// The named pools, each behind its own Tokio mutex. The map itself is behind a std `RwLock` that
+/// is only held to look up or insert a pool, never across an `.await`.
+#[derive(Debug)]
+pub struct Registry {
+    pools: RwLock<BTreeMap<Arc<str>, Arc<Mutex<Pool>>>>,
+    defaults: PoolConfig,
+    limits: RegistryLimits,
+    budget: Arc<SessionBudget>,
+}
+
+/// A locked pool; dropping it unlocks.
+pub type PoolGuard = OwnedMutexGuard<Pool>;
+
+impl Registry {
+    /// A registry holding the `default` pool, configured with `defaults`.
+    pub fn new(defaults: PoolConfig, limits: RegistryLimits, now: Timestamp) -> Self {
+        let budget = Arc::new(SessionBudget::new(limits.max_sessions));
+        let default = Pool::new(DEFAULT_POOL, defaults.clone(), limits.retention, Arc::clone(&budget), now);
+        let mut pools = BTreeMap::new();
+        pools.insert(Arc::from(DEFAULT_POOL), Arc::new(Mutex::new(default)));
+        Self { pools: RwLock::new(pools), defaults, limits, budget }
+    }
+
+    /// The server's default pool configuration.
+    pub fn defaults(&self) -> &PoolConfig {
+        &self.defaults
+    }
+
+    /// Sessions held by all pools together.
+    pub fn sessions_held(&self) -> usize {
+        self.budget.held()
+    }
+
+    /// Locks the pool `name`; with `create`, makes it (with the default config) when missing.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`] without `create`; [`PoolError::LimitReached`] past `--max-pools`.
+    pub async fn lock(&self, name: &str, create: bool, now: Timestamp) -> Result<PoolGuard, PoolError> {
+        loop {
+            let pool = match self.lookup(name) {
+                Some(pool) => pool,
+                None if create => self.insert(name, self.defaults.clone(), now)?.0,
+                None => return Err(PoolError::PoolNotFound(name.to_owned())),
+            };
+            let guard = pool.lock_owned().await;
+            if !guard.deleted {
+                return Ok(guard);
+            }
+        }
+    }
+
+    /// Creates the pool with `config`, or reconfigures it; returns the locked pool and whether it
+    /// was created.
+    ///
+    /// # Errors
+    /// [`PoolError::LimitReached`] past `--max-pools`.
+    pub async fn put(&self, name: &str, config: PoolConfig, now: Timestamp) -> Result<(PoolGuard, bool), PoolError> {
+        loop {
+            let (pool, created) = match self.lookup(name) {
+                Some(pool) => (pool, false),
+                None => self.insert(name, config.clone(), now)?,
+            };
+            let mut guard = pool.lock_owned().await;
+            if guard.deleted {
+                continue;
+            }
+            if !created {
+                guard.reconfigure(config);
+            }
+            return Ok((guard, created));
+        }
+    }
+
+    /// Deletes the pool and its sessions; `default` is emptied and reset to the server's defaults
+    /// instead.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`].
+    pub async fn delete(&self, name: &str, now: Timestamp) -> Result<(), PoolError> {
+        let pool = self.lookup(name).ok_or_else(|| PoolError::PoolNotFound(name.to_owned()))?;
+        let mut guard = pool.lock_owned().await;
+        if guard.deleted {
+            return Err(PoolError::PoolNotFound(name.to_owned()));
+        }
+        guard.clear();
+        if name == DEFAULT_POOL {
+            guard.reconfigure(self.defaults.clone());
+            guard.created_at = now;
+        } else {
+            guard.deleted = true;
+            self.pools.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        }
+        Ok(())
+    }
+
+    /// Every pool, sorted by name (unlocked: lock each to read it).
+    pub fn pools(&self) -> Vec<Arc<Mutex<Pool>>> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    fn lookup(&self, name: &str) -> Option<Arc<Mutex<Pool>>> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    fn insert(&self, name: &str, config: PoolConfig, now: Timestamp) -> Result<(Arc<Mutex<Pool>>, bool), PoolError> {
+        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(pool) = pools.get(name) {
+            return Ok((Arc::clone(pool), false));
+        }
+        if pools.len() >= self.limits.max_pools {
+            return Err(PoolError::LimitReached(format!(
+                "the server holds its maximum of {} pools (--max-pools)",
+                self.limits.max_pools
+            )));
+        }
+        let pool = Arc::new(Mutex::new(Pool::new(name, config, self.limits.retention, Arc::clone(&self.budget), now)));
+        pools.insert(Arc::from(name), Arc::clone(&pool));
+        Ok((pool, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn t0() -> Timestamp {
+        DateTime::parse_from_rfc3339("2026-11-25T19:00:00Z").unwrap().with_timezone(&chrono::Utc)
+    }
+
+    fn secs(s: i64) -> TimeDelta {
+        TimeDelta::seconds(s)
+    }
+
+    fn pool_with(max_pool_size: u32, max_sessions: usize) -> Pool {
+        let config = PoolConfig { max_pool_size, ..PoolConfig::default() };
+        let mut pool = Pool::new("p", config, secs(600), Arc::new(SessionBudget::new(max_sessions)), t0());
+        pool.seed(7);
+        pool
+    }
+
+    fn create(pool: &mut Pool, id: &str, settings: Option<SessionSettings>) -> Arc<str> {
+        let new = NewSession { id: Some(id.into()), settings, ..NewSession::default() };
+        Arc::clone(&pool.create(new, t0()).unwrap().id)
+    }
+
+    #[test]
+    fn the_first_acquire_fills_the_pool() {
+        let mut pool = pool_with(7, 100);
+        pool.acquire(None, t0()).unwrap();
+        assert_eq!(pool.counts(t0()), PoolCounts { sessions: 7, usable: 7, retired: 0, leased: 0 });
+        pool.check_invariants();
+    }
+
+    #[test]
+    fn acquire_replaces_a_retired_session_and_never_returns_it() {
+        let mut pool = pool_with(3, 100);
+        let first = Arc::clone(&pool.acquire(None, t0()).unwrap().id);
+        pool.retire(&first, None, t0()).unwrap();
+        let mut seen = HashSet::new();
+        for _ in 0..200 {
+            let s = pool.acquire(None, t0()).unwrap();
+            assert_ne!(s.id, first);
+            seen.insert(Arc::clone(&s.id));
+        }
+        assert_eq!(seen.len(), 3, "every free session gets picked");
+        assert_eq!(pool.counts(t0()), PoolCounts { sessions: 4, usable: 3, retired: 1, leased: 0 });
+        pool.check_invariants();
+    }
+
+    #[test]
+    fn leases_are_exclusive_and_end_on_time() {
+        let mut pool = pool_with(2, 100);
+        let a = Arc::clone(&pool.acquire(Some(secs(30)), t0()).unwrap().id);
+        let b = Arc::clone(&pool.acquire(Some(secs(2)), t0()).unwrap().id);
+        assert_ne!(a, b);
+        assert_eq!(pool.acquire(None, t0()).unwrap_err(), PoolError::NoSessionAvailable);
+        assert_eq!(pool.counts(t0()).leased, 2);
+        let freed = pool.acquire(Some(secs(30)), t0() + secs(2)).unwrap();
+        assert_eq!(freed.id, b, "the expired lease freed b");
+        pool.check_invariants();
+    }
+
+    #[test]
+    fn a_lease_ends_only_with_its_own_id() {
+        let mut pool = pool_with(1, 100);
+        let session = pool.acquire(Some(secs(30)), t0()).unwrap();
+        let (id, lease) = (Arc::clone(&session.id), session.lease.unwrap());
+        let other = Uuid::new_v4().simple().to_string();
+        assert!(matches!(pool.release(&id, &other, t0()), Err(PoolError::LeaseMismatch(_))));
+        pool.mark_good(&id, Some(&other), t0()).unwrap();
+        assert!(pool.get(&id, t0()).unwrap().lease.is_some(), "a stale id ends nothing");
+        let session = pool.mark_good(&id, Some(&lease.id.simple().to_string()), t0()).unwrap();
+        assert!(session.lease.is_none());
+        assert_eq!(session.usage_count, 2);
+        assert!(matches!(pool.release(&id, &lease.id.to_string(), t0()), Err(PoolError::LeaseMismatch(_))));
+        pool.retire(&id, None, t0()).unwrap();
+        assert!(pool.release(&id, "anything", t0()).is_ok(), "a late release on a retired session is fine");
+        pool.check_invariants();
+    }
+
+    #[test]
+    fn expiry_retires_at_expires_at_and_retention_purges() {
+        let mut pool = pool_with(0, 100);
+        let short = SessionSettings { max_age_secs: 1.0, ..SessionSettings::default() };
+        let id = create(&mut pool, "short", Some(short));
+        assert_eq!(pool.counts(t0()).usable, 1);
+        let later = t0() + secs(5);
+        let session = pool.get(&id, later).unwrap();
+        let retirement = session.retirement.unwrap();
+        assert_eq!((retirement.reason, retirement.at), (RetiredReason::Expired, t0() + secs(1)));
+        assert_eq!(pool.counts(later), PoolCounts { sessions: 1, usable: 0, retired: 1, leased: 0 });
+        assert!(pool.get(&id, t0() + secs(600)).is_some(), "readable within the retention");
+        assert!(pool.get(&id, t0() + secs(601)).is_none(), "purged after it");
+        assert_eq!(pool.budget.held(), 0);
+        pool.check_invariants();
+    }
+
+    #[test]
+    fn a_consume_only_pool_hands_out_what_a_producer_made() {
+        let mut pool = pool_with(0, 100);
+        assert_eq!(pool.acquire(None, t0()).unwrap_err(), PoolError::NoSessionAvailable);
+        create(&mut pool, "warm", None);
+        assert_eq!(&*pool.acquire(None, t0()).unwrap().id, "warm");
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn explicit_sessions_may_exceed_the_pool_size_and_then_acquire_creates_nothing() {
+        let mut pool = pool_with(2, 100);
+        for i in 0..4 {
+            create(&mut pool, &format!("s{i}"), None);
+        }
+        pool.acquire(None, t0()).unwrap();
+        assert_eq!(pool.len(), 4);
+    }
+
+    #[test]
+    fn the_session_budget_is_shared_and_enforced() {
+        let mut pool = pool_with(10, 3);
+        pool.acquire(None, t0()).unwrap();
+        assert_eq!(pool.len(), 3, "acquire fills only as far as the budget allows");
+        let new = NewSession { id: Some("x".into()), ..NewSession::default() };
+        assert!(matches!(pool.create(new, t0()), Err(PoolError::LimitReached(_))));
+        let first = Arc::clone(&pool.list(StateFilter::All, None, 1, t0()).0[0].id);
+        pool.delete(&first, t0()).unwrap();
+        create(&mut pool, "x", None);
+        assert_eq!(pool.budget.held(), 3);
+    }
+
+    #[test]
+    fn creating_an_existing_id_changes_nothing() {
+        let mut pool = pool_with(0, 100);
+        create(&mut pool, "a", None);
+        let again = NewSession { id: Some("a".into()), ..NewSession::default() };
+        assert_eq!(pool.create(again, t0()).unwrap_err(), PoolError::SessionExists("a".into()));
+        assert_eq!((pool.len(), pool.budget.held()), (1, 1));
+    }
+
+    #[test]
+    fn listing_pages_in_id_order_by_state() {
+        let mut pool = pool_with(0, 100);
+        for id in ["d", "b", "a", "e", "c"] {
+            create(&mut pool, id, None);
+        }
+        pool.retire("a", None, t0()).unwrap();
+        let ids = |page: Vec<&Session>| page.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
+        let (page, next) = pool.list(StateFilter::All, None, 2, t0());
+        assert_eq!((ids(page), next.as_deref()), (vec!["a".to_string(), "b".into()], Some("b")));
+        let (page, next) = pool.list(StateFilter::All, Some("b"), 2, t0());
+        assert_eq!((ids(page), next.as_deref()), (vec!["c".to_string(), "d".into()], Some("d")));
+        let (page, next) = pool.list(StateFilter::All, Some("d"), 2, t0());
+        assert_eq!((ids(page), next), (vec!["e".to_string()], None));
+        assert_eq!(ids(pool.list(StateFilter::Retired, None, 10, t0()).0), vec!["a"]);
+        assert_eq!(pool.list(StateFilter::Usable, None, 10, t0()).0.len(), 4);
+    }
+
+    #[test]
+    fn proxies_are_sticky_round_robin_or_templated() {
+        let mut pool = pool_with(3, 100);
+        pool.reconfigure(PoolConfig {
+            max_pool_size: 3,
+            proxy_urls: vec!["http://a:1".into(), "http://b:2".into()],
+            ..PoolConfig::default()
+        });
+        pool.acquire(None, t0()).unwrap();
+        let mut urls: Vec<_> =
+            pool.list(StateFilter::All, None, 10, t0()).0.iter().map(|s| s.proxy_url.clone().unwrap()).collect();
+        urls.sort();
+        assert_eq!(urls, ["http://a:1".into(), "http://a:1".into(), "http://b:2".into()] as [Box<str>; 3]);
+
+        pool.reconfigure(PoolConfig {
+            proxy_url_template: Some("http://user-session-{session_id}:pw@gate:7000".into()),
+            ..PoolConfig::default()
+        });
+        let id = create(&mut pool, "abc", None);
+        assert_eq!(pool.get(&id, t0()).unwrap().proxy_url.as_deref(), Some("http://user-session-abc:pw@gate:7000"));
+        let new = NewSession { id: Some("own".into()), proxy_url: Some(None), ..NewSession::default() };
+        assert_eq!(pool.create(new, t0()).unwrap().proxy_url, None, "an explicit null means no proxy");
+    }
+
+    #[test]
+    fn proxy_urls_are_validated_without_echoing_credentials() {
+        assert!(validate_proxy_url("socks5h://user:pw@host:1080").is_ok());
+        let err = validate_proxy_url("ftp://user:secret@host").unwrap_err();
+        assert!(!err.contains("secret"));
+        assert!(validate_proxy_url("not a url").is_err());
+        let template = PoolConfig { proxy_url_template: Some("http://gate:1".into()), ..PoolConfig::default() };
+        assert!(template.validate().is_err(), "a template without {{session_id}} is refused");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire { lease_secs: Option<i64> },
+        Create { max_age_secs: u8, max_usage: u8 },
+        Good(usize),
+        Bad(usize),
+        Retire(usize),
+        Release(usize),
+        Delete(usize),
+        Status { pick: usize, code: u16, mark: bool },
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => proptest::option::of(1i64..20).prop_map(|lease_secs| Op::Acquire { lease_secs }),
+            1 => (1u8..30, 1u8..6).prop_map(|(max_age_secs, max_usage)| Op::Create { max_age_secs, max_usage }),
+            2 => any::<usize>().prop_map(Op::Good),
+            2 => any::<usize>().prop_map(Op::Bad),
+            1 => any::<usize>().prop_map(Op::Retire),
+            1 => any::<usize>().prop_map(Op::Release),
+            1 => any::<usize>().prop_map(Op::Delete),
+            1 => (any::<usize>(), prop_oneof![Just(200u16), Just(403), Just(500)], any::<bool>())
+                .prop_map(|(pick, code, mark)| Op::Status { pick, code, mark }),
+            2 => (0u16..5000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever happens, acquire hands out only usable, unleased sessions; counts add up; error
+        /// scores stay >= 0; and retirement is never undone.
+        #[test]
+        fn invariants_hold_under_any_sequence(ops in proptest::collection::vec(op(), 1..120), size in 0u32..6) {
+            let mut pool = pool_with(size, 40);
+            pool.retention = secs(10);
+            let mut now = t0();
+            let mut retired: HashSet<Arc<str>> = HashSet::new();
+            let mut next_id = 0;
+            for op in ops {
+                let ids: Vec<Arc<str>> = pool.ordered.iter().cloned().collect();
+                let pick = |i: usize| ids.get(i % ids.len().max(1)).cloned();
+                match op {
+                    Op::Acquire { lease_secs } => {
+                        let leased_before: HashSet<Arc<str>> = pool
+                            .list(StateFilter::Leased, None, 1000, now).0.iter().map(|s| Arc::clone(&s.id)).collect();
+                        if let Ok(s) = pool.acquire(lease_secs.map(secs), now) {
+                            prop_assert!(s.is_usable(now), "handed out an unusable session");
+                            prop_assert!(!retired.contains(&s.id), "handed out a retired session");
+                            prop_assert!(!leased_before.contains(&s.id), "handed out a leased session");
+                        }
+                    }
+                    Op::Create { max_age_secs, max_usage } => {
+                        next_id += 1;
+                        let settings = SessionSettings {
+                            max_age_secs: f64::from(max_age_secs),
+                            max_usage_count: u32::from(max_usage),
+                            ..SessionSettings::default()
+                        };
+                        let new = NewSession { id: Some(format!("c{next_id}")), settings: Some(settings), ..NewSession::default() };
+                        let _ = pool.create(new, now);
+                    }
+                    Op::Good(i) => if let Some(id) = pick(i) { pool.mark_good(&id, None, now).unwrap(); },
+                    Op::Bad(i) => if let Some(id) = pick(i) { pool.mark_bad(&id, None, now).unwrap(); },
+                    Op::Retire(i) => if let Some(id) = pick(i) { pool.retire(&id, None, now).unwrap(); },
+                    Op::Release(i) => if let Some(id) = pick(i) {
+                        let lease = pool.get(&id, now).unwrap().lease.map(|l| l.id.simple().to_string());
+                        if let Some(lease) = lease {
+                            pool.release(&id, &lease, now).unwrap();
+                        }
+                    },
+                    Op::Delete(i) => if let Some(id) = pick(i) { pool.delete(&id, now).unwrap(); retired.remove(&id); },
+                    Op::Status { pick: i, code, mark } => if let Some(id) = pick(i) {
+                        let report = StatusReport { status_code: code, mark, ..StatusReport::default() };
+                        pool.report_status(&id, &report, None, now).unwrap();
+                    },
+                    Op::Advance(ms) => now += TimeDelta::milliseconds(i64::from(ms)),
+                }
+                pool.tick(now);
+                pool.check_invariants();
+                for entry in &pool.slots {
+                    if let Some(s) = &entry.session {
+                        prop_assert!(s.error_score >= 0.0);
+                        if retired.contains(&s.id) {
+                            prop_assert!(s.retirement.is_some(), "a retired session came back");
+                        }
+                        if s.retirement.is_some() {
+                            retired.insert(Arc::clone(&s.id));
+                        }
+                    }
+                }
+                prop_assert_eq!(pool.budget.held(), pool.len());
+            }
+        }
+    }
+}
