@@ -11,6 +11,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use session_pool::pool::{Pool, PoolConfig, SessionBudget};
 use session_pool::session::SessionSettings;
 
+/// Pool sizes from "fits in L1/L2" to "far larger than the last-level cache", so the curve shows
+/// where memory latency, not the algorithm, sets the cost.
+const SIZES: [u32; 4] = [1_000, 10_000, 100_000, 1_000_000];
+
 fn pool_of(size: u32) -> Pool {
     // Sessions that never wear out, so every iteration measures the same two operations.
     let session = SessionSettings { max_usage_count: u32::MAX, max_error_score: 1e12, ..SessionSettings::default() };
@@ -21,7 +25,7 @@ fn pool_of(size: u32) -> Pool {
 fn acquire_and_mark_good(c: &mut Criterion) {
     let mut group = c.benchmark_group("acquire_mark_good");
     group.throughput(Throughput::Elements(1));
-    for size in [1_000u32, 1_000_000] {
+    for size in SIZES {
         let mut pool = pool_of(size);
         let now = Utc::now();
         pool.acquire(None, now).expect("fills the pool");

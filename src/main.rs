@@ -45,7 +45,6 @@ async fn main() -> ExitCode {
     match serve(cli.config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("session-pool: {e:#}");
             ExitCode::FAILURE
         }

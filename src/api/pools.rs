@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// SessionSettings as a request gives them: every field optional, a missing one takes `defaults`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSettingsInput {
     max_age_secs: Option<f64>,

@@ -25,7 +25,7 @@ use crate::error::{ApiError, Result};
 use crate::pool::{validate_proxy_url, NewSession, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;
-use crate::session::{Cookie, SameSite, Session, StatusReport, Timestamp};
+use crate::session::{Cookie, SameSite, Session, SessionSettings, StatusReport, Timestamp};
 
 /// The longest lease, in seconds.
 pub const MAX_LEASE_SECS: f64 = 3600.0;
@@ -415,6 +415,9 @@ async fn create_session(
         request.blocked_status_codes,
     );
     let cookies = request.cookies.unwrap_or_default().validated()?;
+    // Each field is checked on its own, so checking the given ones over any valid base finds every
+    // bad one before the pool is touched (or implicitly created).
+    settings_input.clone().resolve(&SessionSettings::default())?;
     let now = now();
     let mut guard = state.registry.lock(pool, true, now).await?;
     let settings =
