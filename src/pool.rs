@@ -29,7 +29,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::session::{
-    self, Cookie, Lease, RetiredReason, Session, SessionSettings, StatusReport, StatusVerdict, Timestamp,
+    self, Cookie, Lease, RetiredReason, Retirement, Session, SessionSettings, StatusReport, StatusVerdict, Timestamp,
 };
 
 /// The largest `max_pool_size` a pool may have.
@@ -162,6 +162,11 @@ impl SessionBudget {
         granted
     }
 
+    /// Takes `n` sessions whatever the limit (restoring stored state never drops it).
+    pub fn force_reserve(&self, n: usize) {
+        self.held.fetch_add(n, Ordering::AcqRel);
+    }
+
     /// Gives `n` sessions back.
     pub fn release(&self, n: usize) {
         self.held.fetch_sub(n, Ordering::AcqRel);
@@ -222,9 +227,23 @@ pub struct NewSession {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
+    /// No session, or one being filed.
+    Vacant,
     Free,
     Leased,
     Retired,
+}
+
+impl SlotState {
+    fn of(session: &Session) -> Self {
+        if session.retirement.is_some() {
+            Self::Retired
+        } else if session.lease.is_some() {
+            Self::Leased
+        } else {
+            Self::Free
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -234,6 +253,38 @@ struct Slot {
     state: SlotState,
     /// Index in `Pool::free` while `state == Free`.
     free_pos: u32,
+    /// Changed since the last [`Pool::take_changes`].
+    dirty: bool,
+}
+
+/// What changed since the last [`Pool::take_changes`]: the bookkeeping that lets a persist cycle
+/// cost O(changes), not O(sessions).
+#[derive(Debug, Default)]
+struct Changes {
+    dirty: Vec<u32>,
+    removed: Vec<Arc<str>>,
+    reset: bool,
+    config: bool,
+}
+
+/// The changes of one pool since the previous call, borrowed from the locked pool.
+#[derive(Debug)]
+pub struct ChangeSet<'a> {
+    /// The configuration changed (or the pool is new).
+    pub config_changed: bool,
+    /// Every session was dropped at once (`DELETE` of the default pool): forget all stored ones.
+    pub reset: bool,
+    /// Ids removed (deleted or purged); apply before `upserted`.
+    pub removed: Vec<Arc<str>>,
+    /// Sessions created or changed.
+    pub upserted: Vec<&'a Session>,
+}
+
+impl ChangeSet<'_> {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        !self.config_changed && !self.reset && self.removed.is_empty() && self.upserted.is_empty()
+    }
 }
 
 /// A time-keyed entry of one of the pool's queues.
@@ -302,6 +353,7 @@ pub struct Pool {
     proxy_cursor: usize,
     rng: SmallRng,
     metrics: PoolMetrics,
+    changes: Changes,
     deleted: bool,
 }
 
@@ -336,6 +388,7 @@ impl Pool {
             purges: BinaryHeap::new(),
             proxy_cursor: 0,
             rng: SmallRng::from_os_rng(),
+            changes: Changes { config: true, ..Changes::default() },
             deleted: false,
         }
     }
@@ -365,6 +418,51 @@ impl Pool {
     pub fn reconfigure(&mut self, config: PoolConfig) {
         self.config = config;
         self.proxy_cursor = 0;
+        self.changes.config = true;
+    }
+
+    /// Puts a session with all its state, as restored from disk or imported. A lease already past
+    /// is dropped; a retired session waits for its purge like any other.
+    ///
+    /// # Errors
+    /// [`PoolError::SessionExists`] for an id already held; [`PoolError::LimitReached`] past
+    /// `--max-sessions` when `within_budget` (a restore passes false: it never drops stored state).
+    pub fn adopt(&mut self, mut session: Session, within_budget: bool, now: Timestamp) -> Result<(), PoolError> {
+        self.tick(now);
+        if self.by_id.contains_key(&*session.id) {
+            return Err(PoolError::SessionExists(session.id.to_string()));
+        }
+        if !within_budget {
+            self.budget.force_reserve(1);
+        } else if self.budget.try_reserve(1) == 0 {
+            return Err(PoolError::LimitReached(format!(
+                "the server holds its maximum of {} sessions (--max-sessions)",
+                self.budget.max()
+            )));
+        }
+        if session.lease.is_some_and(|l| l.until <= now) {
+            session.lease = None;
+        }
+        self.insert(session, false, now);
+        Ok(())
+    }
+
+    /// What changed since the previous call (the first call after creation reports the config).
+    pub fn take_changes(&mut self) -> ChangeSet<'_> {
+        let changes = std::mem::take(&mut self.changes);
+        let mut slots = Vec::with_capacity(changes.dirty.len());
+        for slot in changes.dirty {
+            let entry = &mut self.slots[slot as usize];
+            if std::mem::take(&mut entry.dirty) && entry.session.is_some() {
+                slots.push(slot);
+            }
+        }
+        ChangeSet {
+            config_changed: changes.config,
+            reset: changes.reset,
+            removed: changes.removed,
+            upserted: slots.into_iter().map(|slot| self.session_at(slot)).collect(),
+        }
     }
 
     /// The counts at `now`.
@@ -417,8 +515,8 @@ impl Pool {
         if missing > 0 {
             let granted = self.budget.try_reserve(missing);
             for _ in 0..granted {
-                let settings = Arc::clone(&self.config.session);
-                self.insert(self.generate_id(), settings, now, |_| {});
+                let session = self.new_session(self.generate_id(), Arc::clone(&self.config.session), now);
+                self.insert(session, true, now);
             }
         }
         if self.free.is_empty() {
@@ -459,14 +557,17 @@ impl Pool {
                 self.budget.max()
             )));
         }
-        let NewSession { user_data, cookies, proxy_url, .. } = new;
-        let slot = self.insert(id, settings, now, move |s| {
-            s.user_data = user_data;
-            s.cookies = cookies;
-            if let Some(explicit) = proxy_url {
-                s.proxy_url = explicit.map(String::into_boxed_str);
+        let mut session = match new.proxy_url {
+            Some(explicit) => {
+                let mut session = Session::new(id, settings, now);
+                session.proxy_url = explicit.map(String::into_boxed_str);
+                session
             }
-        });
+            None => self.new_session(id, settings, now),
+        };
+        session.user_data = new.user_data;
+        session.cookies = new.cookies;
+        let slot = self.insert(session, true, now);
         Ok(self.session_at(slot))
     }
 
@@ -491,6 +592,7 @@ impl Pool {
         if let Some(session) = self.slots[slot as usize].session.as_mut() {
             edit(&mut session.user_data, &mut session.cookies);
         }
+        self.mark_dirty(slot);
         Ok(self.session_at(slot))
     }
 
@@ -599,7 +701,7 @@ impl Pool {
             .filter_map(|id| self.by_id.get(id).map(|slot| &self.slots[*slot as usize]))
             .filter(|slot| match state {
                 StateFilter::All => true,
-                StateFilter::Usable => slot.state != SlotState::Retired,
+                StateFilter::Usable => matches!(slot.state, SlotState::Free | SlotState::Leased),
                 StateFilter::Retired => slot.state == SlotState::Retired,
                 StateFilter::Leased => slot.state == SlotState::Leased,
             })
@@ -630,6 +732,7 @@ impl Pool {
         let deleted = self.deleted;
         *self = fresh;
         self.deleted = deleted;
+        self.changes.reset = true;
     }
 
     fn find(&mut self, id: &str, now: Timestamp) -> Result<u32, PoolError> {
@@ -679,94 +782,112 @@ impl Pool {
         Some(url.clone().into_boxed_str())
     }
 
-    /// Puts a new session in a slot; its budget must already be reserved.
-    fn insert(
-        &mut self,
-        id: Arc<str>,
-        settings: Arc<SessionSettings>,
-        now: Timestamp,
-        fill: impl FnOnce(&mut Session),
-    ) -> u32 {
-        let mut session = Session::new(Arc::clone(&id), settings, now);
-        session.proxy_url = self.next_proxy_url(&id);
-        fill(&mut session);
+    /// A fresh session with the pool's next sticky proxy.
+    fn new_session(&mut self, id: Arc<str>, settings: Arc<SessionSettings>, now: Timestamp) -> Session {
+        let mut session = Session::new(id, settings, now);
+        session.proxy_url = self.next_proxy_url(&session.id);
+        session
+    }
+
+    /// Puts a session in a slot and files it; its budget must already be reserved. `fresh` says it
+    /// was created now (for the metrics), not restored or imported.
+    fn insert(&mut self, session: Session, fresh: bool, now: Timestamp) -> u32 {
         let slot = match self.vacant.pop() {
             Some(slot) => slot,
             None => {
-                self.slots.push(Slot { session: None, generation: 0, state: SlotState::Retired, free_pos: NOT_FREE });
+                self.slots.push(Slot {
+                    session: None,
+                    generation: 0,
+                    state: SlotState::Vacant,
+                    free_pos: NOT_FREE,
+                    dirty: false,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
         let generation = self.slots[slot as usize].generation;
-        self.expiries.push(Reverse(Due { at: session.expires_at, slot, generation }));
-        let entry = &mut self.slots[slot as usize];
-        entry.session = Some(session);
-        // Counted as retired until `transition` files it where it belongs.
-        entry.state = SlotState::Retired;
+        if session.retirement.is_none() {
+            self.expiries.push(Reverse(Due { at: session.expires_at, slot, generation }));
+        }
+        let id = Arc::clone(&session.id);
         self.by_id.insert(Arc::clone(&id), slot);
         self.ordered.insert(id);
-        self.metrics.created.increment(1);
-        self.transition(slot, now, |s| {
-            s.settle(now);
-        });
+        if fresh {
+            self.metrics.created.increment(1);
+        }
+        let entry = &mut self.slots[slot as usize];
+        let session = entry.session.insert(session);
+        let was_retired = session.retirement.is_some();
+        session.settle(now);
+        let retirement = session.retirement;
+        let lease_until = session.lease.map(|l| l.until);
+        self.mark_dirty(slot);
+        self.refile(slot, retirement, !was_retired, lease_until);
         slot
     }
 
-    /// The one place that changes a session: runs `change`, settles retirement, then moves the slot
-    /// between free, leased and retired, keeping every count, the free vector and the queues in step.
+    /// The one place that changes a filed session: runs `change`, settles retirement, then refiles.
     fn transition(&mut self, slot: u32, now: Timestamp, change: impl FnOnce(&mut Session)) {
-        let (old, new, retired_now, lease_until, generation) = {
-            let entry = &mut self.slots[slot as usize];
-            let Some(session) = entry.session.as_mut() else { return };
-            let was_retired = session.retirement.is_some();
-            let lease_before = session.lease;
-            change(session);
-            session.settle(now);
-            let new = if session.retirement.is_some() {
-                SlotState::Retired
-            } else if session.lease.is_some() {
-                SlotState::Leased
-            } else {
-                SlotState::Free
-            };
-            let retired_now = session.retirement.filter(|_| !was_retired);
-            let new_lease = session.lease.filter(|l| Some(*l) != lease_before).map(|l| l.until);
-            // A slot just inserted is filed as retired without a retirement: treat it as new.
-            let old = if entry.state == SlotState::Retired && !was_retired { None } else { Some(entry.state) };
-            (old, new, retired_now, new_lease, entry.generation)
-        };
-        if old == Some(new) && lease_until.is_none() {
-            return;
-        }
-        match old {
-            Some(SlotState::Free) => self.remove_free(slot),
-            Some(SlotState::Leased) => {
-                self.leased -= 1;
+        let Some(session) = self.slots[slot as usize].session.as_mut() else { return };
+        let was_retired = session.retirement.is_some();
+        let lease_before = session.lease;
+        change(session);
+        session.settle(now);
+        let retired_now = session.retirement.filter(|_| !was_retired);
+        let new_lease = session.lease.filter(|l| Some(*l) != lease_before).map(|l| l.until);
+        self.mark_dirty(slot);
+        self.refile(slot, retired_now, true, new_lease);
+    }
+
+    /// Moves the slot between free, leased and retired to match its session, keeping every count and
+    /// the free vector in step, and queues what the clock will do to it: `retirement` (a retirement
+    /// to purge later, counted in the metrics when `count`) and `lease_until` (a new lease to end).
+    fn refile(&mut self, slot: u32, retirement: Option<Retirement>, count: bool, lease_until: Option<Timestamp>) {
+        let entry = &self.slots[slot as usize];
+        let Some(session) = entry.session.as_ref() else { return };
+        let (old, new, generation) = (entry.state, SlotState::of(session), entry.generation);
+        if old != new {
+            match old {
+                SlotState::Free => {
+                    self.remove_free(slot);
+                    self.usable -= 1;
+                }
+                SlotState::Leased => {
+                    self.leased -= 1;
+                    self.usable -= 1;
+                }
+                SlotState::Retired | SlotState::Vacant => {}
             }
-            Some(SlotState::Retired) | None => {}
-        }
-        if matches!(old, Some(SlotState::Free | SlotState::Leased)) {
-            self.usable -= 1;
-        }
-        match new {
-            SlotState::Free => {
-                self.slots[slot as usize].free_pos = self.free.len() as u32;
-                self.free.push(slot);
-                self.usable += 1;
+            match new {
+                SlotState::Free => {
+                    self.slots[slot as usize].free_pos = self.free.len() as u32;
+                    self.free.push(slot);
+                    self.usable += 1;
+                }
+                SlotState::Leased => {
+                    self.leased += 1;
+                    self.usable += 1;
+                }
+                SlotState::Retired | SlotState::Vacant => {}
             }
-            SlotState::Leased => {
-                self.leased += 1;
-                self.usable += 1;
-            }
-            SlotState::Retired => {}
+            self.slots[slot as usize].state = new;
         }
-        self.slots[slot as usize].state = new;
-        if let Some(until) = lease_until {
+        if let Some(until) = lease_until.filter(|_| new == SlotState::Leased) {
             self.lease_ends.push(Reverse(Due { at: until, slot, generation }));
         }
-        if let Some(retirement) = retired_now {
-            self.metrics.retirement(retirement.reason).increment(1);
+        if let Some(retirement) = retirement.filter(|_| new == SlotState::Retired) {
+            if count {
+                self.metrics.retirement(retirement.reason).increment(1);
+            }
             self.purges.push(Reverse(Due { at: retirement.at + self.retention, slot, generation }));
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot as usize];
+        if !entry.dirty {
+            entry.dirty = true;
+            self.changes.dirty.push(slot);
         }
     }
 
@@ -790,16 +911,18 @@ impl Pool {
                 self.leased -= 1;
                 self.usable -= 1;
             }
-            SlotState::Retired => {}
+            SlotState::Retired | SlotState::Vacant => {}
         }
         let entry = &mut self.slots[slot as usize];
         if let Some(session) = entry.session.take() {
             self.by_id.remove(&session.id);
             self.ordered.remove(&session.id);
             self.budget.release(1);
+            self.changes.removed.push(session.id);
         }
         entry.generation = entry.generation.wrapping_add(1);
-        entry.state = SlotState::Retired;
+        entry.state = SlotState::Vacant;
+        entry.dirty = false;
         self.vacant.push(slot);
     }
 
@@ -834,6 +957,7 @@ impl Pool {
                     retired += 1;
                     assert!(session.retirement.is_some() && session.lease.is_none());
                 }
+                SlotState::Vacant => panic!("a slot holding a session is filed as vacant"),
             }
         }
         assert_eq!(self.free.len(), free);
@@ -1177,6 +1301,47 @@ mod tests {
         assert!(validate_proxy_url("not a url").is_err());
         let template = PoolConfig { proxy_url_template: Some("http://gate:1".into()), ..PoolConfig::default() };
         assert!(template.validate().is_err(), "a template without {{session_id}} is refused");
+    }
+
+    #[test]
+    fn changes_report_what_moved_since_the_last_call_only() {
+        let mut pool = pool_with(0, 100);
+        let first = pool.take_changes();
+        assert!(first.config_changed && first.upserted.is_empty());
+        create(&mut pool, "a", None);
+        create(&mut pool, "b", None);
+        assert!(pool.take_changes().upserted.len() == 2);
+        assert!(pool.take_changes().is_empty(), "nothing changed since");
+        pool.mark_good("a", None, t0()).unwrap();
+        pool.mark_good("a", None, t0()).unwrap();
+        pool.delete("b", t0()).unwrap();
+        let changes = pool.take_changes();
+        let upserted: Vec<&str> = changes.upserted.iter().map(|s| &*s.id).collect();
+        assert_eq!(upserted, ["a"]);
+        assert_eq!(changes.removed, vec![Arc::<str>::from("b")]);
+        pool.acquire(None, t0()).unwrap();
+        assert!(pool.take_changes().is_empty(), "an acquire without a lease changes no session");
+        pool.clear();
+        assert!(pool.take_changes().reset);
+    }
+
+    #[test]
+    fn adopted_sessions_keep_their_state_and_are_filed_by_it() {
+        let mut pool = pool_with(5, 100);
+        let mut retired = Session::new(Arc::from("old"), Arc::new(SessionSettings::default()), t0());
+        retired.usage_count = 7;
+        retired.retire(RetiredReason::Blocked, t0());
+        pool.adopt(retired, true, t0()).unwrap();
+        let mut leased = Session::new(Arc::from("busy"), Arc::new(SessionSettings::default()), t0());
+        leased.lease = Some(Lease { id: Uuid::new_v4(), until: t0() + secs(30) });
+        pool.adopt(leased, true, t0()).unwrap();
+        assert_eq!(pool.counts(t0()), PoolCounts { sessions: 2, usable: 1, retired: 1, leased: 1 });
+        assert_eq!(pool.get("old", t0()).unwrap().usage_count, 7);
+        let dup = Session::new(Arc::from("old"), Arc::new(SessionSettings::default()), t0());
+        assert_eq!(pool.adopt(dup, true, t0()).unwrap_err(), PoolError::SessionExists("old".into()));
+        assert_eq!(pool.counts(t0() + secs(31)).leased, 0, "the adopted lease ends on time");
+        assert!(pool.get("old", t0() + secs(601)).is_none(), "an adopted retired session is purged too");
+        pool.check_invariants();
     }
 
     #[derive(Debug, Clone)]
