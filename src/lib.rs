@@ -12,6 +12,7 @@
 //!   call O(1) or O(log n) in the pool's size.
 //! - [`api`]: the axum router, one module per resource, the strict JSON extractors.
 //! - [`error`]: `ApiError`, the only place that knows HTTP status codes (problem+json).
+//! - [`persist`]: the state on disk (redb), written incrementally, restored at start.
 //! - [`config`]: the flags and `SESSION_POOL_*` environment variables.
 //!
 //! The library never picks an address: [`run`] serves on the listener it is given.
@@ -19,11 +20,15 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod persist;
 pub mod pool;
 pub mod session;
 
 use std::future::{Future, IntoFuture};
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,11 +42,16 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the background sweep applies the clock to every pool (lease ends, expiry, purges).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish (at most [`DRAIN_TIMEOUT`]) and returns.
+/// Serves the API on `listener` until `shutdown` resolves.
+///
+/// Binds nothing itself. Locks and opens the state in `--data-dir` first (a directory in use or a
+/// state it cannot read is an error before anything is served), then serves at once: `/readyz` and
+/// `/v1` answer 503 until the state is restored. On `shutdown` it stops accepting, lets in-flight
+/// requests finish (at most [`DRAIN_TIMEOUT`]), writes what changed, and returns.
 ///
 /// # Errors
-/// An invalid `config`, or a failure of the listener.
+/// An invalid `config`, a data directory in use, an unreadable state, a failure of the listener or
+/// of the final write.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -49,18 +59,52 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     api::service::metrics_handle();
-    let state = AppState::new(config);
-    let _sweeper = Background::spawn(sweep(state.clone()));
+    let data_dir = config.data_dir.clone();
+    let persist_interval = Duration::from_secs_f64(config.persist_interval_secs);
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || persist::Store::open(&data_dir)).await.context("opening the state")??,
+    );
+    let state = AppState::starting(config);
 
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     let (draining_tx, mut draining_rx) = watch::channel(false);
     let lifecycle = state.lifecycle.clone();
     let signal = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {},
+            _ = stop_rx.wait_for(|stop| *stop) => {},
+        }
         lifecycle.begin_shutdown();
         tracing::info!("shutdown requested: draining in-flight requests");
         let _ = draining_tx.send(true);
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal).into_future();
+    let mut server =
+        tokio::spawn(axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).into_future());
+
+    let restoring = {
+        let (store, registry) = (Arc::clone(&store), Arc::clone(&state.registry));
+        tokio::task::spawn_blocking(move || store.restore(&registry, api::now()))
+    };
+    let restored = tokio::select! {
+        restored = restoring => restored.context("the restore task failed").and_then(|r| r),
+        served = &mut server => {
+            served.context("the server task failed")??;
+            return Ok(());
+        }
+    };
+    let stats = match restored {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    tracing::info!(pools = stats.pools, sessions = stats.sessions, file = %store.path().display(), "state restored");
+    state.lifecycle.set_ready();
+
+    let sweeper = Background::spawn(sweep(state.clone()));
+    let persister = Background::spawn(persist_periodically(Arc::clone(&store), state.clone(), persist_interval));
     let drain_deadline = async move {
         if draining_rx.wait_for(|draining| *draining).await.is_err() {
             std::future::pending::<()>().await;
@@ -68,11 +112,30 @@ pub async fn run(
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        served = server => served?,
-        () = drain_deadline => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"),
+        served = &mut server => served.context("the server task failed")??,
+        () = drain_deadline => {
+            tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+            server.abort();
+        }
     }
-    tracing::info!("stopped");
+    drop(persister);
+    drop(sweeper);
+    let stats = persist::persist_once(&store, &state.registry).await.context("the final write of the state failed")?;
+    tracing::info!(sessions_written = stats.sessions, "state written; stopped");
     Ok(())
+}
+
+async fn persist_periodically(store: Arc<persist::Store>, state: AppState, every: Duration) {
+    let mut timer = tokio::time::interval(every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer.tick().await;
+    loop {
+        timer.tick().await;
+        if let Err(e) = persist::persist_once(&store, &state.registry).await {
+            metrics::counter!("session_pool_persist_errors_total").increment(1);
+            tracing::error!("persisting the state failed (kept for the next cycle): {e:#}");
+        }
+    }
 }
 
 /// Applies the clock to every pool on a timer, so leases end, sessions expire and retired ones are

@@ -995,6 +995,8 @@ pub struct RegistryLimits {
 #[derive(Debug)]
 pub struct Registry {
     pools: RwLock<BTreeMap<Arc<str>, Arc<Mutex<Pool>>>>,
+    /// Pools deleted since the last persist cycle.
+    removed: std::sync::Mutex<Vec<String>>,
     defaults: PoolConfig,
     limits: RegistryLimits,
     budget: Arc<SessionBudget>,
@@ -1010,7 +1012,7 @@ impl Registry {
         let default = Pool::new(DEFAULT_POOL, defaults.clone(), limits.retention, Arc::clone(&budget), now);
         let mut pools = BTreeMap::new();
         pools.insert(Arc::from(DEFAULT_POOL), Arc::new(Mutex::new(default)));
-        Self { pools: RwLock::new(pools), defaults, limits, budget }
+        Self { pools: RwLock::new(pools), removed: std::sync::Mutex::new(Vec::new()), defaults, limits, budget }
     }
 
     /// The server's default pool configuration.
@@ -1081,8 +1083,45 @@ impl Registry {
         } else {
             guard.deleted = true;
             self.pools.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+            self.removed.lock().unwrap_or_else(|e| e.into_inner()).push(name.to_owned());
         }
         Ok(())
+    }
+
+    /// Names of the pools deleted since the previous call, for persistence.
+    pub fn take_removed_pools(&self) -> Vec<String> {
+        std::mem::take(&mut *self.removed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts a restored pool in place (replacing the empty `default`), whatever `--max-pools` says:
+    /// a restore never drops stored state. Blocks on the pool's lock: call it off the runtime.
+    pub fn adopt_pool(&self, name: &str, config: PoolConfig, created_at: Timestamp) {
+        let fresh = Pool::new(name, config, self.limits.retention, Arc::clone(&self.budget), created_at);
+        let existing = self.lookup(name);
+        match existing {
+            Some(pool) => {
+                let mut guard = pool.blocking_lock();
+                guard.clear();
+                *guard = fresh;
+            }
+            None => {
+                let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+                pools.insert(Arc::from(name), Arc::new(Mutex::new(fresh)));
+            }
+        }
+    }
+
+    /// The pool `name` locked for a restore, created with the default config if the state had no
+    /// record of it. Blocks: call it off the runtime.
+    pub fn pool_for_restore(&self, name: &str, now: Timestamp) -> PoolGuard {
+        let pool = match self.lookup(name) {
+            Some(pool) => pool,
+            None => {
+                self.adopt_pool(name, self.defaults.clone(), now);
+                self.lookup(name).unwrap_or_else(|| unreachable!("adopt_pool inserts the pool"))
+            }
+        };
+        pool.blocking_lock_owned()
     }
 
     /// Every pool, sorted by name (unlocked: lock each to read it).

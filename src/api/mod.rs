@@ -72,8 +72,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A fresh state with the `default` pool, ready to serve.
+    /// A fresh state with the `default` pool, ready to serve (nothing to restore).
     pub fn new(config: Config) -> Self {
+        let state = Self::starting(config);
+        state.lifecycle.set_ready();
+        state
+    }
+
+    /// A fresh state that answers 503 `not_ready` until [`Lifecycle::set_ready`].
+    pub fn starting(config: Config) -> Self {
         let limits = RegistryLimits {
             max_pools: config.max_pools,
             max_sessions: config.max_sessions,
@@ -81,7 +88,6 @@ impl AppState {
         };
         let registry = Registry::new(config.pool_defaults(), limits, now());
         let lifecycle = Lifecycle::default();
-        lifecycle.set_ready();
         Self { registry: Arc::new(registry), config: Arc::new(config), lifecycle: Arc::new(lifecycle) }
     }
 }

@@ -25,7 +25,7 @@ use crate::error::{ApiError, Result};
 use crate::pool::{validate_proxy_url, NewSession, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;
-use crate::session::{Cookie, SameSite, Session, SessionSettings, StatusReport, Timestamp};
+use crate::session::{Cookie, Session, SessionSettings, StatusReport, Timestamp};
 
 /// The longest lease, in seconds.
 pub const MAX_LEASE_SECS: f64 = 3600.0;
@@ -51,39 +51,6 @@ pub fn router() -> Router<AppState> {
 // Views
 
 #[derive(Serialize)]
-struct CookieView<'a> {
-    name: &'a str,
-    value: &'a str,
-    domain: &'a str,
-    path: &'a str,
-    secure: bool,
-    http_only: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    same_site: Option<&'static str>,
-}
-
-impl<'a> From<&'a Cookie> for CookieView<'a> {
-    fn from(c: &'a Cookie) -> Self {
-        Self {
-            name: &c.name,
-            value: &c.value,
-            domain: &c.domain,
-            path: &c.path,
-            secure: c.secure,
-            http_only: c.http_only,
-            expires: c.expires,
-            same_site: c.same_site.map(|s| match s {
-                SameSite::Lax => "Lax",
-                SameSite::Strict => "Strict",
-                SameSite::None => "None",
-            }),
-        }
-    }
-}
-
-#[derive(Serialize)]
 struct LeaseView {
     id: String,
     expires_at: String,
@@ -104,7 +71,7 @@ pub struct SessionView<'a> {
     error_score_decrement: f64,
     blocked_status_codes: &'a [u16],
     user_data: &'a Map<String, Value>,
-    cookies: Vec<CookieView<'a>>,
+    cookies: &'a [Cookie],
     proxy_url: Option<&'a str>,
     is_blocked: bool,
     is_expired: bool,
@@ -136,7 +103,7 @@ impl<'a> SessionView<'a> {
             error_score_decrement: session.settings.error_score_decrement,
             blocked_status_codes: &session.settings.blocked_status_codes,
             user_data: &session.user_data,
-            cookies: session.cookies.iter().map(CookieView::from).collect(),
+            cookies: &session.cookies,
             proxy_url: session.proxy_url.as_deref(),
             is_blocked: session.is_blocked(),
             is_expired: session.is_expired(now),
@@ -162,54 +129,6 @@ impl<'a> SessionView<'a> {
 // ---------------------------------------------------------------------------------------------
 // Inputs
 
-/// A cookie as input gives it: `name` and `value` required, the rest defaulted.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CookieInput {
-    name: String,
-    value: String,
-    #[serde(default)]
-    domain: String,
-    #[serde(default = "root_path")]
-    path: String,
-    #[serde(default)]
-    secure: bool,
-    #[serde(default)]
-    http_only: bool,
-    expires: Option<i64>,
-    same_site: Option<SameSiteInput>,
-}
-
-fn root_path() -> String {
-    "/".into()
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-enum SameSiteInput {
-    Lax,
-    Strict,
-    None,
-}
-
-impl From<CookieInput> for Cookie {
-    fn from(c: CookieInput) -> Self {
-        Cookie {
-            name: c.name,
-            value: c.value,
-            domain: c.domain,
-            path: c.path,
-            secure: c.secure,
-            http_only: c.http_only,
-            expires: c.expires,
-            same_site: c.same_site.map(|s| match s {
-                SameSiteInput::Lax => SameSite::Lax,
-                SameSiteInput::Strict => SameSite::Strict,
-                SameSiteInput::None => SameSite::None,
-            }),
-        }
-    }
-}
-
 /// `cookies` on input: a list of Cookie objects, or the seed's `{"name": "value"}` form.
 #[derive(Debug, Default)]
 struct CookiesInput(Vec<Cookie>);
@@ -234,8 +153,8 @@ impl<'de> Deserialize<'de> for CookiesInput {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<CookiesInput, A::Error> {
                 let mut cookies = Vec::new();
-                while let Some(cookie) = seq.next_element::<CookieInput>()? {
-                    cookies.push(cookie.into());
+                while let Some(cookie) = seq.next_element::<Cookie>()? {
+                    cookies.push(cookie);
                 }
                 Ok(CookiesInput(cookies))
             }
@@ -634,7 +553,7 @@ mod tests {
     fn cookies_come_in_two_forms() {
         let list: CookiesInput =
             serde_json::from_value(json!([{"name": "a", "value": "1", "secure": true, "same_site": "Lax"}])).unwrap();
-        assert_eq!(list.0[0].same_site, Some(SameSite::Lax));
+        assert_eq!(list.0[0].same_site, Some(crate::session::SameSite::Lax));
         assert!(list.0[0].secure);
         let map: CookiesInput = serde_json::from_value(json!({"a": "1", "b": "2"})).unwrap();
         assert_eq!(map.0, vec![Cookie::simple("a", "1"), Cookie::simple("b", "2")]);

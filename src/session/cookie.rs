@@ -3,10 +3,12 @@
 //! A session's cookies are keyed by `(domain, path, name)`, as a browser keys them: setting a cookie
 //! with the same key replaces it, a different domain or path keeps both.
 
+use serde::{Deserialize, Serialize};
+
 use super::Error;
 
-/// The `SameSite` attribute of a cookie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The `SameSite` attribute of a cookie; written `Lax`, `Strict` or `None` as Playwright does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SameSite {
     /// Sent on top-level navigations from other sites, not on their sub-requests.
     Lax,
@@ -16,25 +18,37 @@ pub enum SameSite {
     None,
 }
 
-/// One cookie of a session.
-#[derive(Debug, Clone, PartialEq)]
+/// One cookie of a session, in API.md's shape (the same on input, output and disk): on input only
+/// `name` and `value` are required; absent `expires` and `same_site` are left out on output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Cookie {
     /// Cookie name; non-empty.
     pub name: String,
     /// Cookie value.
     pub value: String,
     /// `""` matches every host, `"example.com"` that host alone, `".example.com"` its subdomains too.
+    #[serde(default)]
     pub domain: String,
     /// Path prefix the cookie is sent to.
+    #[serde(default = "root_path")]
     pub path: String,
     /// Sent over HTTPS only.
+    #[serde(default)]
     pub secure: bool,
     /// Hidden from page scripts.
+    #[serde(default)]
     pub http_only: bool,
     /// Expiry in Unix seconds; `None` is a session cookie, kept for the life of the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
     /// The `SameSite` attribute, when the cookie has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_site: Option<SameSite>,
+}
+
+fn root_path() -> String {
+    "/".into()
 }
 
 impl Cookie {

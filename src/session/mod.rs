@@ -41,6 +41,11 @@ impl RetiredReason {
     pub const ALL: [RetiredReason; 5] =
         [Self::Retired, Self::Blocked, Self::BlockedStatusCode, Self::Expired, Self::MaxUsageCount];
 
+    /// The reason API.md calls `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     /// The name API.md uses for this reason.
     pub fn as_str(self) -> &'static str {
         match self {
