@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::{SecondsFormat, SubsecRound, Utc};
 use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -97,7 +98,8 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(pools::router())
         .merge(sessions::router())
-        .layer(middleware::from_fn_with_state(state.clone(), require_ready));
+        .layer(middleware::from_fn_with_state(state.clone(), require_ready))
+        .layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(service::router())
         .merge(v1)
@@ -109,7 +111,13 @@ pub fn app(state: AppState) -> Router {
             tower::ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(log_response)
+                        .on_failure(()),
+                )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
                 .layer(CatchPanicLayer::custom(|_panic| {
@@ -120,6 +128,49 @@ pub fn app(state: AppState) -> Router {
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The span of one request: method, matched route (never the raw path, which holds ids) and the
+/// request id. Headers are not recorded, so neither keys nor the Authorization header reach a log.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+/// One line per request: status and latency; 5xx at error level with the internal cause.
+fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
+        tracing::error!(status, latency_ms, cause, "request failed");
+    } else {
+        tracing::info!(status, latency_ms, "request");
+    }
+}
+
+/// When API keys are configured, `/v1` needs `Authorization: Bearer KEY` with one of them. Keys are
+/// compared in constant time, each of them, so timing tells nothing about which one nearly matched.
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let keys = &state.config.api_key;
+    if keys.is_empty() {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let valid = token.is_some_and(|token| {
+        keys.iter().fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes())).into()
+    });
+    if valid {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
 
 /// `/v1` answers 503 `not_ready` until the state is restored and once shutdown has begun.
 async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -179,10 +230,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
                 ApiError::invalid("the request body could not be read")
             }
         })?;
-        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        if body != b"{}" && !is_json {
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else if is_json {
+            &bytes
+        } else {
             return Err(ApiError::UnsupportedMediaType);
-        }
+        };
         strict_json::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest)
     }
 }

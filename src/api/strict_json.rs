@@ -1,47 +1,60 @@
 //! JSON parsing stricter than serde's defaults: duplicate keys anywhere in the document are an error
-//! (serde_json keeps the last one silently inside maps), and so is nesting past 128 levels
-//! (serde_json's own recursion limit).
+//! (serde_json keeps the last one silently inside maps), and so is nesting deeper than
+//! [`MAX_DEPTH`] levels (API.md). serde_json's own recursion limit stops one level short of that,
+//! so it is replaced by an exact check made in the same pass as the duplicate check; the typed
+//! parse then runs only on documents known to be at most [`MAX_DEPTH`] deep.
 
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// Parses `bytes` into `T` after checking the whole document for duplicate keys.
+/// The deepest nesting accepted: the top-level object or array is level 1.
+pub const MAX_DEPTH: usize = 128;
+
+/// Parses `bytes` into `T` after checking the whole document for duplicate keys and depth.
 ///
 /// # Errors
 /// A message for the client: serde's, which names the field and position.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let mut checker = serde_json::Deserializer::from_slice(bytes);
-    NoDuplicates::deserialize_from(&mut checker).map_err(describe)?;
-    serde_json::from_slice(bytes).map_err(describe)
+    checker.disable_recursion_limit();
+    Checked { depth: 0 }.deserialize(&mut checker).map_err(describe)?;
+    let mut parser = serde_json::Deserializer::from_slice(bytes);
+    parser.disable_recursion_limit();
+    let value = T::deserialize(&mut parser).map_err(describe)?;
+    parser.end().map_err(describe)?;
+    Ok(value)
 }
 
 fn describe(e: serde_json::Error) -> String {
-    if e.to_string().starts_with("recursion limit exceeded") {
-        format!("JSON nested deeper than 128 levels ({e})")
-    } else {
-        format!("invalid JSON body: {e}")
+    format!("invalid JSON body: {e}")
+}
+
+/// Accepts any JSON value whose maps have distinct keys and whose nesting stays within the limit.
+struct Checked {
+    depth: usize,
+}
+
+impl Checked {
+    fn enter<E: de::Error>(&self) -> Result<Checked, E> {
+        if self.depth >= MAX_DEPTH {
+            Err(E::custom(format_args!("JSON nested deeper than {MAX_DEPTH} levels")))
+        } else {
+            Ok(Checked { depth: self.depth + 1 })
+        }
     }
 }
 
-struct NoDuplicates;
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
 
-impl NoDuplicates {
-    fn deserialize_from<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-        d.deserialize_any(NoDuplicatesVisitor)
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> de::Deserialize<'de> for NoDuplicates {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Self::deserialize_from(d).map(|()| NoDuplicates)
-    }
-}
-
-struct NoDuplicatesVisitor;
-
-impl<'de> Visitor<'de> for NoDuplicatesVisitor {
+impl<'de> Visitor<'de> for Checked {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -68,17 +81,19 @@ impl<'de> Visitor<'de> for NoDuplicatesVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        let inner = self.enter()?;
+        while seq.next_element_seed(Checked { depth: inner.depth })?.is_some() {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.enter()?;
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
-            map.next_value::<NoDuplicates>()?;
+            map.next_value_seed(Checked { depth: inner.depth })?;
         }
         Ok(())
     }
@@ -89,6 +104,10 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    fn nested(levels: usize) -> String {
+        format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
         assert!(from_slice::<Value>(br#"{"a":1,"a":2}"#).unwrap_err().contains("duplicate key \"a\""));
@@ -97,10 +116,14 @@ mod tests {
     }
 
     #[test]
-    fn nesting_is_limited_to_128_levels() {
-        let ok = format!("{}{}", "[".repeat(127), "]".repeat(127));
-        assert!(from_slice::<Value>(ok.as_bytes()).is_ok());
-        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(from_slice::<Value>(deep.as_bytes()).unwrap_err().contains("128"));
+    fn nesting_of_exactly_128_levels_is_accepted_and_deeper_is_not() {
+        assert!(from_slice::<Value>(nested(128).as_bytes()).is_ok());
+        assert!(from_slice::<Value>(nested(129).as_bytes()).unwrap_err().contains("deeper than 128"));
+        assert!(from_slice::<Value>(nested(100_000).as_bytes()).is_err(), "no stack overflow");
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        assert!(from_slice::<Value>(b"{} x").is_err());
     }
 }
