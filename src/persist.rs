@@ -265,6 +265,7 @@ impl Store {
         let file = self.path.display();
         let txn = self.db.begin_read().with_context(|| format!("cannot read the state file {file}"))?;
         let mut stats = RestoreStats::default();
+        let mut restored_pools = std::collections::HashSet::new();
         match txn.open_table(POOLS) {
             Ok(pools) => {
                 for entry in pools.iter().with_context(|| format!("cannot read the pools of {file}"))? {
@@ -279,6 +280,7 @@ impl Store {
                         proxy_url_template: record.proxy_url_template,
                     };
                     registry.adopt_pool(name, config, record.created_at);
+                    restored_pools.insert(name.to_owned());
                     stats.pools += 1;
                 }
             }
@@ -339,9 +341,14 @@ impl Store {
             Err(TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e).with_context(|| format!("cannot read the sessions of {file}")),
         }
-        // What was just read is on disk already.
+        // What was just read is on disk already; a pool that had no record (the `default` of a new
+        // directory, or a pool known only from its sessions) still has its config to write.
         for pool in registry.pools() {
-            pool.blocking_lock().take_changes();
+            let mut pool = pool.blocking_lock();
+            pool.take_changes();
+            if !restored_pools.contains(pool.name()) {
+                pool.mark_config_changed();
+            }
         }
         registry.take_removed_pools();
         Ok(stats)

@@ -447,6 +447,11 @@ impl Pool {
         Ok(())
     }
 
+    /// Makes the next [`Pool::take_changes`] report the configuration as changed.
+    pub fn mark_config_changed(&mut self) {
+        self.changes.config = true;
+    }
+
     /// What changed since the previous call (the first call after creation reports the config).
     pub fn take_changes(&mut self) -> ChangeSet<'_> {
         let changes = std::mem::take(&mut self.changes);
