@@ -719,6 +719,19 @@ impl Pool {
         (page, next)
     }
 
+    /// Every session held, in id order, as of the last call (call [`Pool::tick`] first for `now`).
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> + '_ {
+        self.ordered
+            .iter()
+            .filter_map(|id| self.by_id.get(id))
+            .filter_map(|slot| self.slots[*slot as usize].session.as_ref())
+    }
+
+    /// Whether a session with this id is held.
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// Number of sessions held, retired ones included.
     pub fn len(&self) -> usize {
         self.by_id.len()
@@ -1068,6 +1081,34 @@ impl Registry {
             }
             return Ok((guard, created));
         }
+    }
+
+    /// Locks the pool `name`, creating it with `config` when it does not exist (an existing pool keeps
+    /// its own config); returns whether it was created.
+    ///
+    /// # Errors
+    /// [`PoolError::LimitReached`] past `--max-pools`.
+    pub async fn lock_or_create(
+        &self,
+        name: &str,
+        config: PoolConfig,
+        now: Timestamp,
+    ) -> Result<(PoolGuard, bool), PoolError> {
+        loop {
+            let (pool, created) = match self.lookup(name) {
+                Some(pool) => (pool, false),
+                None => self.insert(name, config.clone(), now)?,
+            };
+            let guard = pool.lock_owned().await;
+            if !guard.deleted {
+                return Ok((guard, created));
+            }
+        }
+    }
+
+    /// How many more sessions `--max-sessions` allows now.
+    pub fn sessions_left(&self) -> usize {
+        self.budget.max().saturating_sub(self.budget.held())
     }
 
     /// Deletes the pool and its sessions; `default` is emptied and reset to the server's defaults

@@ -8,6 +8,7 @@ pub mod pools;
 pub mod service;
 pub mod sessions;
 mod strict_json;
+pub mod transfer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -98,6 +99,7 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(pools::router())
         .merge(sessions::router())
+        .merge(transfer::router())
         .layer(middleware::from_fn_with_state(state.clone(), require_ready))
         .layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
