@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::TimeDelta;
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -306,6 +306,7 @@ struct PoolMetrics {
     bad: Counter,
     created: Counter,
     retired: [Counter; 5],
+    acquire_seconds: Histogram,
 }
 
 impl PoolMetrics {
@@ -319,6 +320,7 @@ impl PoolMetrics {
             good: marks("good"),
             bad: marks("bad"),
             created: metrics::counter!("session_pool_sessions_created_total", "pool" => pool.clone()),
+            acquire_seconds: metrics::histogram!("session_pool_acquire_duration_seconds", "pool" => pool.clone()),
             retired: RetiredReason::ALL.map(|reason| {
                 metrics::counter!("session_pool_retirements_total", "pool" => pool.clone(), "reason" => reason.as_str())
             }),
@@ -535,6 +537,11 @@ impl Pool {
         }
         self.metrics.acquired.increment(1);
         Ok(self.session_at(slot))
+    }
+
+    /// Records how long an acquire took, lock wait included (the caller measures it).
+    pub fn record_acquire_latency(&self, elapsed: std::time::Duration) {
+        self.metrics.acquire_seconds.record(elapsed.as_secs_f64());
     }
 
     /// Creates a session with the given parts; settings not given come from the pool.

@@ -86,6 +86,23 @@ fn describe_metrics() {
     describe_counter!("session_pool_retirements_total", "Sessions retired, by pool and reason.");
     describe_counter!("session_pool_sessions_created_total", "Sessions created, by pool.");
     describe_counter!("session_pool_status_codes_total", "Status codes reported, by pool and code.");
+    describe_histogram!(
+        "session_pool_acquire_duration_seconds",
+        Unit::Seconds,
+        "Acquire latency inside the service (lock wait included), by pool."
+    );
+    describe_histogram!(
+        "session_pool_persist_duration_seconds",
+        Unit::Seconds,
+        "Duration of persist cycles that wrote something."
+    );
+    describe_counter!("session_pool_persist_sessions_written_total", "Sessions written or removed by persist cycles.");
+    describe_counter!(
+        "session_pool_persist_bytes_written_total",
+        Unit::Bytes,
+        "Bytes of records written by persist cycles."
+    );
+    describe_counter!("session_pool_persist_errors_total", "Persist cycles that failed (their changes are retried).");
     describe_counter!("http_requests_total", "HTTP requests, by method, matched route and status.");
     describe_histogram!(
         "http_request_duration_seconds",

@@ -306,11 +306,15 @@ async fn acquire(
         Some(secs) => Some(secs_to_delta(secs)),
         None => None,
     };
+    let started = std::time::Instant::now();
     let now = now();
     let mut guard = state.registry.lock(pool, true, now).await?;
-    let session = guard.acquire(lease, now)?;
-    let body = to_json(&SessionView::of(session, pool, now).with_lease(session, now))?;
+    let acquired =
+        guard.acquire(lease, now).map(|session| SessionView::of(session, pool, now).with_lease(session, now));
+    let body = acquired.map(|view| to_json(&view));
+    guard.record_acquire_latency(started.elapsed());
     drop(guard);
+    let body = body??;
     Ok(json_response(StatusCode::OK, body))
 }
 

@@ -1,0 +1,93 @@
+//! Expiry: at `expires_at` a session is retired with reason `expired`, without any call touching it.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_json, id_of, secs_to_nanos, spawn_app, ts, unique_pool};
+
+#[tokio::test]
+async fn expiry_is_visible_on_get_at_expires_at_without_any_call() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    let created = app.new_session(&pool, &json!({"max_age_secs": 1})).await;
+    let id = id_of(&created);
+    assert_eq!(ts(&created["expires_at"]) - ts(&created["created_at"]), secs_to_nanos(1.0));
+    tokio::time::sleep(Duration::from_millis(1150)).await;
+    let s = app.session(&pool, &id).await;
+    assert_eq!(s["is_expired"], true);
+    assert_eq!(s["is_usable"], false);
+    assert_eq!(s["retired"], true);
+    assert_eq!(s["retired_reason"], "expired");
+    assert_eq!(s["retired_at"], s["expires_at"], "for expiry retired_at is expires_at");
+    assert_eq!(s["expires_at"], created["expires_at"]);
+    assert_eq!(s["usage_count"], 0);
+    assert_eq!(s["error_score"], 0.0, "expiry does not touch the score");
+    assert_eq!(s["is_blocked"], false);
+    // The pool counts and the list agree.
+    let status = app.pool_status(&pool).await;
+    assert_eq!(status["usable_session_count"], 0);
+    assert_eq!(status["retired_session_count"], 1);
+    assert!(app.ids(&pool, "retired").await.contains(&id));
+    assert!(app.ids(&pool, "usable").await.is_empty());
+    // Reports after expiry change nothing.
+    let after = expect_json(app.mark_good(&pool, &id, None).await, 200).await;
+    assert_eq!(after, s);
+    let r = expect_json(app.status_code(&pool, &id, &json!({"status_code": 500, "mark": true})).await, 200).await;
+    assert_eq!(r["session"], s);
+    assert_eq!(r["blocked"], false);
+}
+
+#[tokio::test]
+async fn a_fractional_max_age_expires_too() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    let created = app.new_session(&pool, &json!({"max_age_secs": 0.5})).await;
+    assert_eq!(created["max_age_secs"], 0.5);
+    assert_eq!(ts(&created["expires_at"]) - ts(&created["created_at"]), secs_to_nanos(0.5));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let s = app.session(&pool, &id_of(&created)).await;
+    assert_eq!(s["retired_reason"], "expired");
+    assert_eq!(s["retired_at"], created["expires_at"]);
+}
+
+#[tokio::test]
+async fn acquire_replaces_expired_sessions_and_never_returns_them() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    app.configure(&pool, &json!({"max_pool_size": 2, "session": {"max_age_secs": 0.5}})).await;
+    let first = app.acquired(&pool).await;
+    assert_eq!(first["max_age_secs"], 0.5);
+    let old = app.ids(&pool, "all").await;
+    assert_eq!(old.len(), 2);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for _ in 0..10 {
+        let s = app.acquired(&pool).await;
+        assert!(!old.contains(&id_of(&s)), "handed out an expired session");
+        assert_eq!(s["is_usable"], true);
+    }
+    let status = app.pool_status(&pool).await;
+    assert_eq!(status["retired_session_count"], 2);
+    assert_eq!(status["usable_session_count"], 2);
+    for id in &old {
+        let s = app.session(&pool, id).await;
+        assert_eq!(s["retired_reason"], "expired");
+        assert_eq!(s["retired_at"], s["expires_at"]);
+        assert_eq!(s["leased_until"], Value::Null);
+    }
+}
+
+#[tokio::test]
+async fn a_session_used_up_before_expiry_keeps_its_first_reason() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    let s = app.new_session(&pool, &json!({"max_age_secs": 0.5, "max_usage_count": 1})).await;
+    let id = id_of(&s);
+    let used = expect_json(app.mark_good(&pool, &id, None).await, 200).await;
+    assert_eq!(used["retired_reason"], "max_usage_count");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let later = app.session(&pool, &id).await;
+    assert_eq!(later["retired_reason"], "max_usage_count", "retirement is terminal");
+    assert_eq!(later["retired_at"], used["retired_at"]);
+    assert_eq!(later["is_expired"], true, "derived flags are computed at the read");
+}

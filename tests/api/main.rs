@@ -1,0 +1,17 @@
+//! Black-box tests of the HTTP API (API.md, SEMANTICS.md): each test runs the real server on
+//! `127.0.0.1:0` through [`helpers::spawn_app`] and talks to it over HTTP; a few property tests call
+//! the router directly with `oneshot`. One module per area.
+
+mod acquire;
+mod concurrency;
+mod errors;
+mod expiry;
+mod helpers;
+mod leases;
+mod list;
+mod marks;
+mod openapi;
+mod pools;
+mod robustness;
+mod service;
+mod sessions;

@@ -1,0 +1,242 @@
+//! The spec and the router agree: openapi.yaml lists exactly the routes the source registers, every
+//! listed operation is served, every unlisted method answers 405, and the spec is well-formed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_json, spawn_app, unique_pool, TestApp, SESSION_KEYS};
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+fn spec() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("read openapi.yaml");
+    serde_norway::from_str(&text).expect("openapi.yaml parses as YAML with string keys")
+}
+
+/// Every `(path, method)` of the spec, methods in lower case.
+fn spec_operations(spec: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let paths = spec["paths"].as_object().expect("paths");
+    paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = item
+                .as_object()
+                .expect("path item")
+                .keys()
+                .filter(|k| METHODS.contains(&k.as_str()) || k.as_str() == "head" || k.as_str() == "options")
+                .cloned()
+                .collect();
+            (path.clone(), methods)
+        })
+        .collect()
+}
+
+/// The string literals passed to `.route(` in `source`.
+fn routes_in(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(".route(") {
+        rest = &rest[at + ".route(".len()..];
+        let trimmed = rest.trim_start();
+        if let Some(literal) = trimmed.strip_prefix('"') {
+            if let Some(end) = literal.find('"') {
+                out.push(literal[..end].to_owned());
+            }
+        }
+    }
+    out
+}
+
+fn source_routes() -> BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("src/lib.rs")];
+    for entry in std::fs::read_dir(root.join("src/api")).expect("src/api") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    let mut routes = BTreeSet::new();
+    for file in files {
+        if let Ok(source) = std::fs::read_to_string(&file) {
+            routes.extend(routes_in(&source));
+        }
+    }
+    routes
+}
+
+#[test]
+fn the_route_scanner_reads_literals_across_line_breaks() {
+    let src = "Router::new()\n    .route(\"/a/{x}\", get(a))\n    .route(\n        \"/b\",\n        post(b),\n    )";
+    assert_eq!(routes_in(src), ["/a/{x}", "/b"]);
+}
+
+#[test]
+fn the_spec_paths_equal_the_routes_registered_in_the_source() {
+    let spec_paths: BTreeSet<String> = spec_operations(&spec()).into_keys().collect();
+    let routes = source_routes();
+    assert!(!routes.is_empty(), "no .route(\"...\") found in src/");
+    let only_spec: Vec<&String> = spec_paths.difference(&routes).collect();
+    let only_source: Vec<&String> = routes.difference(&spec_paths).collect();
+    assert!(
+        only_spec.is_empty() && only_source.is_empty(),
+        "in the spec but not routed: {only_spec:?}; routed but not in the spec: {only_source:?}"
+    );
+}
+
+#[test]
+fn the_spec_lists_every_operation_of_the_contract() {
+    let ops = spec_operations(&spec());
+    for (method, path) in [
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.yaml"),
+        ("get", "/v1/pools"),
+        ("put", "/v1/pools/{pool}"),
+        ("get", "/v1/pools/{pool}"),
+        ("delete", "/v1/pools/{pool}"),
+        ("post", "/v1/pools/{pool}/acquire"),
+        ("post", "/v1/pools/{pool}/sessions"),
+        ("get", "/v1/pools/{pool}/sessions"),
+        ("get", "/v1/pools/{pool}/sessions/{id}"),
+        ("patch", "/v1/pools/{pool}/sessions/{id}"),
+        ("delete", "/v1/pools/{pool}/sessions/{id}"),
+        ("post", "/v1/pools/{pool}/sessions/{id}/mark_good"),
+        ("post", "/v1/pools/{pool}/sessions/{id}/mark_bad"),
+        ("post", "/v1/pools/{pool}/sessions/{id}/retire"),
+        ("post", "/v1/pools/{pool}/sessions/{id}/release"),
+        ("post", "/v1/pools/{pool}/sessions/{id}/status_code"),
+    ] {
+        assert!(ops.get(path).is_some_and(|m| m.contains(method)), "the spec lacks {method} {path}");
+    }
+}
+
+#[test]
+fn every_operation_has_a_unique_operation_id_and_three_digit_statuses() {
+    let spec = spec();
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let mut ids = BTreeSet::new();
+    for (path, methods) in spec_operations(&spec) {
+        for method in methods {
+            let op = &spec["paths"][&path][&method];
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(!id.is_empty());
+            assert!(ids.insert(id.to_owned()), "operationId {id} repeated");
+            let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} has no responses"));
+            assert!(!responses.is_empty());
+            for code in responses.keys() {
+                assert!(
+                    code.len() == 3
+                        && code.bytes().all(|b| b.is_ascii_digit())
+                        && ('1'..='5').contains(&code.chars().next().unwrap()),
+                    "{method} {path}: response {code:?} is not a 3-digit status"
+                );
+            }
+            assert!(responses.keys().any(|c| c.starts_with('2')), "{method} {path} has no success response");
+        }
+    }
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "$ref" {
+                    out.push(v.as_str().expect("$ref is a string").to_owned());
+                } else {
+                    collect_refs(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_ref_in_the_spec_resolves() {
+    let spec = spec();
+    let mut refs = Vec::new();
+    collect_refs(&spec, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{r} is not a local reference"));
+        assert!(spec.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+}
+
+#[test]
+fn the_spec_session_schema_requires_every_key_of_the_contract() {
+    let spec = spec();
+    let schema = &spec["components"]["schemas"]["Session"];
+    let required: BTreeSet<&str> =
+        schema["required"].as_array().expect("Session.required").iter().map(|v| v.as_str().unwrap()).collect();
+    let expected: BTreeSet<&str> = SESSION_KEYS.into_iter().collect();
+    assert_eq!(required, expected);
+    let properties: BTreeSet<&str> =
+        schema["properties"].as_object().expect("Session.properties").keys().map(String::as_str).collect();
+    assert_eq!(properties, expected);
+}
+
+/// A fresh pool holding a session `s1`, and `path` with both filled in.
+async fn prepared(app: &TestApp, path: &str) -> String {
+    let pool = unique_pool();
+    app.new_session(&pool, &json!({"id": "s1"})).await;
+    path.replace("{pool}", &pool).replace("{id}", "s1")
+}
+
+#[tokio::test]
+async fn every_operation_in_the_spec_is_served() {
+    let app = spawn_app().await;
+    for (path, methods) in spec_operations(&spec()) {
+        for method in methods {
+            let concrete = prepared(&app, &path).await;
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = matches!(method.as_str(), "post" | "put" | "patch").then(|| json!({}));
+            let resp = app.send_json(m, &concrete, body.as_ref()).await;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            assert_ne!(status, 405, "{method} {path} is in the spec but answers 405: {text}");
+            assert!(status < 500, "{method} {path} answers {status}: {text}");
+            if let Ok(problem) = serde_json::from_str::<Value>(&text) {
+                assert_ne!(problem["type"], "not_found", "{method} {path} is not routed: {text}");
+                assert_ne!(problem["type"], "method_not_allowed", "{method} {path}: {text}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_method_the_spec_does_not_list_answers_405() {
+    let app = spawn_app().await;
+    for (path, methods) in spec_operations(&spec()) {
+        for method in METHODS {
+            if methods.contains(method) {
+                continue;
+            }
+            let concrete = prepared(&app, &path).await;
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = app.request(m, &concrete, None, None).await;
+            let status = resp.status().as_u16();
+            let problem: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 405, "{method} {path}: {problem}");
+            assert_eq!(problem["type"], "method_not_allowed", "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_405_leaves_the_state_alone() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    app.new_session(&pool, &json!({"id": "s1"})).await;
+    let before = app.pool_status(&pool).await;
+    let resp = app.send_json(Method::PUT, &format!("/v1/pools/{pool}/acquire"), Some(&json!({}))).await;
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(app.pool_status(&pool).await, before);
+    expect_json(app.get_session(&pool, "s1").await, 200).await;
+}

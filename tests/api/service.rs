@@ -1,0 +1,89 @@
+//! The service endpoints: health, readiness, metrics and the served spec.
+
+use serde_json::json;
+
+use crate::helpers::{expect_json, media_type, spawn_app, unique_pool};
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let app = spawn_app().await;
+    let body = expect_json(app.get("/healthz").await, 200).await;
+    assert_eq!(body, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn readyz_answers_200_once_the_server_is_up() {
+    let app = spawn_app().await;
+    let resp = app.get("/readyz").await;
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn openapi_yaml_served_equals_the_repository_file_byte_for_byte() {
+    let app = spawn_app().await;
+    let resp = app.get("/openapi.yaml").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let media = media_type(&resp);
+    assert!(media.contains("yaml"), "content type {media:?}");
+    let served = resp.bytes().await.expect("body");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
+    let file = std::fs::read(path).expect("read openapi.yaml");
+    assert!(served.as_ref() == file.as_slice(), "the served spec differs from {path}");
+}
+
+#[tokio::test]
+async fn metrics_expose_the_documented_names_after_some_calls() {
+    let app = spawn_app().await;
+    // Touch /metrics once so a lazily installed recorder exists before the counted calls.
+    assert_eq!(app.get("/metrics").await.status().as_u16(), 200);
+
+    let pool = unique_pool();
+    app.configure(&pool, &json!({"max_pool_size": 1})).await;
+    let leased = app.leased(&pool, 30.0).await;
+    let id = leased["id"].as_str().unwrap().to_owned();
+    // Exhausted: the only session is leased.
+    assert_eq!(app.acquire(&pool).await.status().as_u16(), 503);
+    expect_json(app.mark_good(&pool, &id, None).await, 200).await;
+    expect_json(app.mark_bad(&pool, &id, None).await, 200).await;
+    expect_json(app.status_code(&pool, &id, &json!({"status_code": 403})).await, 200).await;
+
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(media_type(&resp).starts_with("text/plain"), "metrics content type {:?}", media_type(&resp));
+    let text = resp.text().await.unwrap();
+    let has = |metric: &str, labels: &[&str]| {
+        text.lines().any(|line| line.starts_with(&format!("{metric}{{")) && labels.iter().all(|l| line.contains(l)))
+    };
+    let p = format!("pool=\"{pool}\"");
+    for (metric, labels) in [
+        ("session_pool_acquires_total", vec![p.as_str(), "result=\"ok\""]),
+        ("session_pool_acquires_total", vec![p.as_str(), "result=\"exhausted\""]),
+        ("session_pool_marks_total", vec![p.as_str(), "outcome=\"good\""]),
+        ("session_pool_marks_total", vec![p.as_str(), "outcome=\"bad\""]),
+        ("session_pool_retirements_total", vec![p.as_str(), "reason=\"blocked_status_code\""]),
+        ("session_pool_sessions_created_total", vec![p.as_str()]),
+        ("session_pool_status_codes_total", vec![p.as_str(), "code=\"403\""]),
+        ("session_pool_sessions", vec![p.as_str(), "state=\"retired\""]),
+        ("http_requests_total", vec!["method=\"POST\"", "status=\"200\""]),
+        ("http_request_duration_seconds_bucket", vec!["method=\"POST\""]),
+    ] {
+        assert!(has(metric, &labels), "no {metric} with {labels:?} in the metrics:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn http_metrics_label_routes_by_template_not_by_raw_path() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/metrics").await.status().as_u16(), 200);
+    let pool = unique_pool();
+    app.acquired(&pool).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/v1/pools/{pool}/acquire\"")),
+        "no http_requests_total for the acquire route template:\n{text}"
+    );
+    assert!(
+        !text.contains(&format!("/v1/pools/{pool}/acquire")),
+        "a raw path (with the pool name) leaked into the route label"
+    );
+}
