@@ -11,6 +11,7 @@
 //! - [`pool`]: a pool of sessions and the registry of named pools: the structures that keep every
 //!   call O(1) or O(log n) in the pool's size.
 //! - [`api`]: the axum router, one module per resource, the strict JSON extractors.
+//! - [`serve`]: the accept loop, with the header-read timeout hyper needs a timer for.
 //! - [`error`]: `ApiError`, the only place that knows HTTP status codes (problem+json).
 //! - [`persist`]: the state on disk (redb), written incrementally, restored at start.
 //! - [`config`]: the flags and `SESSION_POOL_*` environment variables.
@@ -22,9 +23,10 @@ pub mod config;
 pub mod error;
 pub mod persist;
 pub mod pool;
+pub mod serve;
 pub mod session;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,8 +80,7 @@ pub async fn run(
         tracing::info!("shutdown requested: draining in-flight requests");
         let _ = draining_tx.send(true);
     };
-    let mut server =
-        tokio::spawn(axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).into_future());
+    let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), signal));
 
     let restoring = {
         let (store, registry) = (Arc::clone(&store), Arc::clone(&state.registry));
@@ -88,7 +89,7 @@ pub async fn run(
     let restored = tokio::select! {
         restored = restoring => restored.context("the restore task failed").and_then(|r| r),
         served = &mut server => {
-            served.context("the server task failed")??;
+            served.context("the server task failed")?;
             return Ok(());
         }
     };
@@ -112,7 +113,7 @@ pub async fn run(
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        served = &mut server => served.context("the server task failed")??,
+        served = &mut server => served.context("the server task failed")?,
         () = drain_deadline => {
             tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
             server.abort();
