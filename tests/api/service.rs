@@ -87,3 +87,36 @@ async fn http_metrics_label_routes_by_template_not_by_raw_path() {
         "a raw path (with the pool name) leaked into the route label"
     );
 }
+
+/// Before the state is restored (and once shutdown began) `/readyz` and every `/v1` call answer 503
+/// `not_ready` with `Retry-After`, while `/healthz` and the other service endpoints still answer.
+#[tokio::test]
+async fn a_server_that_is_not_ready_answers_not_ready_on_v1_and_readyz_only() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let state = session_pool::AppState::starting(session_pool::Config::default());
+    let app = session_pool::app(state.clone());
+    let call = |method: &str, path: &str| {
+        let request = Request::builder().method(method).uri(path).body(Body::empty()).expect("a request");
+        app.clone().oneshot(request)
+    };
+    for (method, path) in [("GET", "/readyz"), ("GET", "/v1/pools"), ("POST", "/v1/pools/p/acquire")] {
+        let response = call(method, path).await.expect("an answer");
+        assert_eq!(response.status().as_u16(), 503, "{method} {path}");
+        assert!(response.headers().contains_key("retry-after"), "{method} {path} has no Retry-After");
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.expect("a body").to_bytes()).expect("JSON");
+        assert_eq!(body["type"], "not_ready", "{method} {path}");
+    }
+    assert_eq!(call("GET", "/healthz").await.expect("an answer").status().as_u16(), 200);
+    assert_eq!(call("GET", "/metrics").await.expect("an answer").status().as_u16(), 200);
+    // The refused acquire created nothing.
+    state.lifecycle.set_ready();
+    assert_eq!(call("GET", "/v1/pools/p").await.expect("an answer").status().as_u16(), 404);
+    state.lifecycle.begin_shutdown();
+    assert_eq!(call("GET", "/readyz").await.expect("an answer").status().as_u16(), 503);
+    assert_eq!(call("GET", "/v1/pools").await.expect("an answer").status().as_u16(), 503);
+}
