@@ -4,6 +4,7 @@
 //! One file per resource ([`service`], [`pools`], [`sessions`]), each with its own `router()`; DTOs
 //! convert to domain types at this edge, so the core never sees JSON plumbing.
 
+pub mod cookies;
 pub mod pools;
 pub mod service;
 pub mod sessions;
@@ -99,6 +100,7 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(pools::router())
         .merge(sessions::router())
+        .merge(cookies::router())
         .merge(transfer::router())
         .layer(middleware::from_fn_with_state(state.clone(), require_ready))
         .layer(middleware::from_fn_with_state(state.clone(), require_api_key));

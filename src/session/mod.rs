@@ -8,6 +8,7 @@
 //! Usability is decided in one place, [`Session::unusable_reason`]; everything else asks it.
 
 pub mod cookie;
+pub mod jar;
 pub mod settings;
 
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 
 mod acquire;
 mod concurrency;
+mod cookies;
 mod errors;
 mod expiry;
 mod helpers;

@@ -1,0 +1,93 @@
+//! `/v1/pools/{pool}/sessions/{id}/cookies`: the session's cookie jar as a browser sees it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::sessions::SessionView;
+use super::{check_pool_name, check_session_id, json_response, now, to_json, AppJson, AppPath, AppQuery, AppState};
+use crate::error::{ApiError, Result};
+use crate::session::jar::{cookie_header, cookies_for, is_cookie_url, store_set_cookie_headers};
+use crate::session::Cookie;
+
+/// The most `Set-Cookie` headers one call may carry.
+pub const MAX_SET_COOKIE_HEADERS: usize = 1000;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/pools/{pool}/sessions/{id}/cookies", post(store_cookies).get(cookies_for_url))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreCookiesRequest {
+    url: String,
+    set_cookie: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CookiesQuery {
+    url: String,
+}
+
+#[derive(Serialize)]
+struct CookiesForUrl<'a> {
+    cookie_header: String,
+    cookies: Vec<&'a Cookie>,
+}
+
+fn parse_url(raw: &str) -> Result<Url> {
+    let url = Url::parse(raw).map_err(|e| ApiError::invalid(format!("url: {raw:?} is not an absolute URL ({e})")))?;
+    if is_cookie_url(&url) {
+        Ok(url)
+    } else {
+        Err(ApiError::invalid(format!("url: {raw:?} must be an http or https URL with a host")))
+    }
+}
+
+/// Stores each header as a browser would for a response from `url`; headers a browser would ignore
+/// (a foreign or public-suffix Domain, Secure from http, unparseable) are ignored the same way.
+async fn store_cookies(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppJson(request): AppJson<StoreCookiesRequest>,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let url = parse_url(&request.url)?;
+    if request.set_cookie.len() > MAX_SET_COOKIE_HEADERS {
+        return Err(ApiError::invalid(format!("set_cookie: at most {MAX_SET_COOKIE_HEADERS} headers per call")));
+    }
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let session = guard.edit(id, now, |_, jar| {
+        let outcome = store_set_cookie_headers(jar, &url, &request.set_cookie, now);
+        for ignored in &outcome.ignored {
+            tracing::debug!(index = ignored.index, reason = %ignored.reason, "Set-Cookie ignored");
+        }
+    })?;
+    let body = to_json(&SessionView::of(session, pool, now))?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// The `Cookie` header and the cookies a browser would send to `url`.
+async fn cookies_for_url(
+    State(state): State<AppState>,
+    AppPath((pool, id)): AppPath<(String, String)>,
+    AppQuery(query): AppQuery<CookiesQuery>,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let url = parse_url(&query.url)?;
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    let session = guard.get(id, now).ok_or_else(|| ApiError::SessionNotFound(id.to_owned()))?;
+    let cookies = cookies_for(&session.cookies, &url, now);
+    let body = to_json(&CookiesForUrl { cookie_header: cookie_header(&cookies), cookies })?;
+    drop(guard);
+    Ok(json_response(StatusCode::OK, body))
+}
