@@ -532,7 +532,7 @@ impl Pool {
         }
         let slot = self.free[self.rng.random_range(0..self.free.len())];
         if let Some(duration) = lease {
-            let lease = Lease { id: Uuid::new_v4(), until: now + duration };
+            let lease = Lease { id: Uuid::new_v4(), until: session::saturating_add(now, duration) };
             self.transition(slot, now, |s| s.lease = Some(lease));
         }
         self.metrics.acquired.increment(1);
@@ -904,7 +904,8 @@ impl Pool {
             if count {
                 self.metrics.retirement(retirement.reason).increment(1);
             }
-            self.purges.push(Reverse(Due { at: retirement.at + self.retention, slot, generation }));
+            let at = session::saturating_add(retirement.at, self.retention);
+            self.purges.push(Reverse(Due { at, slot, generation }));
         }
     }
 

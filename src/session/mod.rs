@@ -22,6 +22,12 @@ pub use settings::SessionSettings;
 /// An instant on the server's UTC clock.
 pub type Timestamp = DateTime<Utc>;
 
+/// `at + delta`, or the latest representable instant when that overflows (imported documents may
+/// carry timestamps near chrono's limits; no arithmetic on them may panic).
+pub fn saturating_add(at: Timestamp, delta: chrono::TimeDelta) -> Timestamp {
+    at.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Why a session stopped being usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetiredReason {
@@ -151,7 +157,7 @@ impl Session {
         Self {
             id,
             created_at: now,
-            expires_at: now + settings.max_age(),
+            expires_at: saturating_add(now, settings.max_age()),
             settings,
             usage_count: 0,
             error_score: 0.0,
