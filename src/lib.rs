@@ -10,6 +10,8 @@
 //!   No HTTP, no clock: time comes in as `now`.
 //! - [`pool`]: a pool of sessions and the registry of named pools: the structures that keep every
 //!   call O(1) or O(log n) in the pool's size.
+//! - [`interop`]: conversions between sessions and the documents that move pools in and out
+//!   (the own export form, Crawlee for Python's and for JavaScript's persisted pool states).
 //! - [`api`]: the axum router, one module per resource, the strict JSON extractors.
 //! - [`serve`]: the accept loop, with the header-read timeout hyper needs a timer for.
 //! - [`error`]: `ApiError`, the only place that knows HTTP status codes (problem+json).
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod interop;
 pub mod persist;
 pub mod pool;
 pub mod serve;
