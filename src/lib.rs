@@ -24,6 +24,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod interop;
+pub mod json_int;
 pub mod persist;
 pub mod pool;
 pub mod serve;

@@ -8,7 +8,7 @@ pub mod cookies;
 pub mod pools;
 pub mod service;
 pub mod sessions;
-mod strict_json;
+pub mod strict_json;
 pub mod transfer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,7 +145,8 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1000.0;
-    if response.status().is_server_error() {
+    // A 503 is the service saying "not now" (no free session, not ready), not a failure.
+    if response.status().is_server_error() && response.status() != StatusCode::SERVICE_UNAVAILABLE {
         let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
         tracing::error!(status, latency_ms, cause, "request failed");
     } else {
@@ -234,12 +235,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
                 ApiError::invalid("the request body could not be read")
             }
         })?;
-        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else if is_json {
-            &bytes
-        } else {
-            return Err(ApiError::UnsupportedMediaType);
+        let body: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => b"{}",
+            Some(_) if !is_json => return Err(ApiError::UnsupportedMediaType),
+            Some(b'{') => &bytes,
+            Some(_) => return Err(ApiError::invalid("the body must be a JSON object")),
         };
         strict_json::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest)
     }

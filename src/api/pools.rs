@@ -9,8 +9,10 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+use super::strict_json::Obj;
 use super::{check_pool_name, format_time, json_response, now, to_json, AppJson, AppPath, AppState};
 use crate::error::Result;
+use crate::json_int;
 use crate::pool::{Pool, PoolConfig};
 use crate::session::SessionSettings;
 
@@ -26,9 +28,11 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct SessionSettingsInput {
     max_age_secs: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_usage_count: Option<u32>,
     max_error_score: Option<f64>,
     error_score_decrement: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt_list")]
     blocked_status_codes: Option<Vec<u16>>,
 }
 
@@ -76,8 +80,9 @@ impl SessionSettingsInput {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolConfigInput {
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_pool_size: Option<u32>,
-    session: Option<SessionSettingsInput>,
+    session: Option<Obj<SessionSettingsInput>>,
     proxy_urls: Option<Vec<String>>,
     proxy_url_template: Option<String>,
 }
@@ -87,7 +92,7 @@ impl PoolConfigInput {
     fn resolve(self, defaults: &PoolConfig) -> Result<PoolConfig> {
         let config = PoolConfig {
             max_pool_size: self.max_pool_size.unwrap_or(defaults.max_pool_size),
-            session: Arc::new(self.session.unwrap_or_default().resolve(&defaults.session)?),
+            session: Arc::new(self.session.map(|Obj(s)| s).unwrap_or_default().resolve(&defaults.session)?),
             proxy_urls: self.proxy_urls.unwrap_or_default(),
             proxy_url_template: self.proxy_url_template,
         };

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::pools::SessionSettingsInput;
+use super::strict_json::Obj;
 use super::{
     check_pool_name, check_session_id, format_time, json_response, now, secs_to_delta, to_json, AppJson, AppPath,
     AppQuery, AppState,
 };
 use crate::error::{ApiError, Result};
+use crate::json_int;
 use crate::pool::{validate_proxy_url, NewSession, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;
@@ -153,7 +155,7 @@ impl<'de> Deserialize<'de> for CookiesInput {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<CookiesInput, A::Error> {
                 let mut cookies = Vec::new();
-                while let Some(cookie) = seq.next_element::<Cookie>()? {
+                while let Some(Obj(cookie)) = seq.next_element::<Obj<Cookie>>()? {
                     cookies.push(cookie);
                 }
                 Ok(CookiesInput(cookies))
@@ -192,9 +194,11 @@ struct CreateSessionRequest {
     #[serde(default, deserialize_with = "explicit_null")]
     proxy_url: Option<Option<String>>,
     max_age_secs: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_usage_count: Option<u32>,
     max_error_score: Option<f64>,
     error_score_decrement: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt_list")]
     blocked_status_codes: Option<Vec<u16>>,
 }
 
@@ -220,10 +224,11 @@ struct ReleaseRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatusCodeRequest {
+    #[serde(deserialize_with = "json_int::one")]
     status_code: u16,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json_int::list")]
     additional_blocked_status_codes: Vec<u16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json_int::list")]
     ignore_http_error_status_codes: Vec<u16>,
     #[serde(default)]
     mark: bool,

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The deepest nesting accepted: the top-level object or array is level 1.
 pub const MAX_DEPTH: usize = 128;
@@ -29,6 +29,18 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 
 fn describe(e: serde_json::Error) -> String {
     format!("invalid JSON body: {e}")
+}
+
+/// A struct that must arrive as a JSON object: serde's derive also reads a struct from a list of its
+/// field values (`[30]` as `{"lease_secs": 30}`), which this API must refuse as a wrong type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Obj<T>(pub T);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        T::deserialize(serde_json::Value::Object(map)).map(Obj).map_err(de::Error::custom)
+    }
 }
 
 /// Accepts any JSON value whose maps have distinct keys and whose nesting stays within the limit.
@@ -120,6 +132,17 @@ mod tests {
         assert!(from_slice::<Value>(nested(128).as_bytes()).is_ok());
         assert!(from_slice::<Value>(nested(129).as_bytes()).unwrap_err().contains("deeper than 128"));
         assert!(from_slice::<Value>(nested(100_000).as_bytes()).is_err(), "no stack overflow");
+    }
+
+    #[test]
+    fn a_struct_must_be_an_object() {
+        #[derive(Debug, serde::Deserialize)]
+        struct S {
+            #[allow(dead_code)]
+            a: Option<u32>,
+        }
+        assert!(from_slice::<Obj<S>>(b"[1]").is_err());
+        assert!(from_slice::<Obj<S>>(br#"{"a": 1}"#).is_ok());
     }
 
     #[test]

@@ -141,6 +141,45 @@ async fn numbers_out_of_an_integer_fields_type_or_range_are_refused() {
     expect_json(resp, 201).await;
 }
 
+/// JSON Schema (OpenAPI 3.1) counts `403.0` as the integer 403: such numbers are accepted in range.
+#[tokio::test]
+async fn whole_floats_are_integers_like_json_schema_says() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    let body = r#"{"id": "w", "max_usage_count": 10.0, "blocked_status_codes": [403.0],
+                   "cookies": [{"name": "a", "value": "b", "expires": 4102444800.0}]}"#;
+    let created =
+        expect_json(send_raw(&app, Method::POST, &format!("/v1/pools/{pool}/sessions"), body).await, 201).await;
+    assert_eq!(created["max_usage_count"], 10);
+    assert_eq!(created["blocked_status_codes"], json!([403]));
+    assert_eq!(created["cookies"][0]["expires"], 4102444800u64);
+    let path = format!("/v1/pools/{pool}/sessions/w/status_code");
+    let answer = expect_json(send_raw(&app, Method::POST, &path, r#"{"status_code": 403.0}"#).await, 200).await;
+    assert_eq!(answer["blocked"], true);
+    let put = send_raw(&app, Method::PUT, &format!("/v1/pools/{pool}"), r#"{"max_pool_size": 5.0}"#).await;
+    assert_eq!(expect_json(put, 200).await["config"]["max_pool_size"], 5);
+}
+
+/// serde reads a struct from a list of its field values; the API must not.
+#[tokio::test]
+async fn a_list_where_an_object_belongs_is_invalid_and_changes_nothing() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    let cases = [
+        (Method::POST, format!("/v1/pools/{pool}/acquire"), "[30]"),
+        (Method::PUT, format!("/v1/pools/{pool}"), "[0, null, null, null]"),
+        (Method::PUT, format!("/v1/pools/{pool}"), r#"{"session": [5, 5]}"#),
+        (Method::POST, format!("/v1/pools/{pool}/sessions"), r#"["x"]"#),
+        (Method::POST, format!("/v1/pools/{pool}/sessions"), r#"{"cookies": [["a", "b"]]}"#),
+    ];
+    for (method, path, raw) in cases {
+        let body = assert_problem(send_raw(&app, method.clone(), &path, raw).await, 400, "invalid_request").await;
+        let detail = body["detail"].as_str().unwrap_or("");
+        assert!(!detail.contains("struct"), "{method} {path} {raw}: the detail shows internal names: {detail}");
+    }
+    assert_problem(app.get_pool(&pool).await, 404, "pool_not_found").await;
+}
+
 #[tokio::test]
 async fn the_detail_names_the_offending_field() {
     let app = spawn_app().await;
