@@ -154,6 +154,8 @@ async fn sweep(state: AppState) {
         for pool in state.registry.pools() {
             pool.lock().await.tick(now);
         }
+        // Histogram samples queue up until upkeep folds them in; without a scrape they would grow.
+        api::service::metrics_handle().run_upkeep();
     }
 }
 

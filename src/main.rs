@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    init_tracing(cli.config.log_format);
+    let _log_writer = init_tracing(cli.config.log_format);
     match serve(cli.config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -60,13 +60,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     session_pool::run(listener, config, shutdown_signal()).await
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go to stdout through a background writer, so a request never waits on a terminal or a pipe;
+/// the returned guard flushes what is queued when `main` ends.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
     }
+    guard
 }
 
 /// Resolves on Ctrl-C or SIGTERM, whichever comes first.

@@ -18,18 +18,20 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
-use axum::http::{header, HeaderName, StatusCode};
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::{SecondsFormat, SubsecRound, Utc};
+use metrics::{Counter, Histogram};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, Result};
 use crate::pool::{Registry, RegistryLimits};
@@ -109,20 +111,13 @@ pub fn app(state: AppState) -> Router {
         .merge(v1)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn(track_http))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_request(())
-                        .on_response(log_response)
-                        .on_failure(()),
-                )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(middleware::from_fn(observe))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
                 .layer(CatchPanicLayer::custom(|_panic| {
                     ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
@@ -132,27 +127,6 @@ pub fn app(state: AppState) -> Router {
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The span of one request: method, matched route (never the raw path, which holds ids) and the
-/// request id. Headers are not recorded, so neither keys nor the Authorization header reach a log.
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
-    let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-    tracing::info_span!("request", method = %request.method(), route, request_id)
-}
-
-/// One line per request: status and latency; 5xx at error level with the internal cause.
-fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
-    let status = response.status().as_u16();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    // A 503 is the service saying "not now" (no free session, not ready), not a failure.
-    if response.status().is_server_error() && response.status() != StatusCode::SERVICE_UNAVAILABLE {
-        let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
-        tracing::error!(status, latency_ms, cause, "request failed");
-    } else {
-        tracing::info!(status, latency_ms, "request");
-    }
-}
 
 /// When API keys are configured, `/v1` needs `Authorization: Bearer KEY` with one of them. Keys are
 /// compared in constant time, each of them, so timing tells nothing about which one nearly matched.
@@ -186,18 +160,59 @@ async fn require_ready(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-/// Counts every request and times it, labelled by the matched route (never the raw path).
-async fn track_http(request: Request, next: Next) -> Response {
+/// Metric handles per (route, method, status), so a request does no label allocation or registry
+/// lookup once its kind has been seen. Routes are the router's templates: a bounded set.
+#[derive(Default)]
+struct HttpMetrics {
+    by_route: std::sync::RwLock<HashMap<String, Vec<RouteMetrics>>>,
+}
+
+/// The handles of one (method, status) on one route.
+type RouteMetrics = (Method, u16, Counter, Histogram);
+
+impl HttpMetrics {
+    fn record(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let known = self.by_route.read().unwrap_or_else(|e| e.into_inner()).get(route).and_then(|kinds| {
+            kinds.iter().find(|(m, s, ..)| m == method && *s == status).map(|(.., c, h)| (c.clone(), h.clone()))
+        });
+        let (counter, histogram) = known.unwrap_or_else(|| {
+            let (name, method_label) = (route.to_owned(), method.as_str().to_owned());
+            let counter = metrics::counter!("http_requests_total", "method" => method_label.clone(),
+                "route" => name.clone(), "status" => status.to_string());
+            let histogram =
+                metrics::histogram!("http_request_duration_seconds", "method" => method_label, "route" => name.clone());
+            let mut by_route = self.by_route.write().unwrap_or_else(|e| e.into_inner());
+            by_route.entry(name).or_default().push((method.clone(), status, counter.clone(), histogram.clone()));
+            (counter, histogram)
+        });
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+    }
+}
+
+/// One log line and the HTTP metrics per request: method, matched route (never the raw path, which
+/// holds ids), status, latency and request id; 5xx other than 503 at error level with the internal
+/// cause. No header is logged, so neither keys nor the Authorization header reach a log.
+async fn observe(request: Request, next: Next) -> Response {
+    static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let request_id = request.headers().get(&REQUEST_ID).cloned();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let route = route.as_deref().unwrap_or("unmatched");
+    METRICS.get_or_init(HttpMetrics::default).record(&method, route, status.as_u16(), elapsed);
+    let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // A 503 is the service saying "not now" (no free session, not ready), not a failure.
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
+        tracing::error!(%method, route, status = status.as_u16(), latency_ms, request_id, cause, "request failed");
+    } else {
+        tracing::info!(%method, route, status = status.as_u16(), latency_ms, request_id, "request");
+    }
     response
 }
 
