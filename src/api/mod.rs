@@ -65,15 +65,28 @@ impl Lifecycle {
     }
 }
 
-/// Everything a handler reads, cheap to clone.
+/// Everything a handler reads. Cloned for every request and middleware, so it is one `Arc`: one
+/// reference count to touch, not one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The named pools.
     pub registry: Arc<Registry>,
     /// The server's settings.
     pub config: Arc<Config>,
     /// Readiness and shutdown.
     pub lifecycle: Arc<Lifecycle>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -93,7 +106,11 @@ impl AppState {
         };
         let registry = Registry::new(config.pool_defaults(), limits, now());
         let lifecycle = Lifecycle::default();
-        Self { registry: Arc::new(registry), config: Arc::new(config), lifecycle: Arc::new(lifecycle) }
+        Self(Arc::new(Shared {
+            registry: Arc::new(registry),
+            config: Arc::new(config),
+            lifecycle: Arc::new(lifecycle),
+        }))
     }
 }
 
@@ -223,7 +240,51 @@ pub fn now() -> Timestamp {
 
 /// RFC 3339 in UTC with a `Z`, with as many fraction digits as the instant has.
 pub fn format_time(t: Timestamp) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    Rfc3339(t).to_string()
+}
+
+/// An instant written as RFC 3339 in UTC with a `Z` and 0, 3, 6 or 9 fraction digits, as needed;
+/// serialized without an intermediate `String` (a session answer holds up to five of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339(pub Timestamp);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::{Datelike, Timelike};
+        let t = self.0;
+        if !(0..=9999).contains(&t.year()) {
+            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )?;
+        // A leap second shows as :60 with the nanoseconds past it, as chrono writes it.
+        let nanos = t.nanosecond() % 1_000_000_000;
+        let seconds = if t.nanosecond() >= 1_000_000_000 { 60 } else { t.second() };
+        if seconds == 60 {
+            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
+        match nanos {
+            0 => {}
+            n if n % 1_000_000 == 0 => write!(f, ".{:03}", n / 1_000_000)?,
+            n if n % 1_000 == 0 => write!(f, ".{:06}", n / 1_000)?,
+            n => write!(f, ".{n:09}")?,
+        }
+        f.write_str("Z")
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// Seconds (fractions allowed) as a duration; callers validate the range first.
@@ -346,6 +407,21 @@ mod tests {
         assert!(check_session_id("has space").is_err());
         assert!(check_session_id("").is_err());
         assert!(check_session_id("é").is_err());
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        for t in [
+            Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap(),
+            Utc.timestamp_opt(1_764_097_200, 123_000_000).unwrap(),
+            Utc.timestamp_opt(1_764_097_200, 123_456_000).unwrap(),
+            Utc.timestamp_opt(1_764_097_200, 123_456_789).unwrap(),
+            Utc.timestamp_opt(5, 1).unwrap(),
+            chrono::DateTime::<Utc>::MAX_UTC,
+        ] {
+            assert_eq!(Rfc3339(t).to_string(), t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
     }
 
     #[test]

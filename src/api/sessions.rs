@@ -20,7 +20,7 @@ use super::pools::SessionSettingsInput;
 use super::strict_json::Obj;
 use super::{
     check_pool_name, check_session_id, format_time, json_response, now, secs_to_delta, to_json, AppJson, AppPath,
-    AppQuery, AppState,
+    AppQuery, AppState, Rfc3339,
 };
 use crate::error::{ApiError, Result};
 use crate::json_int;
@@ -63,8 +63,8 @@ struct LeaseView {
 pub struct SessionView<'a> {
     id: &'a str,
     pool: &'a str,
-    created_at: String,
-    expires_at: String,
+    created_at: Rfc3339,
+    expires_at: Rfc3339,
     max_age_secs: f64,
     usage_count: u32,
     max_usage_count: u32,
@@ -81,8 +81,8 @@ pub struct SessionView<'a> {
     is_usable: bool,
     retired: bool,
     retired_reason: Option<&'static str>,
-    retired_at: Option<String>,
-    leased_until: Option<String>,
+    retired_at: Option<Rfc3339>,
+    leased_until: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<LeaseView>,
 }
@@ -95,8 +95,8 @@ impl<'a> SessionView<'a> {
         Self {
             id: &session.id,
             pool,
-            created_at: format_time(session.created_at),
-            expires_at: format_time(session.expires_at),
+            created_at: Rfc3339(session.created_at),
+            expires_at: Rfc3339(session.expires_at),
             max_age_secs: session.settings.max_age_secs,
             usage_count: session.usage_count,
             max_usage_count: session.settings.max_usage_count,
@@ -113,8 +113,8 @@ impl<'a> SessionView<'a> {
             is_usable: retirement.is_none(),
             retired: retirement.is_some(),
             retired_reason: retirement.map(|r| r.reason.as_str()),
-            retired_at: retirement.map(|r| format_time(r.at)),
-            leased_until: lease.map(|l| format_time(l.until)),
+            retired_at: retirement.map(|r| Rfc3339(r.at)),
+            leased_until: lease.map(|l| Rfc3339(l.until)),
             lease: None,
         }
     }
