@@ -121,8 +121,7 @@ pub fn app(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(cookies::router())
         .merge(transfer::router())
-        .layer(middleware::from_fn_with_state(state.clone(), require_ready))
-        .layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .layer(middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .merge(service::router())
         .merge(v1)
@@ -145,36 +144,33 @@ pub fn app(state: AppState) -> Router {
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// When API keys are configured, `/v1` needs `Authorization: Bearer KEY` with one of them. Keys are
-/// compared in constant time, each of them, so timing tells nothing about which one nearly matched.
-async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The gate of `/v1`, in one middleware (each layer costs every request a boxed future):
+/// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
+///   else 401 `unauthorized`; keys are compared in constant time, every one of them, so timing tells
+///   nothing about which one nearly matched;
+/// - until the state is restored and once shutdown has begun, 503 `not_ready`.
+async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let keys = &state.config.api_key;
-    if keys.is_empty() {
-        return next.run(request).await;
+    if !keys.is_empty() {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let valid = token.is_some_and(|token| {
+            keys.iter()
+                .fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes()))
+                .into()
+        });
+        if !valid {
+            return ApiError::Unauthorized.into_response();
+        }
     }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let valid = token.is_some_and(|token| {
-        keys.iter().fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes())).into()
-    });
-    if valid {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
+    if !state.lifecycle.is_ready() {
+        return ApiError::NotReady.into_response();
     }
-}
-
-/// `/v1` answers 503 `not_ready` until the state is restored and once shutdown has begun.
-async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.lifecycle.is_ready() {
-        next.run(request).await
-    } else {
-        ApiError::NotReady.into_response()
-    }
+    next.run(request).await
 }
 
 /// Metric handles per (route, method, status), so a request does no label allocation or registry
