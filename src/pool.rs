@@ -872,17 +872,7 @@ impl Pool {
         let Some(session) = entry.session.as_ref() else { return };
         let (old, new, generation) = (entry.state, SlotState::of(session), entry.generation);
         if old != new {
-            match old {
-                SlotState::Free => {
-                    self.remove_free(slot);
-                    self.usable -= 1;
-                }
-                SlotState::Leased => {
-                    self.leased -= 1;
-                    self.usable -= 1;
-                }
-                SlotState::Retired | SlotState::Vacant => {}
-            }
+            self.unfile(slot, old);
             match new {
                 SlotState::Free => {
                     self.slots[slot as usize].free_pos = self.free.len() as u32;
@@ -926,8 +916,8 @@ impl Pool {
         self.slots[slot as usize].free_pos = NOT_FREE;
     }
 
-    fn remove_slot(&mut self, slot: u32) {
-        let state = self.slots[slot as usize].state;
+    /// Takes the slot out of the counts and the free vector of `state`, the state it is filed in.
+    fn unfile(&mut self, slot: u32, state: SlotState) {
         match state {
             SlotState::Free => {
                 self.remove_free(slot);
@@ -939,6 +929,10 @@ impl Pool {
             }
             SlotState::Retired | SlotState::Vacant => {}
         }
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        self.unfile(slot, self.slots[slot as usize].state);
         let entry = &mut self.slots[slot as usize];
         if let Some(session) = entry.session.take() {
             self.by_id.remove(&session.id);
