@@ -16,3 +16,4 @@ mod pools;
 mod robustness;
 mod service;
 mod sessions;
+mod transfer;

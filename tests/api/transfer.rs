@@ -4,16 +4,13 @@
 //! past `--max-sessions` imports nothing and creates no pool; the Crawlee export has Crawlee's shape.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 use session_pool::Config;
-use tokio::sync::oneshot;
+
+use crate::helpers::{self, unique};
 
 /// shared/fixtures/crawlee-python-pool-state.json: written by Crawlee for Python 1.11.
 const PYTHON_STATE: &str = r#"{
@@ -79,57 +76,17 @@ const JS_STATE: &str = r#"{
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The real server on 127.0.0.1:0 with a fresh data dir; dropping it shuts the server down.
-struct TestApp {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    shutdown_tx: Option<oneshot::Sender<()>>,
-    data_dir: PathBuf,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown_tx.take() {
-            let _ = tx.send(());
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
+/// The shared test server, with retired sessions kept for an hour, and the calls these tests make.
+struct TestApp(helpers::TestApp);
 
 async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let data_dir = std::env::temp_dir().join(unique("session-pool-transfer"));
-    std::fs::create_dir_all(&data_dir).expect("create the data dir");
-    let mut config = Config { data_dir: data_dir.clone(), retired_retention_secs: 3600.0, ..Config::default() };
-    configure(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    config.listen = addr;
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = shutdown_rx.await;
-        };
-        if let Err(e) = session_pool::run(listener, config, shutdown).await {
-            eprintln!("the server stopped with an error: {e:#}");
-        }
-    });
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client");
-    let app = TestApp { addr, client, shutdown_tx: Some(shutdown_tx), data_dir };
-    for _ in 0..400 {
-        if let Ok(r) = app.client.get(format!("http://{addr}/readyz")).send().await {
-            if r.status() == 200 {
-                return app;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the server at {addr} did not become ready");
+    TestApp(
+        helpers::spawn_app_with(|config| {
+            config.retired_retention_secs = 3600.0;
+            configure(config);
+        })
+        .await,
+    )
 }
 
 async fn spawn_app() -> TestApp {
@@ -139,7 +96,7 @@ async fn spawn_app() -> TestApp {
 impl TestApp {
     /// `method path` with `body` sent as is (JSON); the status and the parsed body (Null if none).
     async fn raw(&self, method: Method, path: &str, body: Option<String>) -> (u16, Value) {
-        let mut request = self.client.request(method, format!("http://{}{path}", self.addr));
+        let mut request = self.0.client.request(method, self.0.url(path));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body);
         }
