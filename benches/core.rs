@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --bench core` (add `-- --quick` for a fast look).
 
+/// The allocator the service runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 

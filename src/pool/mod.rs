@@ -24,9 +24,15 @@ use std::sync::{Arc, RwLock};
 use chrono::TimeDelta;
 use metrics::{Counter, Histogram};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
+
+mod ahead;
+mod recent;
+
+use ahead::{prefetch, Picks};
+use recent::Recent;
 
 use crate::session::{
     self, Cookie, Lease, RetiredReason, Retirement, Session, SessionSettings, StatusReport, StatusVerdict, Timestamp,
@@ -255,6 +261,8 @@ struct Slot {
     free_pos: u32,
     /// Changed since the last [`Pool::take_changes`].
     dirty: bool,
+    /// The session id's hash in [`Recent`].
+    hash: u64,
 }
 
 /// What changed since the last [`Pool::take_changes`]: the bookkeeping that lets a persist cycle
@@ -295,7 +303,49 @@ struct Due {
     generation: u32,
 }
 
-type Queue = BinaryHeap<Reverse<Due>>;
+/// A min-heap of [`Due`] entries. Entries that went stale (a lease released early, a session deleted
+/// before its expiry) are not searched for: they are skipped when popped, and dropped all at once
+/// when the heap has doubled since it was last compacted, so a queue holds at most about twice its
+/// live entries and every operation stays amortized O(log n).
+#[derive(Debug, Default)]
+struct Queue {
+    heap: BinaryHeap<Reverse<Due>>,
+    /// The length above which the next push compacts.
+    compact_above: usize,
+}
+
+/// Below this many entries a queue is never compacted (a few in tests, so the property test
+/// compacts often and checks that no live entry is ever dropped).
+const QUEUE_COMPACT_MIN: usize = if cfg!(test) { 8 } else { 1024 };
+
+impl Queue {
+    fn push(&mut self, due: Due) {
+        self.heap.push(Reverse(due));
+    }
+
+    /// The earliest entry if it is due at `now`.
+    fn pop_due(&mut self, now: Timestamp) -> Option<Due> {
+        match self.heap.peek() {
+            Some(Reverse(due)) if due.at <= now => self.heap.pop().map(|Reverse(due)| due),
+            _ => None,
+        }
+    }
+
+    fn bloated(&self) -> bool {
+        self.heap.len() > self.compact_above.max(QUEUE_COMPACT_MIN)
+    }
+
+    /// Keeps the entries `live` accepts.
+    fn compact(&mut self, mut live: impl FnMut(&Due) -> bool) {
+        self.heap.retain(|Reverse(due)| live(due));
+        self.compact_above = 2 * self.heap.len();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
 
 /// Metric handles registered once per pool, so a hot call does no label lookup.
 #[derive(Debug)]
@@ -353,7 +403,8 @@ pub struct Pool {
     lease_ends: Queue,
     purges: Queue,
     proxy_cursor: usize,
-    rng: SmallRng,
+    picks: Picks,
+    recent: Recent,
     metrics: PoolMetrics,
     changes: Changes,
     deleted: bool,
@@ -385,11 +436,12 @@ impl Pool {
             free: Vec::new(),
             usable: 0,
             leased: 0,
-            expiries: BinaryHeap::new(),
-            lease_ends: BinaryHeap::new(),
-            purges: BinaryHeap::new(),
+            expiries: Queue::default(),
+            lease_ends: Queue::default(),
+            purges: Queue::default(),
             proxy_cursor: 0,
-            rng: SmallRng::from_os_rng(),
+            picks: Picks::new(SmallRng::from_os_rng()),
+            recent: Recent::new(),
             changes: Changes { config: true, ..Changes::default() },
             deleted: false,
         }
@@ -397,7 +449,7 @@ impl Pool {
 
     /// Replaces the random source, so tests can make picks repeatable.
     pub fn seed(&mut self, seed: u64) {
-        self.rng = SmallRng::seed_from_u64(seed);
+        self.picks = Picks::new(SmallRng::seed_from_u64(seed));
     }
 
     /// The pool's name.
@@ -487,7 +539,7 @@ impl Pool {
     /// Applies the clock: ends leases past their time, retires expired sessions, purges retired ones
     /// past the retention. Amortized O(log n) per due event, nothing when nothing is due.
     pub fn tick(&mut self, now: Timestamp) {
-        while let Some(due) = pop_due(&mut self.lease_ends, now) {
+        while let Some(due) = self.lease_ends.pop_due(now) {
             if let Some(slot) = self.live_slot(due) {
                 self.transition(slot, now, |s| {
                     if s.lease.is_some_and(|l| l.until <= now) {
@@ -496,14 +548,14 @@ impl Pool {
                 });
             }
         }
-        while let Some(due) = pop_due(&mut self.expiries, now) {
+        while let Some(due) = self.expiries.pop_due(now) {
             if let Some(slot) = self.live_slot(due) {
                 self.transition(slot, now, |s| {
                     s.settle(now);
                 });
             }
         }
-        while let Some(due) = pop_due(&mut self.purges, now) {
+        while let Some(due) = self.purges.pop_due(now) {
             if let Some(slot) = self.live_slot(due) {
                 self.remove_slot(slot);
             }
@@ -530,7 +582,12 @@ impl Pool {
             self.metrics.exhausted.increment(1);
             return Err(PoolError::NoSessionAvailable);
         }
-        let slot = self.free[self.rng.random_range(0..self.free.len())];
+        let slot = self.free[self.picks.index(self.free.len())];
+        // Before the lease takes the session out of the free vector: a leased session usually comes
+        // back before the next acquire, which then sees the length seen here.
+        self.warm_ahead();
+        let entry = &self.slots[slot as usize];
+        self.recent.remember(entry.hash, slot, entry.generation);
         if let Some(duration) = lease {
             let lease = Lease { id: Uuid::new_v4(), until: session::saturating_add(now, duration) };
             self.transition(slot, now, |s| s.lease = Some(lease));
@@ -586,7 +643,7 @@ impl Pool {
     /// The session with that id, as of `now`.
     pub fn get(&mut self, id: &str, now: Timestamp) -> Option<&Session> {
         self.tick(now);
-        let slot = *self.by_id.get(id)?;
+        let slot = self.lookup(id)?;
         Some(self.session_at(slot))
     }
 
@@ -762,7 +819,44 @@ impl Pool {
 
     fn find(&mut self, id: &str, now: Timestamp) -> Result<u32, PoolError> {
         self.tick(now);
-        self.by_id.get(id).copied().ok_or_else(|| PoolError::SessionNotFound(id.to_owned()))
+        self.lookup(id).ok_or_else(|| PoolError::SessionNotFound(id.to_owned()))
+    }
+
+    /// The slot of the session `id`: the recently-acquired table first, the id map if it misses.
+    fn lookup(&self, id: &str) -> Option<u32> {
+        let hash = self.recent.hash(id);
+        if let Some((slot, generation)) = self.recent.candidate(hash) {
+            let entry = &self.slots[slot as usize];
+            if entry.generation == generation && entry.session.as_ref().is_some_and(|s| *s.id == *id) {
+                return Some(slot);
+            }
+        }
+        self.by_id.get(id).copied()
+    }
+
+    /// Prefetches what the coming picks will touch, each stage one step further along the chain
+    /// free-vector entry → slot → id allocation, so each load finds the line its stage asked for
+    /// a few picks earlier (see [`ahead`]).
+    fn warm_ahead(&self) {
+        use ahead::{FAR, MID, NEAR};
+        let len = self.free.len();
+        if len == 0 {
+            return;
+        }
+        prefetch(&self.free[ahead::position(self.picks.peek(FAR), len)]);
+        let mid = &self.slots[self.free[ahead::position(self.picks.peek(MID), len)] as usize];
+        // Non-temporal: the lines are used within a few picks and then not for a long time, so they
+        // should not push the free vector out of the last-level cache (a few ns per pick at 1M).
+        let start = std::ptr::from_ref(mid).cast::<u8>();
+        for offset in (0..std::mem::size_of::<Slot>()).step_by(64) {
+            ahead::prefetch_nta(start.wrapping_add(offset));
+        }
+        let near = &self.slots[self.free[ahead::position(self.picks.peek(NEAR), len)] as usize];
+        if let Some(session) = &near.session {
+            // The count and the bytes of the id the caller is about to copy.
+            ahead::prefetch_nta(Arc::as_ptr(&session.id).cast::<u8>().wrapping_sub(16));
+            ahead::prefetch_nta(Arc::as_ptr(&session.id));
+        }
     }
 
     /// Runs a mark-like operation and, when `lease_id` is the live lease, ends that lease. Returns
@@ -821,20 +915,22 @@ impl Pool {
             Some(slot) => slot,
             None => {
                 self.slots.push(Slot {
-                    session: None,
+                    hash: 0,
                     generation: 0,
-                    state: SlotState::Vacant,
                     free_pos: NOT_FREE,
+                    state: SlotState::Vacant,
                     dirty: false,
+                    session: None,
                 });
                 (self.slots.len() - 1) as u32
             }
         };
         let generation = self.slots[slot as usize].generation;
         if session.retirement.is_none() {
-            self.expiries.push(Reverse(Due { at: session.expires_at, slot, generation }));
+            self.expiries.push(Due { at: session.expires_at, slot, generation });
         }
         let id = Arc::clone(&session.id);
+        self.slots[slot as usize].hash = self.recent.hash(&id);
         self.by_id.insert(Arc::clone(&id), slot);
         self.ordered.insert(id);
         if fresh {
@@ -888,14 +984,32 @@ impl Pool {
             self.slots[slot as usize].state = new;
         }
         if let Some(until) = lease_until.filter(|_| new == SlotState::Leased) {
-            self.lease_ends.push(Reverse(Due { at: until, slot, generation }));
+            self.lease_ends.push(Due { at: until, slot, generation });
         }
         if let Some(retirement) = retirement.filter(|_| new == SlotState::Retired) {
             if count {
                 self.metrics.retirement(retirement.reason).increment(1);
             }
             let at = session::saturating_add(retirement.at, self.retention);
-            self.purges.push(Reverse(Due { at, slot, generation }));
+            self.purges.push(Due { at, slot, generation });
+        }
+        self.compact_queues();
+    }
+
+    /// Drops the stale entries of any queue that has doubled since its last compaction.
+    fn compact_queues(&mut self) {
+        let slots = &self.slots;
+        let session = |due: &Due| {
+            slots.get(due.slot as usize).filter(|e| e.generation == due.generation).and_then(|e| e.session.as_ref())
+        };
+        if self.lease_ends.bloated() {
+            self.lease_ends.compact(|due| session(due).and_then(|s| s.lease).is_some_and(|l| l.until == due.at));
+        }
+        if self.expiries.bloated() {
+            self.expiries.compact(|due| session(due).is_some_and(|s| s.retirement.is_none()));
+        }
+        if self.purges.bloated() {
+            self.purges.compact(|due| session(due).is_some());
         }
     }
 
@@ -962,7 +1076,26 @@ impl Pool {
         let mut retired = 0;
         for (index, entry) in self.slots.iter().enumerate() {
             let Some(session) = &entry.session else { continue };
+            let queued = |queue: &Queue, at: Timestamp| {
+                queue
+                    .heap
+                    .iter()
+                    .any(|Reverse(d)| d.slot as usize == index && d.generation == entry.generation && d.at == at)
+            };
+            match (session.retirement, session.lease) {
+                (Some(retirement), _) => {
+                    assert!(queued(&self.purges, session::saturating_add(retirement.at, self.retention)));
+                }
+                (None, lease) => {
+                    assert!(queued(&self.expiries, session.expires_at), "expiry of {} lost", session.id);
+                    if let Some(lease) = lease {
+                        assert!(queued(&self.lease_ends, lease.until), "lease end of {} lost", session.id);
+                    }
+                }
+            }
             assert_eq!(self.by_id.get(&session.id), Some(&(index as u32)));
+            assert_eq!(self.lookup(&session.id), Some(index as u32));
+            assert_eq!(entry.hash, self.recent.hash(&session.id));
             match entry.state {
                 SlotState::Free => {
                     free += 1;
@@ -985,13 +1118,6 @@ impl Pool {
         assert_eq!(self.usable, free + leased);
         assert_eq!(self.by_id.len(), free + leased + retired);
         assert_eq!(self.ordered.len(), self.by_id.len());
-    }
-}
-
-fn pop_due(queue: &mut Queue, now: Timestamp) -> Option<Due> {
-    match queue.peek() {
-        Some(Reverse(due)) if due.at <= now => queue.pop().map(|Reverse(due)| due),
-        _ => None,
     }
 }
 
@@ -1250,6 +1376,38 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_for_a_removed_session_never_finds_the_slot_s_next_tenant() {
+        let mut pool = pool_with(1, 100);
+        let first = Arc::clone(&pool.acquire(None, t0()).unwrap().id);
+        pool.delete(&first, t0()).unwrap();
+        let second = create(&mut pool, "second", None);
+        assert!(pool.get(&first, t0()).is_none());
+        assert_eq!(pool.mark_good(&second, None, t0()).unwrap().usage_count, 1);
+        create(&mut pool, &first, None);
+        assert_eq!(pool.mark_good(&first, None, t0()).unwrap().usage_count, 1);
+        assert_eq!(pool.get(&second, t0()).unwrap().usage_count, 1);
+        pool.check_invariants();
+    }
+
+    #[test]
+    fn queues_drop_stale_entries_and_keep_live_ones() {
+        let mut pool = pool_with(10, 100);
+        let id = Arc::clone(&pool.acquire(None, t0()).unwrap().id);
+        for i in 0..10_000 {
+            let session = pool.acquire(Some(secs(30 + i)), t0()).unwrap();
+            let (leased, lease) = (Arc::clone(&session.id), session.lease.unwrap().id.to_string());
+            pool.release(&leased, &lease, t0()).unwrap();
+        }
+        assert!(pool.lease_ends.len() <= 2 * QUEUE_COMPACT_MIN, "{} entries", pool.lease_ends.len());
+        let lease = pool.acquire(Some(secs(5)), t0()).unwrap().lease.unwrap();
+        assert!(pool.lease_ends.len() <= 2 * QUEUE_COMPACT_MIN);
+        pool.tick(t0() + secs(5));
+        assert_eq!(pool.counts(t0() + secs(5)).leased, 0, "the live lease {lease:?} survived compaction");
+        pool.delete(&id, t0()).unwrap();
+        pool.check_invariants();
+    }
+
+    #[test]
     fn leases_are_exclusive_and_end_on_time() {
         let mut pool = pool_with(2, 100);
         let a = Arc::clone(&pool.acquire(Some(secs(30)), t0()).unwrap().id);
@@ -1503,7 +1661,11 @@ mod tests {
                             pool.release(&id, &lease, now).unwrap();
                         }
                     },
-                    Op::Delete(i) => if let Some(id) = pick(i) { pool.delete(&id, now).unwrap(); retired.remove(&id); },
+                    Op::Delete(i) => if let Some(id) = pick(i) {
+                        pool.delete(&id, now).unwrap();
+                        retired.remove(&id);
+                        prop_assert!(pool.get(&id, now).is_none(), "a deleted id is still found");
+                    },
                     Op::Status { pick: i, code, mark } => if let Some(id) = pick(i) {
                         let report = StatusReport { status_code: code, mark, ..StatusReport::default() };
                         pool.report_status(&id, &report, None, now).unwrap();
