@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use session_pool::config::LogFormat;
+use session_pool::logwriter;
 use session_pool::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -46,7 +47,13 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let _log_writer = init_tracing(cli.config.log_format);
+    let _log_writer = match init_tracing(cli.config.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("session-pool: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match serve(cli.config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -65,17 +72,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     session_pool::run(listener, config, shutdown_signal()).await
 }
 
-/// Logs go to stdout through a background writer, so a request never waits on a terminal or a pipe;
-/// the returned guard flushes what is queued when `main` ends.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+/// Logs go to stdout through a background writer that batches (`session_pool::logwriter`), so a
+/// request never waits on a terminal or a pipe; the returned guard flushes what is queued when `main`
+/// ends.
+fn init_tracing(format: LogFormat) -> std::io::Result<logwriter::LogWriterGuard> {
+    let (writer, guard) = logwriter::spawn(std::io::stdout(), logwriter::FLUSH_INTERVAL, logwriter::QUEUE_LINES)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(false).init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// Resolves on Ctrl-C or SIGTERM, whichever comes first.
