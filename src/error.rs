@@ -49,6 +49,9 @@ pub enum ApiError {
     /// A body that is not JSON.
     #[error("the body must be application/json")]
     UnsupportedMediaType,
+    /// The body did not arrive within the time allowed.
+    #[error("the request body did not arrive within {0} seconds")]
+    RequestTimeout(u64),
     /// Unknown path.
     #[error("no such path")]
     NotFound,
@@ -74,6 +77,7 @@ impl ApiError {
             Self::NotReady | Self::NoSessionAvailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +97,7 @@ impl ApiError {
             Self::LimitReached(_) => "limit_reached",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Internal(_) => "internal_error",
@@ -112,6 +117,7 @@ impl ApiError {
             Self::LimitReached(_) => "Limit reached",
             Self::PayloadTooLarge(_) => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
+            Self::RequestTimeout(_) => "Request timeout",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Internal(_) => "Internal server error",

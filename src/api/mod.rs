@@ -31,15 +31,15 @@ use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::error::{ApiError, Result};
 use crate::pool::{Registry, RegistryLimits};
 use crate::session::Timestamp;
 use crate::Config;
 
-/// How long one request may take before it is answered 408.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request body may take to arrive before the request is answered 408
+/// `request_timeout` (headers have their own limit in [`crate::serve`]).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether the server takes work: false until the state is restored and again once shutdown began.
 #[derive(Debug, Default)]
@@ -134,7 +134,6 @@ pub fn app(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
                 .layer(middleware::from_fn(observe))
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
                 .layer(CatchPanicLayer::custom(|_panic| {
                     ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
                 })),
@@ -239,47 +238,77 @@ pub fn format_time(t: Timestamp) -> String {
     Rfc3339(t).to_string()
 }
 
-/// An instant written as RFC 3339 in UTC with a `Z` and 0, 3, 6 or 9 fraction digits, as needed;
-/// serialized without an intermediate `String` (a session answer holds up to five of them).
+/// An instant written as RFC 3339 in UTC with a `Z` and 0, 3, 6 or 9 fraction digits, as needed
+/// (chrono's `SecondsFormat::AutoSi`). A session answer holds up to five of them, so the common case
+/// (years 0 to 9999, no leap second) is written digit by digit into a stack buffer: through
+/// `core::fmt` with padding it was the largest part of serializing a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rfc3339(pub Timestamp);
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Rfc3339 {
+    /// The longest text [`Rfc3339::write_fast`] produces: `9999-12-31T23:59:59.999999999Z`.
+    const FAST_LEN: usize = 30;
+
+    /// Writes the common case into `buf` and returns its length; `None` for what chrono writes.
+    fn write_fast(self, buf: &mut [u8; Self::FAST_LEN]) -> Option<usize> {
         use chrono::{Datelike, Timelike};
         let t = self.0;
-        if !(0..=9999).contains(&t.year()) {
-            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let nanos = t.nanosecond();
+        if nanos >= 1_000_000_000 {
+            return None; // a leap second
         }
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )?;
-        // A leap second shows as :60 with the nanoseconds past it, as chrono writes it.
-        let nanos = t.nanosecond() % 1_000_000_000;
-        let seconds = if t.nanosecond() >= 1_000_000_000 { 60 } else { t.second() };
-        if seconds == 60 {
-            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        fn digits(out: &mut [u8], mut value: u32) {
+            for byte in out.iter_mut().rev() {
+                *byte = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
         }
-        match nanos {
-            0 => {}
-            n if n % 1_000_000 == 0 => write!(f, ".{:03}", n / 1_000_000)?,
-            n if n % 1_000 == 0 => write!(f, ".{:06}", n / 1_000)?,
-            n => write!(f, ".{n:09}")?,
+        digits(&mut buf[0..4], year);
+        buf[4] = b'-';
+        digits(&mut buf[5..7], t.month());
+        buf[7] = b'-';
+        digits(&mut buf[8..10], t.day());
+        buf[10] = b'T';
+        digits(&mut buf[11..13], t.hour());
+        buf[13] = b':';
+        digits(&mut buf[14..16], t.minute());
+        buf[16] = b':';
+        digits(&mut buf[17..19], t.second());
+        let (fraction, width) = match nanos {
+            0 => (0, 0),
+            n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+            n if n % 1_000 == 0 => (n / 1_000, 6),
+            n => (n, 9),
+        };
+        let mut len = 19;
+        if width > 0 {
+            buf[19] = b'.';
+            digits(&mut buf[20..20 + width], fraction);
+            len = 20 + width;
         }
-        f.write_str("Z")
+        buf[len] = b'Z';
+        Some(len + 1)
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; Self::FAST_LEN];
+        match self.write_fast(&mut buf) {
+            Some(len) => f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| std::fmt::Error)?),
+            None => f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        }
     }
 }
 
 impl serde::Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let mut buf = [0u8; Self::FAST_LEN];
+        match self.write_fast(&mut buf).map(|len| std::str::from_utf8(&buf[..len])) {
+            Some(Ok(text)) => serializer.serialize_str(text),
+            _ => serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        }
     }
 }
 
@@ -300,13 +329,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self> {
         let is_json =
             request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json_media_type);
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(state.config.max_body_bytes)
-            } else {
-                ApiError::invalid("the request body could not be read")
-            }
-        })?;
+        let bytes = read_body(request, state, BODY_TIMEOUT).await?;
         let body: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             None => b"{}",
             Some(_) if !is_json => return Err(ApiError::UnsupportedMediaType),
@@ -315,6 +338,27 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
         };
         strict_json::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest)
     }
+}
+
+/// Reads the whole body within `limit`. A small body is usually complete when the handler starts, so
+/// the first poll finishes it and no timer is armed; only a body still in flight gets one (a timer
+/// per request showed in profiles of the hot path).
+async fn read_body(request: Request, state: &AppState, limit: Duration) -> Result<Bytes> {
+    let mut read = std::pin::pin!(Bytes::from_request(request, state));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))).await;
+    let result = match first {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => {
+            tokio::time::timeout(limit, read).await.map_err(|_| ApiError::RequestTimeout(limit.as_secs()))?
+        }
+    };
+    result.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.config.max_body_bytes)
+        } else {
+            ApiError::invalid("the request body could not be read")
+        }
+    })
 }
 
 fn is_json_media_type(value: &str) -> bool {
@@ -394,6 +438,56 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A body that sends its first bytes and then nothing, like a client that stalls mid-upload.
+    struct Stalled(bool);
+
+    impl axum::body::HttpBody for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+            if std::mem::replace(&mut self.0, true) {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"{\"lease_")))))
+            }
+        }
+    }
+
+    fn request(body: axum::body::Body) -> Request {
+        Request::builder().method(Method::POST).uri("/").body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_a_request_timeout_and_a_whole_one_is_read() {
+        let state = AppState::new(crate::Config::default());
+        let limit = Duration::from_millis(100);
+        let stalled = read_body(request(axum::body::Body::new(Stalled(false))), &state, limit).await;
+        assert!(matches!(stalled, Err(ApiError::RequestTimeout(_))), "{stalled:?}");
+        assert_eq!(ApiError::RequestTimeout(30).into_response().status(), StatusCode::REQUEST_TIMEOUT);
+        let whole = read_body(request(axum::body::Body::from("{}")), &state, limit).await.unwrap();
+        assert_eq!(&whole[..], b"{}");
+    }
+
+    proptest! {
+        #[test]
+        fn rfc3339_writes_what_chrono_writes(
+            secs in -70_000_000_000i64..300_000_000_000i64,
+            nanos in prop_oneof![Just(0u32), (0u32..1000).prop_map(|ms| ms * 1_000_000),
+                (0u32..1_000_000).prop_map(|us| us * 1000), 0u32..1_000_000_000, 1_000_000_000u32..2_000_000_000],
+        ) {
+            if let Some(t) = chrono::DateTime::from_timestamp(secs, nanos) {
+                let expected = t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+                prop_assert_eq!(Rfc3339(t).to_string(), expected.clone());
+                prop_assert_eq!(serde_json::to_string(&Rfc3339(t)).unwrap(), format!("\"{expected}\""));
+            }
+        }
+    }
 
     #[test]
     fn names_follow_the_contract() {
