@@ -5,6 +5,7 @@
 //! convert to domain types at this edge, so the core never sees JSON plumbing.
 
 pub mod cookies;
+pub mod edge;
 pub mod pools;
 pub mod service;
 pub mod sessions;
@@ -13,24 +14,18 @@ pub mod transfer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
-use std::collections::HashMap;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 
-use axum::http::{header, HeaderName, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::{SecondsFormat, SubsecRound, Utc};
-use metrics::{Counter, Histogram};
 use serde::de::DeserializeOwned;
-use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::error::{ApiError, Result};
 use crate::pool::{Registry, RegistryLimits};
@@ -121,111 +116,17 @@ pub fn app(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(cookies::router())
         .merge(transfer::router())
-        .layer(middleware::from_fn_with_state(state.clone(), admit));
+        .layer(edge::AdmitLayer::new(state.clone()));
     Router::new()
         .merge(service::router())
         .merge(v1)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
-                .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-                .layer(middleware::from_fn(observe))
-                .layer(CatchPanicLayer::custom(|_panic| {
-                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-                })),
-        )
+        .layer(tower::ServiceBuilder::new().layer(edge::ObserveLayer).layer(CatchPanicLayer::custom(|_panic| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        })))
         .with_state(state)
-}
-
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The gate of `/v1`, in one middleware (each layer costs every request a boxed future):
-/// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
-///   else 401 `unauthorized`; keys are compared in constant time, every one of them, so timing tells
-///   nothing about which one nearly matched;
-/// - until the state is restored and once shutdown has begun, 503 `not_ready`.
-async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let keys = &state.config.api_key;
-    if !keys.is_empty() {
-        let token = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
-        let valid = token.is_some_and(|token| {
-            keys.iter()
-                .fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes()))
-                .into()
-        });
-        if !valid {
-            return ApiError::Unauthorized.into_response();
-        }
-    }
-    if !state.lifecycle.is_ready() {
-        return ApiError::NotReady.into_response();
-    }
-    next.run(request).await
-}
-
-/// Metric handles per (route, method, status), so a request does no label allocation or registry
-/// lookup once its kind has been seen. Routes are the router's templates: a bounded set.
-#[derive(Default)]
-struct HttpMetrics {
-    by_route: std::sync::RwLock<HashMap<String, Vec<RouteMetrics>>>,
-}
-
-/// The handles of one (method, status) on one route.
-type RouteMetrics = (Method, u16, Counter, Histogram);
-
-impl HttpMetrics {
-    fn record(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
-        let known = self.by_route.read().unwrap_or_else(|e| e.into_inner()).get(route).and_then(|kinds| {
-            kinds.iter().find(|(m, s, ..)| m == method && *s == status).map(|(.., c, h)| (c.clone(), h.clone()))
-        });
-        let (counter, histogram) = known.unwrap_or_else(|| {
-            let (name, method_label) = (route.to_owned(), method.as_str().to_owned());
-            let counter = metrics::counter!("http_requests_total", "method" => method_label.clone(),
-                "route" => name.clone(), "status" => status.to_string());
-            let histogram =
-                metrics::histogram!("http_request_duration_seconds", "method" => method_label, "route" => name.clone());
-            let mut by_route = self.by_route.write().unwrap_or_else(|e| e.into_inner());
-            by_route.entry(name).or_default().push((method.clone(), status, counter.clone(), histogram.clone()));
-            (counter, histogram)
-        });
-        counter.increment(1);
-        histogram.record(elapsed.as_secs_f64());
-    }
-}
-
-/// One log line and the HTTP metrics per request: method, matched route (never the raw path, which
-/// holds ids), status, latency and request id; 5xx other than 503 at error level with the internal
-/// cause. No header is logged, so neither keys nor the Authorization header reach a log.
-async fn observe(request: Request, next: Next) -> Response {
-    static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let request_id = request.headers().get(&REQUEST_ID).cloned();
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    let route = route.as_deref().unwrap_or("unmatched");
-    METRICS.get_or_init(HttpMetrics::default).record(&method, route, status.as_u16(), elapsed);
-    let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    // A 503 is the service saying "not now" (no free session, not ready), not a failure.
-    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
-        tracing::error!(%method, route, status = status.as_u16(), latency_ms, request_id, cause, "request failed");
-    } else {
-        tracing::info!(%method, route, status = status.as_u16(), latency_ms, request_id, "request");
-    }
-    response
 }
 
 /// The server's clock, at millisecond precision (what the API shows).
@@ -460,7 +361,7 @@ mod tests {
     }
 
     fn request(body: axum::body::Body) -> Request {
-        Request::builder().method(Method::POST).uri("/").body(body).unwrap()
+        Request::builder().method(axum::http::Method::POST).uri("/").body(body).unwrap()
     }
 
     #[tokio::test]

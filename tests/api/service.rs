@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{expect_json, media_type, spawn_app, unique_pool};
+use crate::helpers::{expect_json, media_type, spawn_app, spawn_app_with, unique_pool};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -119,4 +119,33 @@ async fn a_server_that_is_not_ready_answers_not_ready_on_v1_and_readyz_only() {
     state.lifecycle.begin_shutdown();
     assert_eq!(call("GET", "/readyz").await.expect("an answer").status().as_u16(), 503);
     assert_eq!(call("GET", "/v1/pools").await.expect("an answer").status().as_u16(), 503);
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_echoed_or_generated() {
+    let app = spawn_app_with(|c| c.api_key = vec!["key".into()]).await;
+    let id_of = |resp: &reqwest::Response| {
+        resp.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).expect("an x-request-id")
+    };
+    let is_uuid = |id: &str| uuid::Uuid::try_parse(id).is_ok_and(|u| u.get_version_num() == 4);
+
+    // Generated: a fresh UUID v4 per request, on successes and on every kind of error alike.
+    let mut seen = std::collections::HashSet::new();
+    for (path, status) in [("/healthz", 200), ("/nope", 404), ("/v1/pools", 401)] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let id = id_of(&resp);
+        assert!(is_uuid(&id), "{path}: {id:?}");
+        assert!(seen.insert(id), "{path}: a repeated id");
+    }
+
+    // Echoed: the client's own id comes back unchanged, whatever the route answers.
+    for (path, bearer) in [("/v1/pools", true), ("/v1/pools", false), ("/healthz", false)] {
+        let mut req = app.client.get(app.url(path)).header("x-request-id", "trace-42.a");
+        if bearer {
+            req = req.bearer_auth("key");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(id_of(&resp), "trace-42.a", "{path}");
+    }
 }

@@ -1,0 +1,289 @@
+//! What every request passes through around its handler, as two hand-written tower services:
+//! [`Observe`] (request id, the log line and the HTTP metrics) around every route, and [`Admit`]
+//! (API keys and readiness) around `/v1`.
+//!
+//! They were `axum::middleware::from_fn` functions plus tower-http's request-id and sensitive-header
+//! layers. Each `from_fn` boxes a future and clones the service it wraps on every request; under load
+//! the stack of five layers cost more than the acquire handler itself. These services do the same
+//! work with futures that are plain structs.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::RwLock;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{self as http, header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
+use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// The request id header: taken from the request when it has one, generated otherwise, and set on
+/// the response either way.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Layer of [`Observe`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObserveLayer;
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner }
+    }
+}
+
+/// One log line and the HTTP metrics per request: method, matched route (never the raw path, which
+/// holds ids), status, latency and request id; 5xx other than 503 at error level with the internal
+/// cause. No header is logged, and `Authorization` is marked sensitive for anything that prints
+/// headers, so neither keys nor tokens reach a log.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = http::Response<B>>,
+{
+    type Response = http::Response<B>;
+    type Error = S::Error;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let headers = request.headers_mut();
+        if let Some(authorization) = headers.get_mut(header::AUTHORIZATION) {
+            authorization.set_sensitive(true);
+        }
+        let request_id = match headers.get(&REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_request_id();
+                headers.insert(REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        let method = request.method().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        ObserveFuture { inner: self.inner.call(request), seen: Some(Seen { started, method, route, request_id }) }
+    }
+}
+
+/// A fresh UUID v4 as a header value, without an intermediate `String`.
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// What [`Observe`] remembers of a request until its response.
+#[derive(Debug)]
+struct Seen {
+    started: Instant,
+    method: Method,
+    route: Option<MatchedPath>,
+    request_id: HeaderValue,
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Observe`].
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        seen: Option<Seen>,
+    }
+}
+
+impl<F, B, E> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = ready!(this.inner.poll(cx));
+        if let (Some(seen), Ok(response)) = (this.seen.take(), result.as_mut()) {
+            let elapsed = seen.started.elapsed();
+            let route = seen.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let status = response.status();
+            http_metrics().record(&seen.method, route, status.as_u16(), elapsed);
+            let request_id = seen.request_id.to_str().unwrap_or("");
+            let latency_ms = elapsed.as_secs_f64() * 1000.0;
+            let method = seen.method.as_str();
+            // A 503 is the service saying "not now" (no free session, not ready), not a failure.
+            if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
+                tracing::error!(
+                    method,
+                    route,
+                    status = status.as_u16(),
+                    latency_ms,
+                    request_id,
+                    cause,
+                    "request failed"
+                );
+            } else {
+                tracing::info!(method, route, status = status.as_u16(), latency_ms, request_id, "request");
+            }
+            response.headers_mut().insert(REQUEST_ID.clone(), seen.request_id);
+        }
+        Poll::Ready(result)
+    }
+}
+
+fn http_metrics() -> &'static HttpMetrics {
+    static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(HttpMetrics::default)
+}
+
+/// Metric handles per (route, method, status), so a request does no label allocation or registry
+/// lookup once its kind has been seen. Routes are the router's templates: a bounded set.
+#[derive(Default)]
+struct HttpMetrics {
+    by_route: RwLock<HashMap<String, Vec<RouteMetrics>>>,
+}
+
+/// The handles of one (method, status) on one route.
+type RouteMetrics = (Method, u16, Counter, Histogram);
+
+impl HttpMetrics {
+    fn record(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        {
+            let by_route = self.by_route.read().unwrap_or_else(|e| e.into_inner());
+            let known =
+                by_route.get(route).and_then(|kinds| kinds.iter().find(|(m, s, ..)| m == method && *s == status));
+            if let Some((.., counter, histogram)) = known {
+                counter.increment(1);
+                histogram.record(seconds);
+                return;
+            }
+        }
+        let (name, method_label) = (route.to_owned(), method.as_str().to_owned());
+        let counter = metrics::counter!("http_requests_total", "method" => method_label.clone(),
+            "route" => name.clone(), "status" => status.to_string());
+        let histogram =
+            metrics::histogram!("http_request_duration_seconds", "method" => method_label, "route" => name.clone());
+        counter.increment(1);
+        histogram.record(seconds);
+        let mut by_route = self.by_route.write().unwrap_or_else(|e| e.into_inner());
+        by_route.entry(name).or_default().push((method.clone(), status, counter, histogram));
+    }
+}
+
+/// Layer of [`Admit`].
+#[derive(Debug, Clone)]
+pub struct AdmitLayer {
+    state: AppState,
+}
+
+impl AdmitLayer {
+    /// The gate for `state`'s keys and lifecycle.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for AdmitLayer {
+    type Service = Admit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Admit { inner, state: self.state.clone() }
+    }
+}
+
+/// The gate of `/v1`:
+/// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
+///   else 401 `unauthorized`; keys are compared in constant time, every one of them, so timing tells
+///   nothing about which one nearly matched;
+/// - until the state is restored and once shutdown has begun, 503 `not_ready`.
+#[derive(Debug, Clone)]
+pub struct Admit<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Admit<S> {
+    fn refusal(&self, request: &Request) -> Option<ApiError> {
+        let keys = &self.state.config.api_key;
+        if !keys.is_empty() {
+            let token = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim);
+            let valid = token.is_some_and(|token| {
+                keys.iter()
+                    .fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes()))
+                    .into()
+            });
+            if !valid {
+                return Some(ApiError::Unauthorized);
+            }
+        }
+        (!self.state.lifecycle.is_ready()).then_some(ApiError::NotReady)
+    }
+}
+
+impl<S> Service<Request> for Admit<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = AdmitFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.refusal(&request) {
+            Some(refusal) => AdmitFuture::Refused { response: Some(refusal.into_response()) },
+            None => AdmitFuture::Admitted { inner: self.inner.call(request) },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Admit`].
+    #[project = AdmitProj]
+    pub enum AdmitFuture<F> {
+        /// Refused before the handler.
+        Refused { response: Option<Response> },
+        /// Passed on.
+        Admitted { #[pin] inner: F },
+    }
+}
+
+impl<F, E> Future for AdmitFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmitProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| ApiError::NotReady.into_response())))
+            }
+            AdmitProj::Admitted { inner } => inner.poll(cx),
+        }
+    }
+}
