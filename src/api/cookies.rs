@@ -70,7 +70,7 @@ async fn store_cookies(
             tracing::debug!(index = ignored.index, reason = %ignored.reason, "Set-Cookie ignored");
         }
     })?;
-    let body = to_json(&SessionView::of(session, pool, now))?;
+    let body = SessionView::of(session, pool, now).to_json()?;
     drop(guard);
     Ok(json_response(StatusCode::OK, body))
 }

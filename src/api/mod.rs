@@ -6,6 +6,7 @@
 
 pub mod cookies;
 pub mod edge;
+pub mod json_out;
 pub mod pools;
 pub mod service;
 pub mod sessions;
@@ -190,6 +191,21 @@ impl Rfc3339 {
         }
         buf[len] = b'Z';
         Some(len + 1)
+    }
+}
+
+impl Rfc3339 {
+    /// Writes the instant as a JSON string.
+    pub fn write_json(self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; Self::FAST_LEN];
+        match self.write_fast(&mut buf) {
+            Some(len) => {
+                out.push(b'"');
+                out.extend_from_slice(&buf[..len]);
+                out.push(b'"');
+            }
+            None => json_out::string(out, &self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        }
     }
 }
 
