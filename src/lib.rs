@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod interop;
 pub mod json_int;
+pub mod logformat;
 pub mod logwriter;
 pub mod persist;
 pub mod pool;

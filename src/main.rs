@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use session_pool::config::LogFormat;
+use session_pool::logformat::LineFormat;
 use session_pool::logwriter;
 use session_pool::Config;
 use tracing_subscriber::EnvFilter;
@@ -78,11 +79,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat) -> std::io::Result<logwriter::LogWriterGuard> {
     let (writer, guard) = logwriter::spawn(std::io::stdout(), logwriter::FLUSH_INTERVAL, logwriter::QUEUE_LINES)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
-    }
+    let format = match format {
+        LogFormat::Json => LineFormat::Json,
+        LogFormat::Text => LineFormat::Text,
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).event_format(format).init();
     Ok(guard)
 }
 
