@@ -117,7 +117,7 @@ impl Visit for TextMessage<'_, '_> {
 }
 
 /// `name=value` pairs but the message, each after a space; values quoted (as Rust string literals)
-/// only when they are empty or hold a space, a quote, `=` or a control character.
+/// only when they are empty or hold an ASCII space, a quote, `=` or a control character.
 struct TextFields<'a, 'w> {
     out: &'a mut Writer<'w>,
     result: fmt::Result,
@@ -142,8 +142,8 @@ impl Visit for TextFields<'_, '_> {
         if field.name() == "message" {
             return;
         }
-        let plain =
-            !value.is_empty() && !value.chars().any(|c| c.is_whitespace() || c.is_control() || "\"=".contains(c));
+        // Bytes, not chars: everything that needs quoting is ASCII.
+        let plain = !value.is_empty() && value.bytes().all(|b| b > b' ' && b != b'"' && b != b'=' && b != 0x7f);
         self.record(field, |out| if plain { out.write_str(value) } else { write!(out, "{value:?}") });
     }
 

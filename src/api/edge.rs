@@ -68,14 +68,7 @@ where
         if let Some(authorization) = headers.get_mut(header::AUTHORIZATION) {
             authorization.set_sensitive(true);
         }
-        let request_id = match headers.get(&REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = new_request_id();
-                headers.insert(REQUEST_ID.clone(), id.clone());
-                id
-            }
-        };
+        let request_id = headers.get(&REQUEST_ID).cloned().unwrap_or_else(new_request_id);
         let method = request.method().clone();
         let route = request.extensions().get::<MatchedPath>().cloned();
         ObserveFuture { inner: self.inner.call(request), seen: Some(Seen { started, method, route, request_id }) }
