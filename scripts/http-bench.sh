@@ -9,7 +9,9 @@
 #   SERVER_CPUS=0 WRK_CPUS=1 scripts/http-bench.sh   # pin server and load generator apart (taskset)
 #
 # Scenarios, run ROUNDS times (default 3) in turn, each after a warm-up in the first round (WARMUP,
-# default 2s, not counted); the summary reports each scenario's median round:
+# default 2s, not counted); the summary reports each scenario's median round, and the median over
+# rounds of its ratio to the baseline of the same round ("paired %", the steadier figure on a shared
+# machine):
 #   a) baseline   POST /echo {"lease_id":null}
 #   b) acquire    POST /v1/pools/bench/acquire {}              (pool max_pool_size 1000, no lease)
 #   c) mark_good  POST /v1/pools/bench/sessions/<id>/mark_good {} cycling over SESSIONS ids created
@@ -203,22 +205,25 @@ function setup(thread)
   counter = counter + 1
 end
 
-local ids, n, i = {}, 0, 0
+-- Every request is formatted once, in init, so the load generator does no more per request than
+-- for the static scenarios (formatting in request() cost wrk, which shares the CPUs, several % of
+-- the server's throughput).
+local requests, n, i = {}, 0, 0
+local headers = { ["Content-Type"] = "application/json" }
 function init(args)
   local path = args[1]
   local prefix = args[2]
   for line in io.lines(path) do
     n = n + 1
-    ids[n] = prefix .. line .. "/mark_good"
+    requests[n] = wrk.format("POST", prefix .. line .. "/mark_good", headers, "{}")
   end
   assert(n > 0, "no ids in " .. path)
   i = offset or 0
 end
 
-local headers = { ["Content-Type"] = "application/json" }
 function request()
   i = i + 1
-  return wrk.format("POST", ids[(i % n) + 1], headers, "{}")
+  return requests[(i % n) + 1]
 end
 EOF
 
@@ -329,6 +334,16 @@ done
 rps() { field "${MEDIAN_FILE[$1]}" rps; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f%%", 100 * a / b }'; }
 base=$(rps baseline)
+# paired NAME: the median over rounds of NAME's requests/s over the baseline's in the same round. A
+# shared machine drifts between faster and slower phases that last longer than a round, so a ratio
+# of two runs seconds apart is steadier than a ratio of medians taken over different rounds.
+paired() {
+    local round
+    for round in $(seq 1 "$ROUNDS"); do
+        awk -v a="$(field "$WORK/$1.$round.txt" rps)" -v b="$(field "$WORK/baseline.$round.txt" rps)" \
+            'BEGIN { printf "%.4f\n", a / b }'
+    done | sort -n | awk '{a[NR] = $1} END {printf "%.1f%%", 100 * a[int((NR + 1) / 2)]}'
+}
 
 echo
 echo "==> summary: $CONNECTIONS connections, $THREADS wrk threads, $ROUNDS round(s) of ${DURATION_SECS}s" \
@@ -336,11 +351,13 @@ echo "==> summary: $CONNECTIONS connections, $THREADS wrk threads, $ROUNDS round
 echo "    requests/s and latencies are each scenario's median round; range is min-max over the rounds"
 echo "    load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)" \
     "(anything else busy on the machine skews every figure; compare ratios of one run)"
-printf '%-31s %11s %15s %9s %9s %8s %6s %9s\n' scenario "requests/s" range p50 p99 non-2xx errors "% of (a)"
+echo "    paired % of (a): the median over rounds of the scenario's requests/s over the baseline's in that round"
+printf '%-31s %11s %15s %9s %9s %8s %6s %9s %9s\n' scenario "requests/s" range p50 p99 non-2xx errors "% of (a)" \
+    "paired %"
 for name in "${SCENARIOS[@]}"; do
-    printf '%-31s %11s %15s %9s %9s %8s %6s %9s\n' "${LABEL[$name]}" "$(rps "$name")" "${RANGE[$name]}" \
+    printf '%-31s %11s %15s %9s %9s %8s %6s %9s %9s\n' "${LABEL[$name]}" "$(rps "$name")" "${RANGE[$name]}" \
         "$(field "${MEDIAN_FILE[$name]}" p50)" "$(field "${MEDIAN_FILE[$name]}" p99)" \
-        "${NON2XX[$name]}" "${ERRS[$name]}" "$(pct "$(rps "$name")" "$base")"
+        "${NON2XX[$name]}" "${ERRS[$name]}" "$(pct "$(rps "$name")" "$base")" "$(paired "$name")"
 done
 echo "    (d) counts both requests: $(awk -v r="$(rps acquire_mark)" 'BEGIN { printf "%.0f", r / 2 }') acquire+mark_good pairs/s"
 # Cross-check from the server's side that the requests did what they say (d: acquires ~= marks).
