@@ -47,10 +47,7 @@ where
                 })?;
                 out.write_str(meta.target())?;
                 out.write_str(":")?;
-                // Two passes over the fields, so the message comes first without a buffer.
-                let mut message = TextMessage { out: &mut out, result: Ok(()) };
-                event.record(&mut message);
-                message.result?;
+                // tracing's macros put the message first, so it comes out right after the target.
                 let mut fields = TextFields { out: &mut out, result: Ok(()) };
                 event.record(&mut fields);
                 fields.result?;
@@ -96,28 +93,8 @@ fn write_timestamp(out: &mut impl Write) -> fmt::Result {
     out.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
 }
 
-/// The `message` field alone, after a space.
-struct TextMessage<'a, 'w> {
-    out: &'a mut Writer<'w>,
-    result: fmt::Result,
-}
-
-impl Visit for TextMessage<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" && self.result.is_ok() {
-            self.result = self.out.write_char(' ').and_then(|()| self.out.write_str(value));
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" && self.result.is_ok() {
-            self.result = write!(self.out, " {value:?}");
-        }
-    }
-}
-
-/// `name=value` pairs but the message, each after a space; values quoted (as Rust string literals)
-/// only when they are empty or hold an ASCII space, a quote, `=` or a control character.
+/// The message as it is and `name=value` pairs, each after a space; values quoted (as Rust string
+/// literals) only when they are empty or hold an ASCII space, a quote, `=` or a control character.
 struct TextFields<'a, 'w> {
     out: &'a mut Writer<'w>,
     result: fmt::Result,
@@ -135,11 +112,18 @@ impl TextFields<'_, '_> {
             self.result = self.name(field).and_then(|()| write(self.out));
         }
     }
+
+    fn message(&mut self, write: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self.out.write_char(' ').and_then(|()| write(self.out));
+        }
+    }
 }
 
 impl Visit for TextFields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
+            self.message(|out| out.write_str(value));
             return;
         }
         // Bytes, not chars: everything that needs quoting is ASCII.
@@ -148,7 +132,9 @@ impl Visit for TextFields<'_, '_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() != "message" {
+        if field.name() == "message" {
+            self.message(|out| write!(out, "{value:?}"));
+        } else {
             self.record(field, |out| write!(out, "{value:?}"));
         }
     }
