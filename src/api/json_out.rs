@@ -6,13 +6,13 @@ use serde::Serialize;
 
 use crate::error::{ApiError, Result};
 
-/// `,"name":`. Names are this crate's own ASCII field names, which JSON never escapes.
-pub fn field(out: &mut Vec<u8>, name: &str) {
-    debug_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
+/// `,"name":` as one constant, for this crate's own ASCII field names (which JSON never escapes).
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":").as_bytes()
+    };
 }
+pub(crate) use key;
 
 /// A JSON string: copied as is when nothing in it needs escaping (ids and names never do), else
 /// escaped by serde_json.

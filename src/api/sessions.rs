@@ -133,29 +133,29 @@ impl<'a> SessionView<'a> {
     /// # Errors
     /// `Internal` if user data or cookies fail to serialize (they cannot).
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        use super::json_out::{field, string, write_f64};
+        use super::json_out::{key, string, write_f64};
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(b"{\"id\":");
         string(&mut out, self.id);
-        field(&mut out, "pool");
+        out.extend_from_slice(key!("pool"));
         string(&mut out, self.pool);
-        field(&mut out, "created_at");
+        out.extend_from_slice(key!("created_at"));
         self.created_at.write_json(&mut out);
-        field(&mut out, "expires_at");
+        out.extend_from_slice(key!("expires_at"));
         self.expires_at.write_json(&mut out);
-        field(&mut out, "max_age_secs");
+        out.extend_from_slice(key!("max_age_secs"));
         write_f64(&mut out, self.max_age_secs);
-        field(&mut out, "usage_count");
+        out.extend_from_slice(key!("usage_count"));
         out.extend_from_slice(itoa::Buffer::new().format(self.usage_count).as_bytes());
-        field(&mut out, "max_usage_count");
+        out.extend_from_slice(key!("max_usage_count"));
         out.extend_from_slice(itoa::Buffer::new().format(self.max_usage_count).as_bytes());
-        field(&mut out, "error_score");
+        out.extend_from_slice(key!("error_score"));
         write_f64(&mut out, self.error_score);
-        field(&mut out, "max_error_score");
+        out.extend_from_slice(key!("max_error_score"));
         write_f64(&mut out, self.max_error_score);
-        field(&mut out, "error_score_decrement");
+        out.extend_from_slice(key!("error_score_decrement"));
         write_f64(&mut out, self.error_score_decrement);
-        field(&mut out, "blocked_status_codes");
+        out.extend_from_slice(key!("blocked_status_codes"));
         out.push(b'[');
         for (i, code) in self.blocked_status_codes.iter().enumerate() {
             if i > 0 {
@@ -164,39 +164,39 @@ impl<'a> SessionView<'a> {
             out.extend_from_slice(itoa::Buffer::new().format(*code).as_bytes());
         }
         out.push(b']');
-        field(&mut out, "user_data");
+        out.extend_from_slice(key!("user_data"));
         super::json_out::value(&mut out, self.user_data)?;
-        field(&mut out, "cookies");
+        out.extend_from_slice(key!("cookies"));
         super::json_out::value(&mut out, self.cookies)?;
-        field(&mut out, "proxy_url");
+        out.extend_from_slice(key!("proxy_url"));
         match self.proxy_url {
             Some(url) => string(&mut out, url),
             None => out.extend_from_slice(b"null"),
         }
         for (name, flag) in [
-            ("is_blocked", self.is_blocked),
-            ("is_expired", self.is_expired),
-            ("is_max_usage_count_reached", self.is_max_usage_count_reached),
-            ("is_usable", self.is_usable),
-            ("retired", self.retired),
+            (key!("is_blocked"), self.is_blocked),
+            (key!("is_expired"), self.is_expired),
+            (key!("is_max_usage_count_reached"), self.is_max_usage_count_reached),
+            (key!("is_usable"), self.is_usable),
+            (key!("retired"), self.retired),
         ] {
-            field(&mut out, name);
+            out.extend_from_slice(name);
             out.extend_from_slice(if flag { b"true" } else { b"false" });
         }
-        field(&mut out, "retired_reason");
+        out.extend_from_slice(key!("retired_reason"));
         match self.retired_reason {
             Some(reason) => string(&mut out, reason),
             None => out.extend_from_slice(b"null"),
         }
-        for (name, at) in [("retired_at", self.retired_at), ("leased_until", self.leased_until)] {
-            field(&mut out, name);
+        for (name, at) in [(key!("retired_at"), self.retired_at), (key!("leased_until"), self.leased_until)] {
+            out.extend_from_slice(name);
             match at {
                 Some(at) => at.write_json(&mut out),
                 None => out.extend_from_slice(b"null"),
             }
         }
         if let Some(lease) = &self.lease {
-            field(&mut out, "lease");
+            out.extend_from_slice(key!("lease"));
             out.extend_from_slice(b"{\"id\":\"");
             out.extend_from_slice(lease.id.encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
             out.extend_from_slice(b"\",\"expires_at\":");
