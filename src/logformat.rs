@@ -93,6 +93,24 @@ fn write_timestamp(out: &mut impl Write) -> fmt::Result {
     out.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
 }
 
+/// The `Visit` methods both formats share: integers and booleans are written the same way in text and
+/// JSON, through the visitor's own `record(field, write)`.
+macro_rules! record_integers_and_bools {
+    () => {
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.record(field, |out| out.write_str(itoa::Buffer::new().format(value)));
+        }
+
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            self.record(field, |out| out.write_str(itoa::Buffer::new().format(value)));
+        }
+
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            self.record(field, |out| out.write_str(if value { "true" } else { "false" }));
+        }
+    };
+}
+
 /// The message as it is and `name=value` pairs, each after a space; values quoted (as Rust string
 /// literals) only when they are empty or hold an ASCII space, a quote, `=` or a control character.
 struct TextFields<'a, 'w> {
@@ -143,17 +161,7 @@ impl Visit for TextFields<'_, '_> {
         self.record(field, |out| write_f64(out, value));
     }
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record(field, |out| out.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, |out| out.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record(field, |out| out.write_str(if value { "true" } else { "false" }));
-    }
+    record_integers_and_bools!();
 }
 
 /// `"name":value` pairs, comma-separated, values as JSON.
@@ -195,17 +203,7 @@ impl Visit for JsonFields<'_, '_> {
         self.record(field, |out| if value.is_finite() { write_f64(out, value) } else { out.write_str("null") });
     }
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record(field, |out| out.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, |out| out.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record(field, |out| out.write_str(if value { "true" } else { "false" }));
-    }
+    record_integers_and_bools!();
 }
 
 /// The shortest text that reads back as `value` (`0.123`, `12.0`; `NaN` and `inf` as Rust writes them).

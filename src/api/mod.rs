@@ -381,10 +381,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A body that sends its first bytes and then nothing, like a client that stalls mid-upload.
-    struct Stalled(bool);
+    /// A body that arrives in the given frames, with no size hint (like a chunked upload); then ends,
+    /// or, when `stall`, sends nothing more, like a client that stopped mid-upload.
+    struct Frames {
+        chunks: std::collections::VecDeque<&'static [u8]>,
+        stall: bool,
+    }
 
-    impl axum::body::HttpBody for Stalled {
+    impl axum::body::HttpBody for Frames {
         type Data = Bytes;
         type Error = std::convert::Infallible;
 
@@ -392,44 +396,30 @@ mod tests {
             mut self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
-            if std::mem::replace(&mut self.0, true) {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"{\"lease_")))))
+            match self.chunks.pop_front() {
+                Some(chunk) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(chunk))))),
+                None if self.stall => std::task::Poll::Pending,
+                None => std::task::Poll::Ready(None),
             }
         }
     }
 
-    /// A body that arrives in the given frames; no size hint, like a chunked upload.
-    struct Chunks(std::collections::VecDeque<&'static [u8]>);
-
-    impl axum::body::HttpBody for Chunks {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
-            std::task::Poll::Ready(
-                self.0.pop_front().map(|chunk| Ok(http_body::Frame::data(Bytes::from_static(chunk)))),
-            )
-        }
+    fn frames(chunks: &[&'static [u8]], stall: bool) -> axum::body::Body {
+        axum::body::Body::new(Frames { chunks: chunks.iter().copied().collect(), stall })
     }
 
     #[tokio::test]
     async fn a_body_is_read_whole_from_any_number_of_frames_and_refused_past_the_limit() {
-        let chunks = |parts: &[&'static [u8]]| axum::body::Body::new(Chunks(parts.iter().copied().collect()));
         let framings: [&[&'static [u8]]; 4] = [&[], &[b"{}"], &[b"{\"lea", b"se_secs\"", b"", b":30}"], &[b"", b"{}"]];
         for parts in framings {
-            let whole = collect_body(chunks(parts), 100).await.unwrap();
+            let whole = collect_body(frames(parts, false), 100).await.unwrap();
             assert_eq!(whole, parts.concat(), "{parts:?}");
         }
-        let exactly = collect_body(chunks(&[b"12345", b"67890"]), 10).await.unwrap();
+        let exactly = collect_body(frames(&[b"12345", b"67890"], false), 10).await.unwrap();
         assert_eq!(&exactly[..], b"1234567890");
         let over: [&[&'static [u8]]; 2] = [&[b"12345", b"678901"], &[b"12345678901"]];
         for parts in over {
-            let refused = collect_body(chunks(parts), 10).await;
+            let refused = collect_body(frames(parts, false), 10).await;
             assert!(matches!(refused, Err(ApiError::PayloadTooLarge(10))), "{refused:?}");
         }
         // A declared length over the limit is refused before anything is read.
@@ -445,7 +435,7 @@ mod tests {
     async fn a_body_that_stalls_is_a_request_timeout_and_a_whole_one_is_read() {
         let state = AppState::new(crate::Config::default());
         let limit = Duration::from_millis(100);
-        let stalled = read_body(request(axum::body::Body::new(Stalled(false))), &state, limit).await;
+        let stalled = read_body(request(frames(&[b"{\"lease_"], true)), &state, limit).await;
         assert!(matches!(stalled, Err(ApiError::RequestTimeout(_))), "{stalled:?}");
         assert_eq!(ApiError::RequestTimeout(30).into_response().status(), StatusCode::REQUEST_TIMEOUT);
         let whole = read_body(request(axum::body::Body::from("{}")), &state, limit).await.unwrap();

@@ -72,27 +72,26 @@ pub(super) fn position(word: u64, len: usize) -> usize {
     ((u128::from(word) * len as u128) >> 64) as usize
 }
 
-/// Asks the CPU to bring the cache line holding `at` into every cache level. A hint: it never
-/// faults and never changes what the program computes.
+/// Keep the line in every cache level.
+#[cfg(target_arch = "x86_64")]
+pub(super) const T0: i32 = std::arch::x86_64::_MM_HINT_T0;
+/// The line is used soon and then not for a long time: keep it out of the way of the rest.
+#[cfg(target_arch = "x86_64")]
+pub(super) const NTA: i32 = std::arch::x86_64::_MM_HINT_NTA;
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) const T0: i32 = 0;
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) const NTA: i32 = 0;
+
+/// Asks the CPU to bring the cache line holding `at` closer, as `HINT` ([`T0`] or [`NTA`]) says.
+/// A hint: it never faults and never changes what the program computes; a no-op off x86_64.
 #[inline(always)]
-pub(super) fn prefetch<T: ?Sized>(at: *const T) {
+pub(super) fn prefetch<const HINT: i32, T: ?Sized>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 performs no access the program can observe; it does not fault even on an
+    // SAFETY: PREFETCH performs no access the program can observe; it does not fault even on an
     // invalid address, and every address passed here points into a live allocation anyway.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = at;
-}
-
-/// Like [`prefetch`], but marked non-temporal.
-#[inline(always)]
-pub(super) fn prefetch_nta<T: ?Sized>(at: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as for `prefetch`.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_NTA }>(at.cast::<i8>());
+        std::arch::x86_64::_mm_prefetch::<HINT>(at.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = at;

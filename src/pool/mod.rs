@@ -31,7 +31,7 @@ use uuid::Uuid;
 mod ahead;
 mod recent;
 
-use ahead::{prefetch, Picks};
+use ahead::{prefetch, Picks, NTA, T0};
 use recent::Recent;
 
 use crate::session::{
@@ -843,19 +843,19 @@ impl Pool {
         if len == 0 {
             return;
         }
-        prefetch(&self.free[ahead::position(self.picks.peek(FAR), len)]);
+        prefetch::<T0, _>(&self.free[ahead::position(self.picks.peek(FAR), len)]);
         let mid = &self.slots[self.free[ahead::position(self.picks.peek(MID), len)] as usize];
         // Non-temporal: the lines are used within a few picks and then not for a long time, so they
         // should not push the free vector out of the last-level cache (a few ns per pick at 1M).
         let start = std::ptr::from_ref(mid).cast::<u8>();
         for offset in (0..std::mem::size_of::<Slot>()).step_by(64) {
-            ahead::prefetch_nta(start.wrapping_add(offset));
+            prefetch::<NTA, _>(start.wrapping_add(offset));
         }
         let near = &self.slots[self.free[ahead::position(self.picks.peek(NEAR), len)] as usize];
         if let Some(session) = &near.session {
             // The count and the bytes of the id the caller is about to copy.
-            ahead::prefetch_nta(Arc::as_ptr(&session.id).cast::<u8>().wrapping_sub(16));
-            ahead::prefetch_nta(Arc::as_ptr(&session.id));
+            prefetch::<NTA, _>(Arc::as_ptr(&session.id).cast::<u8>().wrapping_sub(16));
+            prefetch::<NTA, _>(Arc::as_ptr(&session.id));
         }
     }
 
