@@ -15,6 +15,7 @@ use std::fmt::{self, Write};
 use chrono::{Datelike, Timelike, Utc};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -34,7 +35,9 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, _: &FmtContext<'_, S, N>, mut out: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let meta = event.metadata();
+        // Events of the `log` crate (from dependencies) carry their real target in `log.*` fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         match self {
             Self::Text => {
                 write_timestamp(&mut out)?;
@@ -112,7 +115,7 @@ macro_rules! record_integers_and_bools {
 }
 
 /// The message as it is and `name=value` pairs, each after a space; values quoted (as Rust string
-/// literals) only when they are empty or hold an ASCII space, a quote, `=` or a control character.
+/// literals) only when they are empty or hold whitespace, a quote, `=` or a control character.
 struct TextFields<'a, 'w> {
     out: &'a mut Writer<'w>,
     result: fmt::Result,
@@ -126,7 +129,7 @@ impl TextFields<'_, '_> {
     }
 
     fn record(&mut self, field: &Field, write: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_ok() {
+        if self.result.is_ok() && !is_log_metadata(field) {
             self.result = self.name(field).and_then(|()| write(self.out));
         }
     }
@@ -144,8 +147,13 @@ impl Visit for TextFields<'_, '_> {
             self.message(|out| out.write_str(value));
             return;
         }
-        // Bytes, not chars: everything that needs quoting is ASCII.
-        let plain = !value.is_empty() && value.bytes().all(|b| b > b' ' && b != b'"' && b != b'=' && b != 0x7f);
+        // A byte scan for ASCII text; other text is checked by char, for Unicode spaces and controls.
+        let plain = !value.is_empty()
+            && if value.is_ascii() {
+                value.bytes().all(|b| b > b' ' && b != b'"' && b != b'=' && b != 0x7f)
+            } else {
+                !value.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+            };
         self.record(field, |out| if plain { out.write_str(value) } else { write!(out, "{value:?}") });
     }
 
@@ -173,7 +181,7 @@ struct JsonFields<'a, 'w> {
 
 impl JsonFields<'_, '_> {
     fn record(&mut self, field: &Field, write: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
+        if self.result.is_err() || is_log_metadata(field) {
             return;
         }
         let separator = if std::mem::take(&mut self.first) { "" } else { "," };
@@ -204,6 +212,11 @@ impl Visit for JsonFields<'_, '_> {
     }
 
     record_integers_and_bools!();
+}
+
+/// The `log.target`, `log.file` ... fields a `log` record arrives with; its metadata says the same.
+fn is_log_metadata(field: &Field) -> bool {
+    field.name().starts_with("log.")
 }
 
 /// The shortest text that reads back as `value` (`0.123`, `12.0`; `NaN` and `inf` as Rust writes them).
@@ -317,6 +330,35 @@ mod tests {
                 "cause": "disk \"full\"\n\tretry", "debug": "Some(1)",
             })
         );
+    }
+
+    #[test]
+    fn unicode_spaces_and_controls_are_quoted_in_text() {
+        let text = line(LineFormat::Text, || tracing::info!(a = "x\u{2028}status=200", b = "é", c = "a\u{85}b", "m"));
+        assert!(text.ends_with(" m a=\"x\\u{2028}status=200\" b=é c=\"a\\u{85}b\"\n"), "{text}");
+    }
+
+    #[test]
+    fn log_crate_records_keep_their_own_target() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().event_format(LineFormat::Json).with_writer(move || sink.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let record = log::Record::builder()
+                .args(format_args!("from log"))
+                .level(log::Level::Warn)
+                .target("cookie_store::jar")
+                .file(Some("jar.rs"))
+                .line(Some(7))
+                .build();
+            tracing_log::format_trace(&record).unwrap();
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["target"], "cookie_store::jar", "{text}");
+        assert_eq!(value["level"], "WARN");
+        assert_eq!(value["fields"], serde_json::json!({"message": "from log"}), "{text}");
     }
 
     #[test]

@@ -33,12 +33,17 @@ pub struct LogWriter {
     lines: SyncSender<Vec<u8>>,
 }
 
-/// Stops the background writer when dropped, after it has written every queued line.
+/// Stops the background writer when dropped, after it has written every queued line; waits for it at
+/// most [`SHUTDOWN_WAIT`], so an output nobody reads (a stopped pipe) cannot keep the process alive.
 #[derive(Debug)]
 pub struct LogWriterGuard {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    done: Receiver<()>,
 }
+
+/// How long dropping the guard waits for the last lines to be written.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// Starts the background thread that writes to `out` every `interval`.
 ///
@@ -51,18 +56,35 @@ pub fn spawn<W: Write + Send + 'static>(
 ) -> io::Result<(LogWriter, LogWriterGuard)> {
     let (lines, queue) = mpsc::sync_channel(capacity);
     let stop = Arc::new(AtomicBool::new(false));
+    let (finished, done) = mpsc::channel();
     let thread = std::thread::Builder::new().name("log-writer".into()).spawn({
         let stop = Arc::clone(&stop);
-        move || write_batches(&queue, BufWriter::with_capacity(64 * 1024, out), interval, &stop)
+        move || {
+            write_batches(&queue, BufWriter::with_capacity(64 * 1024, out), interval, capacity, &stop);
+            // The guard may have stopped waiting already; then nobody needs to hear it.
+            let _ = finished.send(());
+        }
     })?;
-    Ok((LogWriter { lines }, LogWriterGuard { stop, thread: Some(thread) }))
+    Ok((LogWriter { lines }, LogWriterGuard { stop, thread: Some(thread), done }))
 }
 
-fn write_batches(queue: &Receiver<Vec<u8>>, mut out: impl Write, interval: Duration, stop: &AtomicBool) {
+fn write_batches(
+    queue: &Receiver<Vec<u8>>,
+    mut out: impl Write,
+    interval: Duration,
+    capacity: usize,
+    stop: &AtomicBool,
+) {
     loop {
-        // Read the flag before draining, so the last drain sees every line sent before the stop.
+        // Read the flag before draining, so the last drain sees every line sent before the stop; it
+        // takes at most a queue's worth, so lines still arriving cannot keep it going.
         let stopping = stop.load(Ordering::Acquire);
+        let mut budget = if stopping { capacity } else { usize::MAX };
         let disconnected = loop {
+            if budget == 0 {
+                break false;
+            }
+            budget -= 1;
             match queue.try_recv() {
                 // A log line that cannot be written has nowhere better to go.
                 Ok(line) => drop(out.write_all(&line)),
@@ -83,7 +105,10 @@ impl Drop for LogWriterGuard {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
-            drop(thread.join());
+            // A writer blocked on its output is left behind; the process exits without it.
+            if self.done.recv_timeout(SHUTDOWN_WAIT).is_ok() {
+                drop(thread.join());
+            }
         }
     }
 }
@@ -157,6 +182,30 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(sink.0.lock().unwrap().0, b"hello\n");
+    }
+
+    /// An output that blocks forever, like a pipe whose reader stopped.
+    struct Blocked;
+
+    impl Write for Blocked {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dropping_the_guard_does_not_wait_forever_on_a_blocked_output() {
+        let (writer, guard) = spawn(Blocked, Duration::from_millis(1), 100).unwrap();
+        writer.make_writer().write_all(&[b'x'; 100_000]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        drop(guard);
+        assert!(started.elapsed() < SHUTDOWN_WAIT + Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -65,8 +65,8 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let headers = request.headers_mut();
-        if let Some(authorization) = headers.get_mut(header::AUTHORIZATION) {
-            authorization.set_sensitive(true);
+        if let header::Entry::Occupied(mut authorization) = headers.entry(header::AUTHORIZATION) {
+            authorization.iter_mut().for_each(|value| value.set_sensitive(true));
         }
         let request_id = headers.get(&REQUEST_ID).cloned().unwrap_or_else(new_request_id);
         let method = request.method().clone();

@@ -305,8 +305,9 @@ struct Due {
 
 /// A min-heap of [`Due`] entries. Entries that went stale (a lease released early, a session deleted
 /// before its expiry) are not searched for: they are skipped when popped, and dropped all at once
-/// when the heap has doubled since it was last compacted, so a queue holds at most about twice its
-/// live entries and every operation stays amortized O(log n).
+/// when the heap has doubled since it was last compacted. A queue so holds at most about twice the
+/// live entries it had at its last compaction (stale ones also leave when their time comes), and
+/// every operation stays amortized O(log n).
 #[derive(Debug, Default)]
 struct Queue {
     heap: BinaryHeap<Reverse<Due>>,
