@@ -12,13 +12,15 @@
 
 use std::fmt::{self, Write};
 
-use chrono::{Datelike, Timelike, Utc};
+use chrono::Utc;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::api::{Fraction, Rfc3339};
 
 /// Which log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,25 +77,12 @@ where
 
 /// The current UTC time with microseconds, `2026-11-25T22:43:22.218352Z`.
 fn write_timestamp(out: &mut impl Write) -> fmt::Result {
-    let now = Utc::now();
-    let mut buf = [0u8; 27];
-    let mut put = |range: std::ops::Range<usize>, mut value: u32| {
-        for byte in buf[range].iter_mut().rev() {
-            *byte = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0..4, u32::try_from(now.year()).unwrap_or(0).min(9999));
-    put(5..7, now.month());
-    put(8..10, now.day());
-    put(11..13, now.hour());
-    put(14..16, now.minute());
-    put(17..19, now.second().min(59));
-    put(20..26, (now.nanosecond() % 1_000_000_000) / 1000);
-    for (at, separator) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (26, b'Z')] {
-        buf[at] = separator;
+    let now = Rfc3339(Utc::now());
+    let mut buf = [0u8; Rfc3339::FAST_LEN];
+    match now.write_fast(&mut buf, Fraction::Micros) {
+        Some(len) => out.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?),
+        None => out.write_str(&now.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
     }
-    out.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
 }
 
 /// The `Visit` methods both formats share: integers and booleans are written the same way in text and

@@ -140,6 +140,15 @@ pub fn format_time(t: Timestamp) -> String {
     Rfc3339(t).to_string()
 }
 
+/// How many fraction digits [`Rfc3339::write_fast`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fraction {
+    /// 0, 3, 6 or 9, as the instant needs (chrono's `SecondsFormat::AutoSi`): what the API shows.
+    AsNeeded,
+    /// Always 6, truncated: log lines, whose columns stay aligned.
+    Micros,
+}
+
 /// An instant written as RFC 3339 in UTC with a `Z` and 0, 3, 6 or 9 fraction digits, as needed
 /// (chrono's `SecondsFormat::AutoSi`). A session answer holds up to five of them, so the common case
 /// (years 0 to 9999, no leap second) is written digit by digit into a stack buffer: through
@@ -149,10 +158,11 @@ pub struct Rfc3339(pub Timestamp);
 
 impl Rfc3339 {
     /// The longest text [`Rfc3339::write_fast`] produces: `9999-12-31T23:59:59.999999999Z`.
-    const FAST_LEN: usize = 30;
+    pub(crate) const FAST_LEN: usize = 30;
 
-    /// Writes the common case into `buf` and returns its length; `None` for what chrono writes.
-    fn write_fast(self, buf: &mut [u8; Self::FAST_LEN]) -> Option<usize> {
+    /// Writes the common case into `buf` with the fraction digits `fraction` asks for and returns
+    /// its length; `None` for what chrono writes (years outside 0-9999, leap seconds).
+    pub(crate) fn write_fast(self, buf: &mut [u8; Self::FAST_LEN], fraction: Fraction) -> Option<usize> {
         use chrono::{Datelike, Timelike};
         let t = self.0;
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
@@ -177,11 +187,12 @@ impl Rfc3339 {
         digits(&mut buf[14..16], t.minute());
         buf[16] = b':';
         digits(&mut buf[17..19], t.second());
-        let (fraction, width) = match nanos {
-            0 => (0, 0),
-            n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
-            n if n % 1_000 == 0 => (n / 1_000, 6),
-            n => (n, 9),
+        let (fraction, width) = match (fraction, nanos) {
+            (Fraction::Micros, n) => (n / 1_000, 6),
+            (Fraction::AsNeeded, 0) => (0, 0),
+            (Fraction::AsNeeded, n) if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+            (Fraction::AsNeeded, n) if n % 1_000 == 0 => (n / 1_000, 6),
+            (Fraction::AsNeeded, n) => (n, 9),
         };
         let mut len = 19;
         if width > 0 {
@@ -198,7 +209,7 @@ impl Rfc3339 {
     /// Writes the instant as a JSON string.
     pub fn write_json(self, out: &mut Vec<u8>) {
         let mut buf = [0u8; Self::FAST_LEN];
-        match self.write_fast(&mut buf) {
+        match self.write_fast(&mut buf, Fraction::AsNeeded) {
             Some(len) => {
                 out.push(b'"');
                 out.extend_from_slice(&buf[..len]);
@@ -212,7 +223,7 @@ impl Rfc3339 {
 impl std::fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut buf = [0u8; Self::FAST_LEN];
-        match self.write_fast(&mut buf) {
+        match self.write_fast(&mut buf, Fraction::AsNeeded) {
             Some(len) => f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| std::fmt::Error)?),
             None => f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         }
@@ -222,7 +233,7 @@ impl std::fmt::Display for Rfc3339 {
 impl serde::Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0u8; Self::FAST_LEN];
-        match self.write_fast(&mut buf).map(|len| std::str::from_utf8(&buf[..len])) {
+        match self.write_fast(&mut buf, Fraction::AsNeeded).map(|len| std::str::from_utf8(&buf[..len])) {
             Some(Ok(text)) => serializer.serialize_str(text),
             _ => serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         }
@@ -453,6 +464,11 @@ mod tests {
                 let expected = t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
                 prop_assert_eq!(Rfc3339(t).to_string(), expected.clone());
                 prop_assert_eq!(serde_json::to_string(&Rfc3339(t)).unwrap(), format!("\"{expected}\""));
+                let mut buf = [0u8; Rfc3339::FAST_LEN];
+                if let Some(len) = Rfc3339(t).write_fast(&mut buf, Fraction::Micros) {
+                    let micros = t.to_rfc3339_opts(SecondsFormat::Micros, true);
+                    prop_assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), micros);
+                }
             }
         }
     }
