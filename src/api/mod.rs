@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -123,7 +123,6 @@ pub fn app(state: AppState) -> Router {
         .merge(v1)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(tower::ServiceBuilder::new().layer(edge::ObserveLayer).layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         })))
