@@ -29,9 +29,9 @@
 #   RESULTS_DIR      keep wrk's raw output, the Lua scripts and the servers' logs there
 #   session-pool's own SESSION_POOL_* variables and RUST_LOG pass through to it (e.g.
 #   SESSION_POOL_PERSIST_INTERVAL_SECS=3600); --listen and --data-dir are always given as flags.
-# Logs go to temporary files, deleted at the end. session-pool's default level logs one line per
-# request, which is part of what is measured (~250 bytes a request on disk while it runs); RUST_LOG=warn
-# measures it without.
+# Logs go to temporary files, deleted at the end. At session-pool's default level a successful request
+# logs nothing; RUST_LOG=info,session_pool::access=debug measures it with a line per request (~250
+# bytes a request on disk while it runs).
 # Needs cargo, curl and wrk; wrk and curl are installed with apt-get when missing (as root).
 set -euo pipefail
 

@@ -2,8 +2,8 @@
 //!
 //! `axum::serve` sets no timer on hyper, so a client that sends its headers a byte a minute keeps a
 //! connection (and its task) forever. Here every connection gets a header-read timeout and a bounded
-//! read buffer; request bodies are bounded by the router's body limit and each request by its
-//! timeout layer. Shutdown stops accepting, lets open connections finish their requests, and closes
+//! read buffer; a request body is bounded in size and in time by the handlers' body reader
+//! (`api::read_body`). Shutdown stops accepting, lets open connections finish their requests, and closes
 //! idle keep-alive connections at once.
 
 use std::future::Future;

@@ -25,6 +25,12 @@ use uuid::Uuid;
 use super::AppState;
 use crate::error::ApiError;
 
+/// The target of the per-request log lines. A request that failed on the server (a 5xx other than
+/// 503) logs an error; every other request logs at debug, as tower-http's `TraceLayer` does, so the
+/// default level (`info`) shows what needs attention and the metrics count the rest.
+/// `RUST_LOG=info,session_pool::access=debug` turns on a line per request.
+pub const ACCESS_TARGET: &str = "session_pool::access";
+
 /// The request id header: taken from the request when it has one, generated otherwise, and set on
 /// the response either way.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -122,6 +128,7 @@ where
             if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                 let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
                 tracing::error!(
+                    target: ACCESS_TARGET,
                     method,
                     route,
                     status = status.as_u16(),
@@ -131,7 +138,15 @@ where
                     "request failed"
                 );
             } else {
-                tracing::info!(method, route, status = status.as_u16(), latency_ms, request_id, "request");
+                tracing::debug!(
+                    target: ACCESS_TARGET,
+                    method,
+                    route,
+                    status = status.as_u16(),
+                    latency_ms,
+                    request_id,
+                    "request"
+                );
             }
             response.headers_mut().insert(REQUEST_ID.clone(), seen.request_id);
         }
@@ -278,5 +293,88 @@ where
             }
             AdmitProj::Admitted { inner } => inner.poll(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+    use tracing_subscriber::Layer as _;
+
+    use super::*;
+
+    /// (level, target, message, status) of every event seen.
+    type Seen = Arc<Mutex<Vec<(tracing::Level, String, String, u64)>>>;
+
+    struct Capture(Seen);
+
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        status: u64,
+    }
+
+    impl Visit for Fields {
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "status" {
+                self.status = value;
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.message = format!("{value:?}");
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let meta = event.metadata();
+            self.0.lock().unwrap().push((*meta.level(), meta.target().to_owned(), fields.message, fields.status));
+        }
+    }
+
+    /// The events logged while serving one request to `path`, with the subscriber filtered at `level`.
+    async fn events_for(
+        path: &str,
+        level: tracing::level_filters::LevelFilter,
+    ) -> Vec<(tracing::Level, String, String, u64)> {
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&seen)).with_filter(level));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+            .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .layer(ObserveLayer);
+        let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        assert!(response.headers().contains_key(&REQUEST_ID));
+        let events = seen.lock().unwrap().clone();
+        events
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn routine_requests_log_at_debug_under_the_access_target() {
+        use tracing::level_filters::LevelFilter;
+        for (path, status) in [("/ok", 200), ("/busy", 503), ("/missing", 404)] {
+            let events = events_for(path, LevelFilter::DEBUG).await;
+            assert_eq!(events, [(tracing::Level::DEBUG, ACCESS_TARGET.to_owned(), "request".to_owned(), status)]);
+            assert!(events_for(path, LevelFilter::INFO).await.is_empty(), "{path} logged at info");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn server_failures_log_an_error_at_the_default_level() {
+        let events = events_for("/fail", tracing::level_filters::LevelFilter::INFO).await;
+        assert_eq!(events, [(tracing::Level::ERROR, ACCESS_TARGET.to_owned(), "request failed".to_owned(), 500)]);
     }
 }
