@@ -215,7 +215,7 @@ impl<S> Layer<S> for AdmitLayer {
     }
 }
 
-/// The gate of `/v1`:
+/// The gate of the routes under `/v1` (by the matched route, so an unknown path still answers 404):
 /// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
 ///   else 401 `unauthorized`; keys are compared in constant time, every one of them, so timing tells
 ///   nothing about which one nearly matched;
@@ -228,6 +228,10 @@ pub struct Admit<S> {
 
 impl<S> Admit<S> {
     fn refusal(&self, request: &Request) -> Option<ApiError> {
+        let gated = request.extensions().get::<MatchedPath>().is_some_and(|route| route.as_str().starts_with("/v1/"));
+        if !gated {
+            return None;
+        }
         let keys = &self.state.config.api_key;
         if !keys.is_empty() {
             let token = request

@@ -116,16 +116,23 @@ pub fn app(state: AppState) -> Router {
         .merge(pools::router())
         .merge(sessions::router())
         .merge(cookies::router())
-        .merge(transfer::router())
-        .layer(edge::AdmitLayer::new(state.clone()));
+        .merge(transfer::router());
     Router::new()
         .merge(service::router())
         .merge(v1)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(tower::ServiceBuilder::new().layer(edge::ObserveLayer).layer(CatchPanicLayer::custom(|_panic| {
-            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-        })))
+        // One layer stack around every route (each `Router::layer` call boxes every route once more,
+        // which costs every request an allocation and a copy of its future); `Admit` gates the
+        // routes under `/v1` by their matched path.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(edge::ObserveLayer)
+                .layer(CatchPanicLayer::custom(|_panic| {
+                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+                }))
+                .layer(edge::AdmitLayer::new(state.clone())),
+        )
         .with_state(state)
 }
 

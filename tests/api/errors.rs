@@ -505,6 +505,17 @@ async fn an_api_key_guards_v1_but_never_the_service_endpoints() {
 }
 
 #[tokio::test]
+async fn without_a_key_an_unknown_path_is_404_and_a_wrong_method_on_v1_is_401() {
+    let app = spawn_app_with(|c| c.api_key = vec!["key-one".into()]).await;
+    let resp = app.client.get(app.url("/v1/nothing/here")).send().await.unwrap();
+    assert_problem(resp, 404, "not_found").await;
+    let resp = app.client.patch(app.url("/v1/pools")).send().await.unwrap();
+    assert_problem(resp, 401, "unauthorized").await;
+    let resp = app.client.patch(app.url("/v1/pools")).header("authorization", "Bearer key-one").send().await.unwrap();
+    assert_problem(resp, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
 async fn an_empty_object_declared_as_text_plain_is_unsupported_media_type() {
     let app = spawn_app().await;
     let pool = unique_pool();

@@ -62,7 +62,9 @@ fn source_routes() -> BTreeSet<String> {
     let mut routes = BTreeSet::new();
     for file in files {
         if let Ok(source) = std::fs::read_to_string(&file) {
-            routes.extend(routes_in(&source));
+            // Unit tests (at the end of a file, by convention) build routers of their own.
+            let served = source.split("#[cfg(test)]").next().unwrap_or_default();
+            routes.extend(routes_in(served));
         }
     }
     routes
