@@ -7,10 +7,10 @@
 //! the stack of five layers cost more than the acquire handler itself. These services do the same
 //! work with futures that are plain structs.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::RwLock;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,7 @@ where
             let elapsed = seen.started.elapsed();
             let route = seen.route.as_ref().map_or("unmatched", MatchedPath::as_str);
             let status = response.status();
-            http_metrics().record(&seen.method, route, status.as_u16(), elapsed);
+            record_http_metrics(&seen.method, route, status.as_u16(), elapsed);
             let request_id = seen.request_id.to_str().unwrap_or("");
             let latency_ms = elapsed.as_secs_f64() * 1000.0;
             let method = seen.method.as_str();
@@ -154,43 +154,56 @@ where
     }
 }
 
-fn http_metrics() -> &'static HttpMetrics {
-    static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
-    METRICS.get_or_init(HttpMetrics::default)
-}
-
-/// Metric handles per (route, method, status), so a request does no label allocation or registry
-/// lookup once its kind has been seen. Routes are the router's templates: a bounded set.
-#[derive(Default)]
-struct HttpMetrics {
-    by_route: RwLock<HashMap<String, Vec<RouteMetrics>>>,
-}
-
-/// The handles of one (method, status) on one route.
-type RouteMetrics = (Method, u16, Counter, Histogram);
-
-impl HttpMetrics {
-    fn record(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        {
-            let by_route = self.by_route.read().unwrap_or_else(|e| e.into_inner());
-            let known =
-                by_route.get(route).and_then(|kinds| kinds.iter().find(|(m, s, ..)| m == method && *s == status));
-            if let Some((.., counter, histogram)) = known {
-                counter.increment(1);
-                histogram.record(seconds);
-                return;
+/// Metric handles per (route, method, status), cached per thread: a request does no label
+/// allocation, no registry lookup and no write to memory another worker thread also writes, once
+/// its thread has seen its kind. The kinds are bounded: routes are the router's templates (or
+/// `unmatched`), a method outside the standard ones is labelled `other`, and statuses are the
+/// server's own.
+fn record_http_metrics(method: &Method, route: &str, status: u16, elapsed: Duration) {
+    thread_local! {
+        static BY_ROUTE: RefCell<RouteHandles> = RefCell::default();
+    }
+    let method = method_label(method);
+    let seconds = elapsed.as_secs_f64();
+    BY_ROUTE.with_borrow_mut(|by_route| {
+        let kinds = match by_route.get_mut(route) {
+            Some(kinds) => kinds,
+            None => by_route.entry(route.into()).or_default(),
+        };
+        let index = match kinds.iter().position(|(m, s, ..)| *m == method && *s == status) {
+            Some(index) => index,
+            None => {
+                let counter = metrics::counter!("http_requests_total", "method" => method,
+                    "route" => route.to_owned(), "status" => status.to_string());
+                let histogram =
+                    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned());
+                kinds.push((method, status, counter, histogram));
+                kinds.len() - 1
             }
-        }
-        let (name, method_label) = (route.to_owned(), method.as_str().to_owned());
-        let counter = metrics::counter!("http_requests_total", "method" => method_label.clone(),
-            "route" => name.clone(), "status" => status.to_string());
-        let histogram =
-            metrics::histogram!("http_request_duration_seconds", "method" => method_label, "route" => name.clone());
+        };
+        let (.., counter, histogram) = &kinds[index];
         counter.increment(1);
         histogram.record(seconds);
-        let mut by_route = self.by_route.write().unwrap_or_else(|e| e.into_inner());
-        by_route.entry(name).or_default().push((method.clone(), status, counter, histogram));
+    });
+}
+
+/// The handles of each (method, status) seen on a route, by route.
+type RouteHandles = HashMap<Box<str>, Vec<(&'static str, u16, Counter, Histogram)>, foldhash::fast::RandomState>;
+
+/// The method as a metric label: its name when it is a standard method, `other` for any extension
+/// method a client makes up (each would otherwise be a series of its own).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
     }
 }
 

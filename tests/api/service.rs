@@ -88,6 +88,23 @@ async fn http_metrics_label_routes_by_template_not_by_raw_path() {
     );
 }
 
+#[tokio::test]
+async fn a_made_up_method_is_labelled_other_so_clients_cannot_mint_metric_series() {
+    let app = spawn_app().await;
+    let method = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let resp = app.client.request(method, app.url("/v1/pools")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(!text.contains("BREW"), "the made-up method became a label:\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("http_requests_total{")
+            && l.contains("method=\"other\"")
+            && l.contains("route=\"/v1/pools\"")
+            && l.contains("status=\"405\"")),
+        "no http_requests_total for method other:\n{text}"
+    );
+}
+
 /// Before the state is restored (and once shutdown began) `/readyz` and every `/v1` call answer 503
 /// `not_ready` with `Retry-After`, while `/healthz` and the other service endpoints still answer.
 #[tokio::test]
