@@ -351,10 +351,11 @@ impl From<QueryRejection> for ApiError {
 /// # Errors
 /// `invalid_request` naming the value.
 pub fn check_pool_name(name: &str) -> Result<&str> {
-    let mut chars = name.chars();
+    // By bytes: every byte of a non-ASCII character is >= 0x80 and fails the test like the character.
+    let mut bytes = name.bytes();
     let valid = name.len() <= 128
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if valid {
         Ok(name)
     } else {
@@ -368,7 +369,7 @@ pub fn check_pool_name(name: &str) -> Result<&str> {
 /// `invalid_request` naming the value.
 pub fn check_session_id(id: &str) -> Result<&str> {
     let valid = (1..=128).contains(&id.len())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-'));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
     if valid {
         Ok(id)
     } else {
