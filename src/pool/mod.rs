@@ -820,19 +820,30 @@ impl Pool {
 
     fn find(&mut self, id: &str, now: Timestamp) -> Result<u32, PoolError> {
         self.tick(now);
-        self.lookup(id).ok_or_else(|| PoolError::SessionNotFound(id.to_owned()))
+        self.lookup_for_use(id).ok_or_else(|| PoolError::SessionNotFound(id.to_owned()))
     }
 
-    /// The slot of the session `id`: the recently-acquired table first, the id map if it misses.
+    /// The slot of the session `id`: the table of recent sessions first, the id map if it misses.
     fn lookup(&self, id: &str) -> Option<u32> {
-        let hash = self.recent.hash(id);
-        if let Some((slot, generation)) = self.recent.candidate(hash) {
-            let entry = &self.slots[slot as usize];
-            if entry.generation == generation && entry.session.as_ref().is_some_and(|s| *s.id == *id) {
-                return Some(slot);
-            }
+        self.recent_slot(id).or_else(|| self.by_id.get(id).copied())
+    }
+
+    /// [`Pool::lookup`] for a call about to act on the session: a session found in the id map goes
+    /// into the table of recent sessions, so the calls that usually follow skip the map.
+    fn lookup_for_use(&mut self, id: &str) -> Option<u32> {
+        if let Some(slot) = self.recent_slot(id) {
+            return Some(slot);
         }
-        self.by_id.get(id).copied()
+        let slot = self.by_id.get(id).copied()?;
+        let entry = &self.slots[slot as usize];
+        self.recent.remember(entry.hash, slot, entry.generation);
+        Some(slot)
+    }
+
+    fn recent_slot(&self, id: &str) -> Option<u32> {
+        let (slot, generation) = self.recent.candidate(self.recent.hash(id))?;
+        let entry = &self.slots[slot as usize];
+        (entry.generation == generation && entry.session.as_ref().is_some_and(|s| *s.id == *id)).then_some(slot)
     }
 
     /// Prefetches what the coming picks will touch, each stage one step further along the chain
@@ -1387,6 +1398,19 @@ mod tests {
         create(&mut pool, &first, None);
         assert_eq!(pool.mark_good(&first, None, t0()).unwrap().usage_count, 1);
         assert_eq!(pool.get(&second, t0()).unwrap().usage_count, 1);
+        pool.check_invariants();
+    }
+
+    #[test]
+    fn a_session_found_in_the_id_map_is_remembered_as_recent() {
+        let mut pool = pool_with(0, 100);
+        let id = create(&mut pool, "created", None);
+        assert_eq!(pool.recent_slot(&id), None, "creating does not fill the table");
+        assert!(pool.get(&id, t0()).is_some());
+        assert_eq!(pool.recent_slot(&id), None, "a read does not fill it");
+        pool.mark_good(&id, None, t0()).unwrap();
+        assert_eq!(pool.recent_slot(&id), pool.by_id.get(&*id).copied());
+        assert!(pool.recent_slot(&id).is_some());
         pool.check_invariants();
     }
 

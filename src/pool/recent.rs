@@ -1,5 +1,6 @@
-//! The slots of recently handed-out sessions, by a hash of their id: the fast path of finding the
-//! session a mark, a release or a read names.
+//! The slots of recently handed-out or used sessions, by a hash of their id: the fast path of
+//! finding the session a mark, a release or a read names. Acquire fills it, and so does a call that
+//! found its session in the id map.
 //!
 //! A scraper reports on a session soon after it acquired it. In a large pool the id map is far
 //! bigger than the CPU caches, so looking the id up there costs trips to DRAM; this direct-mapped
