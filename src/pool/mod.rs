@@ -831,15 +831,22 @@ impl Pool {
     /// [`Pool::lookup`] for a call about to act on the session: a session found in the id map goes
     /// into the table of recent sessions, so the calls that usually follow skip the map.
     fn lookup_for_use(&mut self, id: &str) -> Option<u32> {
-        if let Some(slot) = self.recent_slot(id) {
-            return Some(slot);
+        match self.recent_slot(id) {
+            Some(slot) => Some(slot),
+            None => self.lookup_in_map_and_remember(id),
         }
+    }
+
+    /// The miss path of [`Pool::lookup_for_use`], out of line so the hit path stays small.
+    #[inline(never)]
+    fn lookup_in_map_and_remember(&mut self, id: &str) -> Option<u32> {
         let slot = self.by_id.get(id).copied()?;
         let entry = &self.slots[slot as usize];
         self.recent.remember(entry.hash, slot, entry.generation);
         Some(slot)
     }
 
+    #[inline(always)]
     fn recent_slot(&self, id: &str) -> Option<u32> {
         let (slot, generation) = self.recent.candidate(self.recent.hash(id))?;
         let entry = &self.slots[slot as usize];
