@@ -170,12 +170,14 @@ impl Rfc3339 {
     /// its length; `None` for what chrono writes (years outside 0-9999, leap seconds).
     pub(crate) fn write_fast(self, buf: &mut [u8; Self::FAST_LEN], fraction: Fraction) -> Option<usize> {
         use chrono::{Datelike, Timelike};
-        let t = self.0;
-        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
-        let nanos = t.nanosecond();
+        // Through the naive parts: each accessor of a `DateTime` converts it to local time first.
+        let (date, time) = (self.0.date_naive(), self.0.time());
+        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+        let nanos = time.nanosecond();
         if nanos >= 1_000_000_000 {
             return None; // a leap second
         }
+        let seconds = time.num_seconds_from_midnight();
         fn digits(out: &mut [u8], mut value: u32) {
             for byte in out.iter_mut().rev() {
                 *byte = b'0' + (value % 10) as u8;
@@ -184,15 +186,15 @@ impl Rfc3339 {
         }
         digits(&mut buf[0..4], year);
         buf[4] = b'-';
-        digits(&mut buf[5..7], t.month());
+        digits(&mut buf[5..7], date.month());
         buf[7] = b'-';
-        digits(&mut buf[8..10], t.day());
+        digits(&mut buf[8..10], date.day());
         buf[10] = b'T';
-        digits(&mut buf[11..13], t.hour());
+        digits(&mut buf[11..13], seconds / 3600);
         buf[13] = b':';
-        digits(&mut buf[14..16], t.minute());
+        digits(&mut buf[14..16], seconds / 60 % 60);
         buf[16] = b':';
-        digits(&mut buf[17..19], t.second());
+        digits(&mut buf[17..19], seconds % 60);
         let (fraction, width) = match (fraction, nanos) {
             (Fraction::Micros, n) => (n / 1_000, 6),
             (Fraction::AsNeeded, 0) => (0, 0),
@@ -320,8 +322,12 @@ async fn collect_body(mut body: axum::body::Body, max: usize) -> Result<Bytes> {
 }
 
 fn is_json_media_type(value: &str) -> bool {
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or("").trim().as_bytes();
+    let starts = |prefix: &[u8]| essence.len() >= prefix.len() && essence[..prefix.len()].eq_ignore_ascii_case(prefix);
+    let ends = |suffix: &[u8]| {
+        essence.len() >= suffix.len() && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    essence.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
 }
 
 /// Path parameters, with rejections as `invalid_request`.
@@ -515,5 +521,10 @@ mod tests {
         assert!(is_json_media_type("application/json; charset=utf-8"));
         assert!(is_json_media_type("application/merge-patch+json"));
         assert!(!is_json_media_type("text/plain"));
+        assert!(is_json_media_type(" Application/JSON ;charset=utf-8"));
+        assert!(is_json_media_type("APPLICATION/Merge-Patch+JSON"));
+        for not_json in ["", "application/jsonx", "application/jso", "text/json", "json", "application+json", "+json"] {
+            assert!(!is_json_media_type(not_json), "{not_json:?}");
+        }
     }
 }
