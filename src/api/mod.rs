@@ -178,10 +178,23 @@ impl Rfc3339 {
             return None; // a leap second
         }
         let seconds = time.num_seconds_from_midnight();
+        /// "00" to "99", so digits are written two at a time.
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+                                    2021222324252627282930313233343536373839\
+                                    4041424344454647484950515253545556575859\
+                                    6061626364656667686970717273747576777879\
+                                    8081828384858687888990919293949596979899";
+        /// Writes the `out.len()` lowest decimal digits of `value`, zero-padded.
         fn digits(out: &mut [u8], mut value: u32) {
-            for byte in out.iter_mut().rev() {
-                *byte = b'0' + (value % 10) as u8;
-                value /= 10;
+            let mut end = out.len();
+            while end >= 2 {
+                let pair = (value % 100) as usize * 2;
+                out[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+                value /= 100;
+                end -= 2;
+            }
+            if end == 1 {
+                out[0] = b'0' + (value % 10) as u8;
             }
         }
         digits(&mut buf[0..4], year);
