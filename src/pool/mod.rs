@@ -825,30 +825,35 @@ impl Pool {
 
     /// The slot of the session `id`: the table of recent sessions first, the id map if it misses.
     fn lookup(&self, id: &str) -> Option<u32> {
-        self.recent_slot(id).or_else(|| self.by_id.get(id).copied())
+        let hash = self.recent.hash(id);
+        self.recent_slot(hash, id).or_else(|| self.by_id.get(id).copied())
     }
 
     /// [`Pool::lookup`] for a call about to act on the session: a session found in the id map goes
     /// into the table of recent sessions, so the calls that usually follow skip the map.
     fn lookup_for_use(&mut self, id: &str) -> Option<u32> {
-        match self.recent_slot(id) {
-            Some(slot) => Some(slot),
-            None => self.lookup_in_map_and_remember(id),
+        let hash = self.recent.hash(id);
+        if let Some((slot, generation)) = self.recent.candidate(hash) {
+            let entry = &self.slots[slot as usize];
+            if entry.generation == generation && entry.session.as_ref().is_some_and(|s| *s.id == *id) {
+                return Some(slot);
+            }
         }
+        self.lookup_in_map_and_remember(hash, id)
     }
 
     /// The miss path of [`Pool::lookup_for_use`], out of line so the hit path stays small.
     #[inline(never)]
-    fn lookup_in_map_and_remember(&mut self, id: &str) -> Option<u32> {
+    fn lookup_in_map_and_remember(&mut self, hash: u64, id: &str) -> Option<u32> {
         let slot = self.by_id.get(id).copied()?;
-        let entry = &self.slots[slot as usize];
-        self.recent.remember(entry.hash, slot, entry.generation);
+        self.recent.remember(hash, slot, self.slots[slot as usize].generation);
         Some(slot)
     }
 
+    /// The slot the table of recent sessions holds for `id` (whose hash is `hash`), once verified.
     #[inline(always)]
-    fn recent_slot(&self, id: &str) -> Option<u32> {
-        let (slot, generation) = self.recent.candidate(self.recent.hash(id))?;
+    fn recent_slot(&self, hash: u64, id: &str) -> Option<u32> {
+        let (slot, generation) = self.recent.candidate(hash)?;
         let entry = &self.slots[slot as usize];
         (entry.generation == generation && entry.session.as_ref().is_some_and(|s| *s.id == *id)).then_some(slot)
     }
@@ -1412,12 +1417,13 @@ mod tests {
     fn a_session_found_in_the_id_map_is_remembered_as_recent() {
         let mut pool = pool_with(0, 100);
         let id = create(&mut pool, "created", None);
-        assert_eq!(pool.recent_slot(&id), None, "creating does not fill the table");
+        let recent = |pool: &Pool| pool.recent_slot(pool.recent.hash(&id), &id);
+        assert_eq!(recent(&pool), None, "creating does not fill the table");
         assert!(pool.get(&id, t0()).is_some());
-        assert_eq!(pool.recent_slot(&id), None, "a read does not fill it");
+        assert_eq!(recent(&pool), None, "a read does not fill it");
         pool.mark_good(&id, None, t0()).unwrap();
-        assert_eq!(pool.recent_slot(&id), pool.by_id.get(&*id).copied());
-        assert!(pool.recent_slot(&id).is_some());
+        assert_eq!(recent(&pool), pool.by_id.get(&*id).copied());
+        assert!(recent(&pool).is_some());
         pool.check_invariants();
     }
 
