@@ -820,18 +820,12 @@ impl Pool {
 
     fn find(&mut self, id: &str, now: Timestamp) -> Result<u32, PoolError> {
         self.tick(now);
-        self.lookup_for_use(id).ok_or_else(|| PoolError::SessionNotFound(id.to_owned()))
+        self.lookup(id).ok_or_else(|| PoolError::SessionNotFound(id.to_owned()))
     }
 
-    /// The slot of the session `id`: the table of recent sessions first, the id map if it misses.
+    /// The slot of the session `id`: the table of recent sessions first, the id map if it misses (a
+    /// session found there goes into the table, so the calls that usually follow skip the map).
     fn lookup(&self, id: &str) -> Option<u32> {
-        let hash = self.recent.hash(id);
-        self.recent_slot(hash, id).or_else(|| self.by_id.get(id).copied())
-    }
-
-    /// [`Pool::lookup`] for a call about to act on the session: a session found in the id map goes
-    /// into the table of recent sessions, so the calls that usually follow skip the map.
-    fn lookup_for_use(&mut self, id: &str) -> Option<u32> {
         let hash = self.recent.hash(id);
         if let Some((slot, generation)) = self.recent.candidate(hash) {
             let entry = &self.slots[slot as usize];
@@ -839,23 +833,9 @@ impl Pool {
                 return Some(slot);
             }
         }
-        self.lookup_in_map_and_remember(hash, id)
-    }
-
-    /// The miss path of [`Pool::lookup_for_use`], out of line so the hit path stays small.
-    #[inline(never)]
-    fn lookup_in_map_and_remember(&mut self, hash: u64, id: &str) -> Option<u32> {
         let slot = self.by_id.get(id).copied()?;
         self.recent.remember(hash, slot, self.slots[slot as usize].generation);
         Some(slot)
-    }
-
-    /// The slot the table of recent sessions holds for `id` (whose hash is `hash`), once verified.
-    #[inline(always)]
-    fn recent_slot(&self, hash: u64, id: &str) -> Option<u32> {
-        let (slot, generation) = self.recent.candidate(hash)?;
-        let entry = &self.slots[slot as usize];
-        (entry.generation == generation && entry.session.as_ref().is_some_and(|s| *s.id == *id)).then_some(slot)
     }
 
     /// Prefetches what the coming picks will touch, each stage one step further along the chain
@@ -1417,13 +1397,15 @@ mod tests {
     fn a_session_found_in_the_id_map_is_remembered_as_recent() {
         let mut pool = pool_with(0, 100);
         let id = create(&mut pool, "created", None);
-        let recent = |pool: &Pool| pool.recent_slot(pool.recent.hash(&id), &id);
-        assert_eq!(recent(&pool), None, "creating does not fill the table");
-        assert!(pool.get(&id, t0()).is_some());
-        assert_eq!(recent(&pool), None, "a read does not fill it");
+        let hinted = |pool: &Pool| pool.recent.candidate(pool.recent.hash(&id)).map(|(slot, _)| slot);
+        assert_eq!(hinted(&pool), None, "creating does not fill the table");
         pool.mark_good(&id, None, t0()).unwrap();
-        assert_eq!(recent(&pool), pool.by_id.get(&*id).copied());
-        assert!(recent(&pool).is_some());
+        let slot = pool.by_id.get(&*id).copied();
+        assert!(slot.is_some());
+        assert_eq!(hinted(&pool), slot, "the mark found it in the map and remembered it");
+        pool.delete(&id, t0()).unwrap();
+        create(&mut pool, "other", None);
+        assert!(pool.get(&id, t0()).is_none(), "a stale hint never finds the slot's next tenant");
         pool.check_invariants();
     }
 
