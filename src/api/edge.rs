@@ -154,9 +154,9 @@ where
     }
 }
 
-/// Metric handles per (route, method, status), cached per thread: a request does no label
-/// allocation, no registry lookup and no write to memory another worker thread also writes, once
-/// its thread has seen its kind. The kinds are bounded: routes are the router's templates (or
+/// Metric handles per (route, method, status), cached per thread: once its thread has seen its
+/// kind, a request does no label allocation, no registry lookup and takes no lock (the metrics
+/// themselves are still shared). The kinds are bounded: routes are the router's templates (or
 /// `unmatched`), a method outside the standard ones is labelled `other`, and statuses are the
 /// server's own.
 fn record_http_metrics(method: &Method, route: &str, status: u16, elapsed: Duration) {
@@ -228,7 +228,8 @@ impl<S> Layer<S> for AdmitLayer {
     }
 }
 
-/// The gate of the routes under `/v1` (by the matched route, so an unknown path still answers 404):
+/// The gate of every request under `/v1`, by its raw path, so it covers unknown paths and any route
+/// however it is mounted (an unknown `/v1` path answers 404 only to a client that may see it):
 /// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
 ///   else 401 `unauthorized`; keys are compared in constant time, every one of them, so timing tells
 ///   nothing about which one nearly matched;
@@ -241,7 +242,8 @@ pub struct Admit<S> {
 
 impl<S> Admit<S> {
     fn refusal(&self, request: &Request) -> Option<ApiError> {
-        let gated = request.extensions().get::<MatchedPath>().is_some_and(|route| route.as_str().starts_with("/v1/"));
+        let path = request.uri().path();
+        let gated = path == "/v1" || path.starts_with("/v1/");
         if !gated {
             return None;
         }

@@ -505,14 +505,21 @@ async fn an_api_key_guards_v1_but_never_the_service_endpoints() {
 }
 
 #[tokio::test]
-async fn without_a_key_an_unknown_path_is_404_and_a_wrong_method_on_v1_is_401() {
+async fn without_a_key_anything_under_v1_is_401_and_with_one_unknown_paths_and_methods_are_404_and_405() {
     let app = spawn_app_with(|c| c.api_key = vec!["key-one".into()]).await;
-    let resp = app.client.get(app.url("/v1/nothing/here")).send().await.unwrap();
-    assert_problem(resp, 404, "not_found").await;
+    let bearer = "Bearer key-one";
+    for path in ["/v1/nothing/here", "/v1", "/v1/pools/"] {
+        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        assert_problem(resp, 401, "unauthorized").await;
+        let resp = app.client.get(app.url(path)).header("authorization", bearer).send().await.unwrap();
+        assert_problem(resp, 404, "not_found").await;
+    }
     let resp = app.client.patch(app.url("/v1/pools")).send().await.unwrap();
     assert_problem(resp, 401, "unauthorized").await;
-    let resp = app.client.patch(app.url("/v1/pools")).header("authorization", "Bearer key-one").send().await.unwrap();
+    let resp = app.client.patch(app.url("/v1/pools")).header("authorization", bearer).send().await.unwrap();
     assert_problem(resp, 405, "method_not_allowed").await;
+    let resp = app.client.get(app.url("/nothing")).send().await.unwrap();
+    assert_problem(resp, 404, "not_found").await;
 }
 
 #[tokio::test]

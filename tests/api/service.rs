@@ -120,7 +120,9 @@ async fn a_server_that_is_not_ready_answers_not_ready_on_v1_and_readyz_only() {
         let request = Request::builder().method(method).uri(path).body(Body::empty()).expect("a request");
         app.clone().oneshot(request)
     };
-    for (method, path) in [("GET", "/readyz"), ("GET", "/v1/pools"), ("POST", "/v1/pools/p/acquire")] {
+    for (method, path) in
+        [("GET", "/readyz"), ("GET", "/v1/pools"), ("POST", "/v1/pools/p/acquire"), ("GET", "/v1/no/such/route")]
+    {
         let response = call(method, path).await.expect("an answer");
         assert_eq!(response.status().as_u16(), 503, "{method} {path}");
         assert!(response.headers().contains_key("retry-after"), "{method} {path} has no Retry-After");
