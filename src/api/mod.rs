@@ -123,8 +123,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // One layer stack around every route (each `Router::layer` call boxes every route once more,
-        // which costs every request an allocation and a copy of its future); `Admit` gates the
-        // routes under `/v1` by their matched path.
+        // which costs every request an allocation and a copy of its future); `Admit` gates every
+        // path under `/v1`.
         .layer(
             tower::ServiceBuilder::new()
                 .layer(edge::ObserveLayer)
