@@ -24,6 +24,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// A list of HTTP status codes given as one flag value (a newtype, so clap parses the whole list at
+/// once and `none` can say "no codes", which a delimited list of numbers cannot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCodes(pub Vec<u16>);
+
 /// Every setting of the server.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -87,10 +92,10 @@ pub struct Config {
           value_parser = non_negative_number)]
     pub error_score_decrement: f64,
 
-    /// Default status codes that retire a session at once (comma-separated).
-    #[arg(long, env = "SESSION_POOL_BLOCKED_STATUS_CODES", value_delimiter = ',', default_value = "401,403,429",
-          value_parser = clap::value_parser!(u16).range(100..=599))]
-    pub blocked_status_codes: Vec<u16>,
+    /// Default status codes that retire a session at once (comma-separated; `none` for none).
+    #[arg(long, env = "SESSION_POOL_BLOCKED_STATUS_CODES", default_value = "401,403,429",
+          value_parser = status_code_list)]
+    pub blocked_status_codes: StatusCodes,
 }
 
 impl Default for Config {
@@ -111,7 +116,7 @@ impl Default for Config {
             max_usage_count: session.max_usage_count,
             max_error_score: session.max_error_score,
             error_score_decrement: session.error_score_decrement,
-            blocked_status_codes: session.blocked_status_codes.to_vec(),
+            blocked_status_codes: StatusCodes(session.blocked_status_codes.to_vec()),
         }
     }
 }
@@ -126,7 +131,7 @@ impl Config {
                 max_usage_count: self.max_usage_count,
                 max_error_score: self.max_error_score,
                 error_score_decrement: self.error_score_decrement,
-                blocked_status_codes: Arc::from(self.blocked_status_codes.as_slice()),
+                blocked_status_codes: Arc::from(self.blocked_status_codes.0.as_slice()),
             }),
             proxy_urls: Vec::new(),
             proxy_url_template: None,
@@ -151,6 +156,24 @@ impl Config {
         anyhow::ensure!(self.api_key.iter().all(|k| !k.is_empty()), "--api-key must not be empty");
         Ok(())
     }
+}
+
+/// `401,403,429` (spaces allowed), or `none` / an empty value for no codes; each in 100..=599.
+fn status_code_list(raw: &str) -> Result<StatusCodes, String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.eq_ignore_ascii_case("none") {
+        return Ok(StatusCodes(Vec::new()));
+    }
+    raw.split(',')
+        .map(|part| {
+            let part = part.trim();
+            part.parse::<u16>()
+                .ok()
+                .filter(|code| (100..=599).contains(code))
+                .ok_or_else(|| format!("{part:?} is not a status code in 100..=599"))
+        })
+        .collect::<Result<_, _>>()
+        .map(StatusCodes)
 }
 
 fn parse_number(raw: &str) -> Result<f64, String> {
@@ -217,8 +240,23 @@ mod tests {
         .unwrap()
         .config;
         assert_eq!(config.max_age_secs, 0.2);
-        assert_eq!(config.blocked_status_codes, vec![403, 503]);
+        assert_eq!(config.blocked_status_codes, StatusCodes(vec![403, 503]));
         assert_eq!(config.api_key, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn blocked_status_codes_can_be_none() {
+        let parse =
+            |value: &str| Cli::try_parse_from(["session-pool", "--blocked-status-codes", value]).map(|cli| cli.config);
+        for none in ["none", "NONE", "", " "] {
+            let config = parse(none).unwrap();
+            assert_eq!(config.blocked_status_codes, StatusCodes(vec![]), "{none:?}");
+            assert!(config.pool_defaults().session.blocked_status_codes.is_empty());
+        }
+        assert_eq!(parse(" 401 , 429").unwrap().blocked_status_codes, StatusCodes(vec![401, 429]));
+        for bad in ["401,,429", "401,none", "600", "abc", "401;403"] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ async fn server_flags_are_the_default_pool_config() {
         c.max_usage_count = 9;
         c.max_error_score = 4.0;
         c.error_score_decrement = 0.25;
-        c.blocked_status_codes = vec![418];
+        c.blocked_status_codes = session_pool::config::StatusCodes(vec![418]);
     })
     .await;
     let expected = json!({

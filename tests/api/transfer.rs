@@ -377,7 +377,7 @@ async fn crawlee_pythons_state_as_written_long_ago_comes_in_expired() {
 #[tokio::test]
 async fn crawlee_javascripts_state_comes_in_with_its_tough_cookies_and_max_age() {
     let app = spawn_app_with(|c| {
-        c.blocked_status_codes = vec![403];
+        c.blocked_status_codes = session_pool::config::StatusCodes(vec![403]);
         c.max_pool_size = 17;
     })
     .await;
