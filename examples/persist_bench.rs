@@ -11,6 +11,7 @@ use std::time::Instant;
 use chrono::{TimeDelta, Utc};
 use session_pool::persist::{persist_once, Store};
 use session_pool::pool::{PoolConfig, Registry, RegistryLimits, StateFilter};
+use session_pool::session::SessionId;
 
 fn registry(size: u32) -> Registry {
     let defaults = PoolConfig { max_pool_size: size, ..PoolConfig::default() };
@@ -29,14 +30,14 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&dir)?);
     let live = registry(size);
     let started = Instant::now();
-    let ids: Vec<Arc<str>> = {
+    let ids: Vec<SessionId> = {
         let mut pool = live.lock("default", false, Utc::now()).await?;
         pool.acquire(None, Utc::now())?;
         let mut ids = Vec::with_capacity(size as usize);
-        let mut cursor: Option<Arc<str>> = None;
+        let mut cursor: Option<SessionId> = None;
         loop {
             let (page, next) = pool.list(StateFilter::All, cursor.as_deref(), 1000, Utc::now());
-            ids.extend(page.iter().map(|s| Arc::clone(&s.id)));
+            ids.extend(page.iter().map(|s| s.id.clone()));
             match next {
                 Some(next) => cursor = Some(next),
                 None => break,

@@ -40,7 +40,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::pool::{validate_proxy_url, PoolConfig};
-use crate::session::{self, Cookie, RetiredReason, Retirement, SameSite, Session, SessionSettings, Timestamp};
+use crate::session::{
+    self, Cookie, RetiredReason, Retirement, SameSite, Session, SessionId, SessionSettings, Timestamp,
+};
 
 /// A document that cannot be imported, with a message naming the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,7 +150,7 @@ impl ImportedSession {
     /// pool's), retired when the document says so or its record makes it unusable at `now`: with
     /// the document's reason or else the record's, at the document's time or else `now`. No lease.
     pub fn into_session(self, settings: Arc<SessionSettings>, now: Timestamp) -> Session {
-        let mut session = Session::new(Arc::from(self.id), settings, self.created_at);
+        let mut session = Session::new(SessionId::from(self.id), settings, self.created_at);
         session.usage_count = self.usage_count;
         session.error_score = self.error_score;
         session.user_data = self.user_data;
@@ -982,13 +984,13 @@ mod tests {
     #[test]
     fn the_crawlee_export_raises_the_score_of_a_retired_session_that_looks_usable() {
         let settings = Arc::new(SessionSettings::default());
-        let mut worn = Session::new(Arc::from("worn"), Arc::clone(&settings), t0());
+        let mut worn = Session::new(SessionId::from("worn"), Arc::clone(&settings), t0());
         worn.usage_count = 50;
         worn.error_score = 1.0;
         worn.settle(t0());
-        let mut imported = Session::new(Arc::from("imported"), Arc::clone(&settings), t0());
+        let mut imported = Session::new(SessionId::from("imported"), Arc::clone(&settings), t0());
         imported.retirement = Some(Retirement { reason: RetiredReason::Retired, at: t0() });
-        let fine = Session::new(Arc::from("fine"), settings, t0());
+        let fine = Session::new(SessionId::from("fine"), settings, t0());
         let state = crawlee_pool_state(&PoolConfig::default(), [&worn, &imported, &fine], t0());
         let json = serde_json::to_value(&state).unwrap();
         assert_eq!(json["sessions"][0]["errorScore"], 1.0, "a worn-out session keeps its score");

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::pool::{PoolConfig, Registry};
-use crate::session::{Cookie, Lease, RetiredReason, Retirement, Session, SessionSettings, Timestamp};
+use crate::session::{Cookie, Lease, RetiredReason, Retirement, Session, SessionId, SessionSettings, Timestamp};
 
 /// The version of the on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -156,8 +156,8 @@ struct PoolBatch {
     name: String,
     config: Option<Vec<u8>>,
     reset: bool,
-    removed: Vec<Arc<str>>,
-    upserts: Vec<(Arc<str>, Vec<u8>)>,
+    removed: Vec<SessionId>,
+    upserts: Vec<(SessionId, Vec<u8>)>,
 }
 
 /// Everything one persist cycle writes, in the order it must be applied.
@@ -313,7 +313,7 @@ impl Store {
                         }
                     };
                     let session = Session {
-                        id: Arc::from(id),
+                        id: SessionId::from(id),
                         created_at: record.created_at,
                         expires_at: record.expires_at,
                         settings,
@@ -370,7 +370,7 @@ impl Store {
                 config: changes.config_changed.then_some(config),
                 reset: changes.reset,
                 removed: changes.removed,
-                upserts: changes.upserted.iter().map(|s| (Arc::clone(&s.id), encode_session(s))).collect(),
+                upserts: changes.upserted.iter().map(|s| (s.id.clone(), encode_session(s))).collect(),
             });
         }
         batch

@@ -648,7 +648,7 @@ mod tests {
         ) {
             let Some(created_at) = chrono::DateTime::from_timestamp(created, nanos) else { return Ok(()) };
             let settings = SessionSettings { max_age_secs, blocked_status_codes: codes.into(), ..SessionSettings::default() };
-            let mut session = Session::new(std::sync::Arc::from(id.as_str()), std::sync::Arc::new(settings), created_at);
+            let mut session = Session::new(crate::session::SessionId::from(id.as_str()), std::sync::Arc::new(settings), created_at);
             session.usage_count = usage_count;
             session.error_score = error_score;
             session.user_data = data.into_iter().map(|(k, v)| (k, Value::String(v))).collect();

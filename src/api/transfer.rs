@@ -25,7 +25,7 @@ use super::{check_pool_name, check_session_id, json_response, now, to_json, AppJ
 use crate::error::{ApiError, Result};
 use crate::interop::{self, ImportDocument, ImportedSession};
 use crate::pool::{Pool, PoolError, PoolGuard};
-use crate::session::{Session, SessionSettings, Timestamp};
+use crate::session::{Session, SessionId, SessionSettings, Timestamp};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -171,7 +171,7 @@ fn check_budget(state: &AppState, wanted: usize) -> Result<()> {
 fn adopt_all(pool: &mut PoolGuard, sessions: Vec<ImportedSession>, now: Timestamp) -> Result<usize> {
     let base = Arc::clone(&pool.config().session);
     let mut shared = SharedSettings::new(Arc::clone(&base));
-    let mut adopted: Vec<Arc<str>> = Vec::with_capacity(sessions.len());
+    let mut adopted: Vec<SessionId> = Vec::with_capacity(sessions.len());
     for imported in sessions {
         let outcome = imported
             .settings
@@ -179,7 +179,7 @@ fn adopt_all(pool: &mut PoolGuard, sessions: Vec<ImportedSession>, now: Timestam
             .map_err(ApiError::from)
             .map(|settings| imported.into_session(shared.get(settings), now))
             .and_then(|session| {
-                let id = Arc::clone(&session.id);
+                let id = session.id.clone();
                 pool.adopt(session, true, now).map(|()| id).map_err(ApiError::from)
             });
         match outcome {

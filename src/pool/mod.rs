@@ -6,7 +6,8 @@
 //! listing in id order. Every slot is in exactly one of three states, kept in step by one function,
 //! [`Pool::transition`]:
 //! - *free*: usable and not leased; its index is in the `free` vector, so a uniform pick is one
-//!   random index, and removal is a swap-remove;
+//!   random index, and removal is a swap-remove (while at least half the slots are free, a pick
+//!   draws a slot directly and redraws a non-free one, see [`Pool::pick`]);
 //! - *leased*: usable under a live lease;
 //! - *retired*: terminal; it waits in the purge queue for the retention to pass.
 //!
@@ -35,7 +36,8 @@ use ahead::{prefetch, Picks, NTA, T0};
 use recent::Recent;
 
 use crate::session::{
-    self, Cookie, Lease, RetiredReason, Retirement, Session, SessionSettings, StatusReport, StatusVerdict, Timestamp,
+    self, Cookie, Lease, RetiredReason, Retirement, Session, SessionId, SessionSettings, StatusReport, StatusVerdict,
+    Timestamp,
 };
 
 /// The largest `max_pool_size` a pool may have.
@@ -252,25 +254,48 @@ impl SlotState {
     }
 }
 
+/// One session's place in the pool.
+///
+/// `repr(C)` and 128-byte aligned: the flags here and the head of [`Session`] (see its layout) are
+/// everything an acquire and a mark read or write, and they fill one aligned pair of cache lines.
+/// In a pool far larger than the caches, that pair is what each pick costs in DRAM traffic.
 #[derive(Debug)]
+#[repr(C, align(128))]
 struct Slot {
-    session: Option<Session>,
     generation: u32,
     state: SlotState,
-    /// Index in `Pool::free` while `state == Free`.
-    free_pos: u32,
     /// Changed since the last [`Pool::take_changes`].
     dirty: bool,
-    /// The session id's hash in [`Recent`].
-    hash: u64,
+    /// Whether `session` is a real session; a vacant slot holds a placeholder (not an `Option`,
+    /// whose niche would be a field in the cold tail of the session).
+    occupied: bool,
+    session: Session,
+    /// Index in `Pool::free` while `state == Free`; only a change of state reads it.
+    free_pos: u32,
 }
+
+/// The bytes of a [`Slot`] a pick reads: its flags and the session's hot fields.
+const HOT_BYTES: usize = 128;
+
+/// Asks for the lines of `slot` a pick reads. Non-temporal: they are used within a few picks and then
+/// not for a long time, so they should not push the free vector out of the last-level cache (a few
+/// ns per pick at 1M).
+fn prefetch_hot(slot: &Slot) {
+    let start = std::ptr::from_ref(slot).cast::<u8>();
+    for offset in (0..HOT_BYTES).step_by(64) {
+        prefetch::<NTA, _>(start.wrapping_add(offset));
+    }
+}
+
+/// Draws over the slots before [`Pool::pick`] falls back to the free vector.
+const SLOT_DRAWS: usize = 4;
 
 /// What changed since the last [`Pool::take_changes`]: the bookkeeping that lets a persist cycle
 /// cost O(changes), not O(sessions).
 #[derive(Debug, Default)]
 struct Changes {
     dirty: Vec<u32>,
-    removed: Vec<Arc<str>>,
+    removed: Vec<SessionId>,
     reset: bool,
     config: bool,
 }
@@ -283,7 +308,7 @@ pub struct ChangeSet<'a> {
     /// Every session was dropped at once (`DELETE` of the default pool): forget all stored ones.
     pub reset: bool,
     /// Ids removed (deleted or purged); apply before `upserted`.
-    pub removed: Vec<Arc<str>>,
+    pub removed: Vec<SessionId>,
     /// Sessions created or changed.
     pub upserted: Vec<&'a Session>,
 }
@@ -395,8 +420,8 @@ pub struct Pool {
     budget: Arc<SessionBudget>,
     slots: Vec<Slot>,
     vacant: Vec<u32>,
-    by_id: HashMap<Arc<str>, u32>,
-    ordered: BTreeSet<Arc<str>>,
+    by_id: HashMap<SessionId, u32>,
+    ordered: BTreeSet<SessionId>,
     free: Vec<u32>,
     usable: usize,
     leased: usize,
@@ -405,6 +430,9 @@ pub struct Pool {
     purges: Queue,
     proxy_cursor: usize,
     picks: Picks,
+    /// Whether the last acquire took a lease: the next ones probably will too, and a lease takes
+    /// the session out of the free vector, so their prefetches include what that touches.
+    leasing: bool,
     recent: Recent,
     metrics: PoolMetrics,
     changes: Changes,
@@ -442,6 +470,7 @@ impl Pool {
             purges: Queue::default(),
             proxy_cursor: 0,
             picks: Picks::new(SmallRng::from_os_rng()),
+            leasing: false,
             recent: Recent::new(),
             changes: Changes { config: true, ..Changes::default() },
             deleted: false,
@@ -513,7 +542,7 @@ impl Pool {
         let mut slots = Vec::with_capacity(changes.dirty.len());
         for slot in changes.dirty {
             let entry = &mut self.slots[slot as usize];
-            if std::mem::take(&mut entry.dirty) && entry.session.is_some() {
+            if std::mem::take(&mut entry.dirty) && entry.occupied {
                 slots.push(slot);
             }
         }
@@ -583,12 +612,13 @@ impl Pool {
             self.metrics.exhausted.increment(1);
             return Err(PoolError::NoSessionAvailable);
         }
-        let slot = self.free[self.picks.index(self.free.len())];
+        let slot = self.pick();
+        self.leasing = lease.is_some();
         // Before the lease takes the session out of the free vector: a leased session usually comes
         // back before the next acquire, which then sees the length seen here.
         self.warm_ahead();
         let entry = &self.slots[slot as usize];
-        self.recent.remember(entry.hash, slot, entry.generation);
+        self.recent.remember(self.recent.hash(&entry.session.id), slot, entry.generation);
         if let Some(duration) = lease {
             let lease = Lease { id: Uuid::new_v4(), until: session::saturating_add(now, duration) };
             self.transition(slot, now, |s| s.lease = Some(lease));
@@ -616,9 +646,9 @@ impl Pool {
             }
             None => Arc::clone(&self.config.session),
         };
-        let id: Arc<str> = match new.id {
+        let id = match new.id {
             Some(id) if self.by_id.contains_key(id.as_str()) => return Err(PoolError::SessionExists(id)),
-            Some(id) => Arc::from(id),
+            Some(id) => SessionId::from(id),
             None => self.generate_id(),
         };
         if self.budget.try_reserve(1) == 0 {
@@ -659,8 +689,9 @@ impl Pool {
         edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>, &mut Vec<Cookie>),
     ) -> Result<&Session, PoolError> {
         let slot = self.find(id, now)?;
-        if let Some(session) = self.slots[slot as usize].session.as_mut() {
-            edit(&mut session.user_data, &mut session.cookies);
+        let entry = &mut self.slots[slot as usize];
+        if entry.occupied {
+            edit(&mut entry.session.user_data, &mut entry.session.cookies);
         }
         self.mark_dirty(slot);
         Ok(self.session_at(slot))
@@ -762,7 +793,7 @@ impl Pool {
         after: Option<&str>,
         limit: usize,
         now: Timestamp,
-    ) -> (Vec<&Session>, Option<Arc<str>>) {
+    ) -> (Vec<&Session>, Option<SessionId>) {
         self.tick(now);
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut matching = self
@@ -775,10 +806,11 @@ impl Pool {
                 StateFilter::Retired => slot.state == SlotState::Retired,
                 StateFilter::Leased => slot.state == SlotState::Leased,
             })
-            .filter_map(|slot| slot.session.as_ref());
+            .filter(|slot| slot.occupied)
+            .map(|slot| &slot.session);
         let page: Vec<&Session> = matching.by_ref().take(limit).collect();
         let next = match (matching.next(), page.last()) {
-            (Some(_), Some(last)) => Some(Arc::clone(&last.id)),
+            (Some(_), Some(last)) => Some(last.id.clone()),
             _ => None,
         };
         (page, next)
@@ -789,7 +821,9 @@ impl Pool {
         self.ordered
             .iter()
             .filter_map(|id| self.by_id.get(id))
-            .filter_map(|slot| self.slots[*slot as usize].session.as_ref())
+            .map(|slot| &self.slots[*slot as usize])
+            .filter(|slot| slot.occupied)
+            .map(|slot| &slot.session)
     }
 
     /// Whether a session with this id is held.
@@ -829,7 +863,7 @@ impl Pool {
         let hash = self.recent.hash(id);
         if let Some((slot, generation)) = self.recent.candidate(hash) {
             let entry = &self.slots[slot as usize];
-            if entry.generation == generation && entry.session.as_ref().is_some_and(|s| *s.id == *id) {
+            if entry.generation == generation && entry.occupied && entry.session.id == *id {
                 return Some(slot);
             }
         }
@@ -838,28 +872,55 @@ impl Pool {
         Some(slot)
     }
 
-    /// Prefetches what the coming picks will touch, each stage one step further along the chain
-    /// free-vector entry → slot → id allocation, so each load finds the line its stage asked for
-    /// a few picks earlier (see [`ahead`]).
+    /// A slot chosen uniformly among those holding a free session; `free` must not be empty.
+    ///
+    /// When at least half of the slots are free (the usual state: leases are short and retired
+    /// sessions few) it draws a slot and draws again when that one is not free. Rejection keeps the
+    /// choice exactly uniform among free slots, and a pick reads only its own slot, not the free
+    /// vector as well: in a pool far larger than the caches that is one DRAM line less. After
+    /// [`SLOT_DRAWS`] misses it draws from the free vector; each route gives every free session the
+    /// same chance, so their mix does too.
+    fn pick(&mut self) -> u32 {
+        if self.dense() {
+            for _ in 0..SLOT_DRAWS {
+                let slot = self.picks.index(self.slots.len());
+                if self.slots[slot].state == SlotState::Free {
+                    return slot as u32;
+                }
+            }
+        }
+        self.free[self.picks.index(self.free.len())]
+    }
+
+    /// Whether picks draw over the slots (see [`Pool::pick`]).
+    fn dense(&self) -> bool {
+        self.free.len() * 2 >= self.slots.len()
+    }
+
+    /// Prefetches what the coming picks will touch: the slot a dense pick will draw, or, for a pick
+    /// from the free vector, the entry it will read and, a few picks later, the slot that entry
+    /// names, so each load finds the line its stage asked for (see [`ahead`]). While clients lease,
+    /// a dense pick also prefetches what taking its slot out of the free vector reads: the slot's
+    /// `free_pos` and, once that has arrived, the free-vector entry it names.
     fn warm_ahead(&self) {
-        use ahead::{FAR, MID, NEAR};
+        use ahead::{FAR, NEAR};
         let len = self.free.len();
         if len == 0 {
             return;
         }
-        prefetch::<T0, _>(&self.free[ahead::position(self.picks.peek(FAR), len)]);
-        let mid = &self.slots[self.free[ahead::position(self.picks.peek(MID), len)] as usize];
-        // Non-temporal: the lines are used within a few picks and then not for a long time, so they
-        // should not push the free vector out of the last-level cache (a few ns per pick at 1M).
-        let start = std::ptr::from_ref(mid).cast::<u8>();
-        for offset in (0..std::mem::size_of::<Slot>()).step_by(64) {
-            prefetch::<NTA, _>(start.wrapping_add(offset));
-        }
-        let near = &self.slots[self.free[ahead::position(self.picks.peek(NEAR), len)] as usize];
-        if let Some(session) = &near.session {
-            // The count and the bytes of the id the caller is about to copy.
-            prefetch::<NTA, _>(Arc::as_ptr(&session.id).cast::<u8>().wrapping_sub(16));
-            prefetch::<NTA, _>(Arc::as_ptr(&session.id));
+        if self.dense() {
+            let far = &self.slots[ahead::position(self.picks.peek(FAR), self.slots.len())];
+            prefetch_hot(far);
+            if self.leasing {
+                prefetch::<NTA, _>(&far.free_pos);
+                let near = &self.slots[ahead::position(self.picks.peek(NEAR), self.slots.len())];
+                if let Some(entry) = self.free.get(near.free_pos as usize) {
+                    prefetch::<NTA, _>(entry);
+                }
+            }
+        } else {
+            prefetch::<T0, _>(&self.free[ahead::position(self.picks.peek(FAR), len)]);
+            prefetch_hot(&self.slots[self.free[ahead::position(self.picks.peek(NEAR), len)] as usize]);
         }
     }
 
@@ -884,11 +945,12 @@ impl Pool {
         Ok((slot, self.session_at(slot).usage_count != uses_before))
     }
 
-    fn generate_id(&self) -> Arc<str> {
+    fn generate_id(&self) -> SessionId {
         loop {
-            let id = Uuid::new_v4().simple().to_string();
-            if !self.by_id.contains_key(id.as_str()) {
-                return Arc::from(id);
+            let mut buffer = [0; uuid::fmt::Simple::LENGTH];
+            let id = Uuid::new_v4().simple().encode_lower(&mut buffer);
+            if !self.by_id.contains_key(&*id) {
+                return SessionId::from(&*id);
             }
         }
     }
@@ -906,7 +968,7 @@ impl Pool {
     }
 
     /// A fresh session with the pool's next sticky proxy.
-    fn new_session(&mut self, id: Arc<str>, settings: Arc<SessionSettings>, now: Timestamp) -> Session {
+    fn new_session(&mut self, id: SessionId, settings: Arc<SessionSettings>, now: Timestamp) -> Session {
         let mut session = Session::new(id, settings, now);
         session.proxy_url = self.next_proxy_url(&session.id);
         session
@@ -915,33 +977,37 @@ impl Pool {
     /// Puts a session in a slot and files it; its budget must already be reserved. `fresh` says it
     /// was created now (for the metrics), not restored or imported.
     fn insert(&mut self, session: Session, fresh: bool, now: Timestamp) -> u32 {
+        let id = session.id.clone();
+        let expires_at = session.retirement.is_none().then_some(session.expires_at);
         let slot = match self.vacant.pop() {
-            Some(slot) => slot,
+            Some(slot) => {
+                let entry = &mut self.slots[slot as usize];
+                entry.session = session;
+                entry.occupied = true;
+                slot
+            }
             None => {
                 self.slots.push(Slot {
-                    hash: 0,
                     generation: 0,
-                    free_pos: NOT_FREE,
                     state: SlotState::Vacant,
                     dirty: false,
-                    session: None,
+                    occupied: true,
+                    session,
+                    free_pos: NOT_FREE,
                 });
                 (self.slots.len() - 1) as u32
             }
         };
         let generation = self.slots[slot as usize].generation;
-        if session.retirement.is_none() {
-            self.expiries.push(Due { at: session.expires_at, slot, generation });
+        if let Some(at) = expires_at {
+            self.expiries.push(Due { at, slot, generation });
         }
-        let id = Arc::clone(&session.id);
-        self.slots[slot as usize].hash = self.recent.hash(&id);
-        self.by_id.insert(Arc::clone(&id), slot);
+        self.by_id.insert(id.clone(), slot);
         self.ordered.insert(id);
         if fresh {
             self.metrics.created.increment(1);
         }
-        let entry = &mut self.slots[slot as usize];
-        let session = entry.session.insert(session);
+        let session = &mut self.slots[slot as usize].session;
         let was_retired = session.retirement.is_some();
         session.settle(now);
         let retirement = session.retirement;
@@ -953,7 +1019,11 @@ impl Pool {
 
     /// The one place that changes a filed session: runs `change`, settles retirement, then refiles.
     fn transition(&mut self, slot: u32, now: Timestamp, change: impl FnOnce(&mut Session)) {
-        let Some(session) = self.slots[slot as usize].session.as_mut() else { return };
+        let entry = &mut self.slots[slot as usize];
+        if !entry.occupied {
+            return;
+        }
+        let session = &mut entry.session;
         let was_retired = session.retirement.is_some();
         let lease_before = session.lease;
         change(session);
@@ -969,7 +1039,10 @@ impl Pool {
     /// to purge later, counted in the metrics when `count`) and `lease_until` (a new lease to end).
     fn refile(&mut self, slot: u32, retirement: Option<Retirement>, count: bool, lease_until: Option<Timestamp>) {
         let entry = &self.slots[slot as usize];
-        let Some(session) = entry.session.as_ref() else { return };
+        if !entry.occupied {
+            return;
+        }
+        let session = &entry.session;
         let (old, new, generation) = (entry.state, SlotState::of(session), entry.generation);
         if old != new {
             self.unfile(slot, old);
@@ -1004,7 +1077,7 @@ impl Pool {
     fn compact_queues(&mut self) {
         let slots = &self.slots;
         let session = |due: &Due| {
-            slots.get(due.slot as usize).filter(|e| e.generation == due.generation).and_then(|e| e.session.as_ref())
+            slots.get(due.slot as usize).filter(|e| e.generation == due.generation && e.occupied).map(|e| &e.session)
         };
         if self.lease_ends.bloated() {
             self.lease_ends.compact(|due| session(due).and_then(|s| s.lease).is_some_and(|l| l.until == due.at));
@@ -1051,8 +1124,10 @@ impl Pool {
 
     fn remove_slot(&mut self, slot: u32) {
         self.unfile(slot, self.slots[slot as usize].state);
+        let placeholder = Session::new(SessionId::default(), Arc::clone(&self.config.session), self.created_at);
         let entry = &mut self.slots[slot as usize];
-        if let Some(session) = entry.session.take() {
+        if std::mem::take(&mut entry.occupied) {
+            let session = std::mem::replace(&mut entry.session, placeholder);
             self.by_id.remove(&session.id);
             self.ordered.remove(&session.id);
             self.budget.release(1);
@@ -1066,11 +1141,13 @@ impl Pool {
 
     fn live_slot(&self, due: Due) -> Option<u32> {
         let entry = self.slots.get(due.slot as usize)?;
-        (entry.generation == due.generation && entry.session.is_some()).then_some(due.slot)
+        (entry.generation == due.generation && entry.occupied).then_some(due.slot)
     }
 
     fn session_at(&self, slot: u32) -> &Session {
-        self.slots[slot as usize].session.as_ref().expect("a filed slot holds a session")
+        let entry = &self.slots[slot as usize];
+        debug_assert!(entry.occupied, "a filed slot holds a session");
+        &entry.session
     }
 
     #[cfg(test)]
@@ -1079,7 +1156,11 @@ impl Pool {
         let mut leased = 0;
         let mut retired = 0;
         for (index, entry) in self.slots.iter().enumerate() {
-            let Some(session) = &entry.session else { continue };
+            if !entry.occupied {
+                assert_eq!(entry.state, SlotState::Vacant);
+                continue;
+            }
+            let session = &entry.session;
             let queued = |queue: &Queue, at: Timestamp| {
                 queue
                     .heap
@@ -1099,7 +1180,6 @@ impl Pool {
             }
             assert_eq!(self.by_id.get(&session.id), Some(&(index as u32)));
             assert_eq!(self.lookup(&session.id), Some(index as u32));
-            assert_eq!(entry.hash, self.recent.hash(&session.id));
             match entry.state {
                 SlotState::Free => {
                     free += 1;
@@ -1333,7 +1413,7 @@ mod tests {
     use super::*;
     use chrono::DateTime;
     use proptest::prelude::*;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     fn t0() -> Timestamp {
         DateTime::parse_from_rfc3339("2026-11-25T19:00:00Z").unwrap().with_timezone(&chrono::Utc)
@@ -1350,9 +1430,9 @@ mod tests {
         pool
     }
 
-    fn create(pool: &mut Pool, id: &str, settings: Option<SessionSettings>) -> Arc<str> {
+    fn create(pool: &mut Pool, id: &str, settings: Option<SessionSettings>) -> SessionId {
         let new = NewSession { id: Some(id.into()), settings, ..NewSession::default() };
-        Arc::clone(&pool.create(new, t0()).unwrap().id)
+        pool.create(new, t0()).unwrap().id.clone()
     }
 
     #[test]
@@ -1366,13 +1446,13 @@ mod tests {
     #[test]
     fn acquire_replaces_a_retired_session_and_never_returns_it() {
         let mut pool = pool_with(3, 100);
-        let first = Arc::clone(&pool.acquire(None, t0()).unwrap().id);
+        let first = pool.acquire(None, t0()).unwrap().id.clone();
         pool.retire(&first, None, t0()).unwrap();
         let mut seen = HashSet::new();
         for _ in 0..200 {
             let s = pool.acquire(None, t0()).unwrap();
             assert_ne!(s.id, first);
-            seen.insert(Arc::clone(&s.id));
+            seen.insert(s.id.clone());
         }
         assert_eq!(seen.len(), 3, "every free session gets picked");
         assert_eq!(pool.counts(t0()), PoolCounts { sessions: 4, usable: 3, retired: 1, leased: 0 });
@@ -1382,7 +1462,7 @@ mod tests {
     #[test]
     fn a_hint_for_a_removed_session_never_finds_the_slot_s_next_tenant() {
         let mut pool = pool_with(1, 100);
-        let first = Arc::clone(&pool.acquire(None, t0()).unwrap().id);
+        let first = pool.acquire(None, t0()).unwrap().id.clone();
         pool.delete(&first, t0()).unwrap();
         let second = create(&mut pool, "second", None);
         assert!(pool.get(&first, t0()).is_none());
@@ -1412,10 +1492,10 @@ mod tests {
     #[test]
     fn queues_drop_stale_entries_and_keep_live_ones() {
         let mut pool = pool_with(10, 100);
-        let id = Arc::clone(&pool.acquire(None, t0()).unwrap().id);
+        let id = pool.acquire(None, t0()).unwrap().id.clone();
         for i in 0..10_000 {
             let session = pool.acquire(Some(secs(30 + i)), t0()).unwrap();
-            let (leased, lease) = (Arc::clone(&session.id), session.lease.unwrap().id.to_string());
+            let (leased, lease) = (session.id.clone(), session.lease.unwrap().id.to_string());
             pool.release(&leased, &lease, t0()).unwrap();
         }
         assert!(pool.lease_ends.len() <= 2 * QUEUE_COMPACT_MIN, "{} entries", pool.lease_ends.len());
@@ -1428,10 +1508,61 @@ mod tests {
     }
 
     #[test]
+    fn picks_are_uniform_among_free_sessions_drawn_over_slots_or_from_the_free_vector() {
+        // 10 sessions; leasing 0 or 5 keeps at least half the slots free (draws over the slots,
+        // with rejections at 5), leasing 7 leaves picks to the free vector.
+        for (leased, dense) in [(0, true), (5, true), (7, false)] {
+            let mut pool = pool_with(10, 100);
+            pool.acquire(None, t0()).unwrap();
+            let held: HashSet<SessionId> =
+                (0..leased).map(|_| pool.acquire(Some(secs(300)), t0()).unwrap().id.clone()).collect();
+            assert_eq!(pool.dense(), dense);
+            let draws = 200_000;
+            let mut counts: HashMap<SessionId, u32> = HashMap::new();
+            for _ in 0..draws {
+                *counts.entry(pool.acquire(None, t0()).unwrap().id.clone()).or_default() += 1;
+            }
+            assert!(counts.keys().all(|id| !held.contains(id)), "a leased session was handed out");
+            assert_eq!(counts.len(), 10 - leased, "every free session is picked");
+            // Chi-square against the uniform distribution. 30 is far in the tail for at most 9
+            // degrees of freedom (p < 0.001), and a bias of 1% of the draws toward one session
+            // alone scores about 90.
+            let expected = f64::from(draws) / counts.len() as f64;
+            let chi2: f64 = counts.values().map(|&n| (f64::from(n) - expected).powi(2) / expected).sum();
+            assert!(chi2 < 30.0, "{leased} leased: chi-square {chi2:.1} over {counts:?}");
+            pool.check_invariants();
+        }
+    }
+
+    #[test]
+    fn what_a_pick_reads_fills_one_aligned_pair_of_cache_lines() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<Slot>(), HOT_BYTES);
+        // Session is repr(C): the hot fields come first, and `retirement` is the last of them.
+        let session = offset_of!(Slot, session);
+        let hot_end = session + offset_of!(Session, retirement) + size_of::<Option<Retirement>>();
+        assert!(hot_end <= HOT_BYTES, "the hot fields end at byte {hot_end}");
+        for field in [
+            offset_of!(Session, id),
+            offset_of!(Session, error_score),
+            offset_of!(Session, settings),
+            offset_of!(Session, usage_count),
+            offset_of!(Session, expires_at),
+            offset_of!(Session, lease),
+        ] {
+            assert!(field < offset_of!(Session, retirement));
+        }
+        for flag in [offset_of!(Slot, generation), offset_of!(Slot, state), offset_of!(Slot, dirty)] {
+            assert!(flag < session);
+        }
+        assert!(offset_of!(Slot, occupied) < session);
+    }
+
+    #[test]
     fn leases_are_exclusive_and_end_on_time() {
         let mut pool = pool_with(2, 100);
-        let a = Arc::clone(&pool.acquire(Some(secs(30)), t0()).unwrap().id);
-        let b = Arc::clone(&pool.acquire(Some(secs(2)), t0()).unwrap().id);
+        let a = pool.acquire(Some(secs(30)), t0()).unwrap().id.clone();
+        let b = pool.acquire(Some(secs(2)), t0()).unwrap().id.clone();
         assert_ne!(a, b);
         assert_eq!(pool.acquire(None, t0()).unwrap_err(), PoolError::NoSessionAvailable);
         assert_eq!(pool.counts(t0()).leased, 2);
@@ -1444,7 +1575,7 @@ mod tests {
     fn a_lease_ends_only_with_its_own_id() {
         let mut pool = pool_with(1, 100);
         let session = pool.acquire(Some(secs(30)), t0()).unwrap();
-        let (id, lease) = (Arc::clone(&session.id), session.lease.unwrap());
+        let (id, lease) = (session.id.clone(), session.lease.unwrap());
         let other = Uuid::new_v4().simple().to_string();
         assert!(matches!(pool.release(&id, &other, t0()), Err(PoolError::LeaseMismatch(_))));
         pool.mark_good(&id, Some(&other), t0()).unwrap();
@@ -1501,7 +1632,7 @@ mod tests {
         assert_eq!(pool.len(), 3, "acquire fills only as far as the budget allows");
         let new = NewSession { id: Some("x".into()), ..NewSession::default() };
         assert!(matches!(pool.create(new, t0()), Err(PoolError::LimitReached(_))));
-        let first = Arc::clone(&pool.list(StateFilter::All, None, 1, t0()).0[0].id);
+        let first = pool.list(StateFilter::All, None, 1, t0()).0[0].id.clone();
         pool.delete(&first, t0()).unwrap();
         create(&mut pool, "x", None);
         assert_eq!(pool.budget.held(), 3);
@@ -1583,7 +1714,7 @@ mod tests {
         let changes = pool.take_changes();
         let upserted: Vec<&str> = changes.upserted.iter().map(|s| &*s.id).collect();
         assert_eq!(upserted, ["a"]);
-        assert_eq!(changes.removed, vec![Arc::<str>::from("b")]);
+        assert_eq!(changes.removed, vec![SessionId::from("b")]);
         pool.acquire(None, t0()).unwrap();
         assert!(pool.take_changes().is_empty(), "an acquire without a lease changes no session");
         pool.clear();
@@ -1593,16 +1724,16 @@ mod tests {
     #[test]
     fn adopted_sessions_keep_their_state_and_are_filed_by_it() {
         let mut pool = pool_with(5, 100);
-        let mut retired = Session::new(Arc::from("old"), Arc::new(SessionSettings::default()), t0());
+        let mut retired = Session::new(SessionId::from("old"), Arc::new(SessionSettings::default()), t0());
         retired.usage_count = 7;
         retired.retire(RetiredReason::Blocked, t0());
         pool.adopt(retired, true, t0()).unwrap();
-        let mut leased = Session::new(Arc::from("busy"), Arc::new(SessionSettings::default()), t0());
+        let mut leased = Session::new(SessionId::from("busy"), Arc::new(SessionSettings::default()), t0());
         leased.lease = Some(Lease { id: Uuid::new_v4(), until: t0() + secs(30) });
         pool.adopt(leased, true, t0()).unwrap();
         assert_eq!(pool.counts(t0()), PoolCounts { sessions: 2, usable: 1, retired: 1, leased: 1 });
         assert_eq!(pool.get("old", t0()).unwrap().usage_count, 7);
-        let dup = Session::new(Arc::from("old"), Arc::new(SessionSettings::default()), t0());
+        let dup = Session::new(SessionId::from("old"), Arc::new(SessionSettings::default()), t0());
         assert_eq!(pool.adopt(dup, true, t0()).unwrap_err(), PoolError::SessionExists("old".into()));
         assert_eq!(pool.counts(t0() + secs(31)).leased, 0, "the adopted lease ends on time");
         assert!(pool.get("old", t0() + secs(601)).is_none(), "an adopted retired session is purged too");
@@ -1647,15 +1778,15 @@ mod tests {
             let mut pool = pool_with(size, 40);
             pool.retention = secs(10);
             let mut now = t0();
-            let mut retired: HashSet<Arc<str>> = HashSet::new();
+            let mut retired: HashSet<SessionId> = HashSet::new();
             let mut next_id = 0;
             for op in ops {
-                let ids: Vec<Arc<str>> = pool.ordered.iter().cloned().collect();
+                let ids: Vec<SessionId> = pool.ordered.iter().cloned().collect();
                 let pick = |i: usize| ids.get(i % ids.len().max(1)).cloned();
                 match op {
                     Op::Acquire { lease_secs } => {
-                        let leased_before: HashSet<Arc<str>> = pool
-                            .list(StateFilter::Leased, None, 1000, now).0.iter().map(|s| Arc::clone(&s.id)).collect();
+                        let leased_before: HashSet<SessionId> = pool
+                            .list(StateFilter::Leased, None, 1000, now).0.iter().map(|s| s.id.clone()).collect();
                         if let Ok(s) = pool.acquire(lease_secs.map(secs), now) {
                             prop_assert!(s.is_usable(now), "handed out an unusable session");
                             prop_assert!(!retired.contains(&s.id), "handed out a retired session");
@@ -1694,15 +1825,13 @@ mod tests {
                 }
                 pool.tick(now);
                 pool.check_invariants();
-                for entry in &pool.slots {
-                    if let Some(s) = &entry.session {
-                        prop_assert!(s.error_score >= 0.0);
-                        if retired.contains(&s.id) {
-                            prop_assert!(s.retirement.is_some(), "a retired session came back");
-                        }
-                        if s.retirement.is_some() {
-                            retired.insert(Arc::clone(&s.id));
-                        }
+                for s in pool.slots.iter().filter(|entry| entry.occupied).map(|entry| &entry.session) {
+                    prop_assert!(s.error_score >= 0.0);
+                    if retired.contains(&s.id) {
+                        prop_assert!(s.retirement.is_some(), "a retired session came back");
+                    }
+                    if s.retirement.is_some() {
+                        retired.insert(s.id.clone());
                     }
                 }
                 prop_assert_eq!(pool.budget.held(), pool.len());
