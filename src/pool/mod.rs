@@ -1146,7 +1146,7 @@ impl Pool {
 
     fn session_at(&self, slot: u32) -> &Session {
         let entry = &self.slots[slot as usize];
-        debug_assert!(entry.occupied, "a filed slot holds a session");
+        assert!(entry.occupied, "a filed slot holds a session");
         &entry.session
     }
 
@@ -1156,8 +1156,12 @@ impl Pool {
         let mut leased = 0;
         let mut retired = 0;
         for (index, entry) in self.slots.iter().enumerate() {
+            if entry.state != SlotState::Free {
+                assert_eq!(entry.free_pos, NOT_FREE);
+            }
             if !entry.occupied {
                 assert_eq!(entry.state, SlotState::Vacant);
+                assert!(entry.session.id.is_empty(), "a vacant slot holds only the placeholder");
                 continue;
             }
             let session = &entry.session;
@@ -1202,6 +1206,12 @@ impl Pool {
         assert_eq!(self.usable, free + leased);
         assert_eq!(self.by_id.len(), free + leased + retired);
         assert_eq!(self.ordered.len(), self.by_id.len());
+        let mut vacant = self.vacant.clone();
+        vacant.sort_unstable();
+        vacant.dedup();
+        assert_eq!(vacant.len(), self.vacant.len(), "a slot is listed as vacant twice");
+        let unoccupied: Vec<u32> = (0..self.slots.len() as u32).filter(|&i| !self.slots[i as usize].occupied).collect();
+        assert_eq!(vacant, unoccupied, "the vacant list is exactly the slots without a session");
     }
 }
 
@@ -1509,27 +1519,36 @@ mod tests {
 
     #[test]
     fn picks_are_uniform_among_free_sessions_drawn_over_slots_or_from_the_free_vector() {
-        // 10 sessions; leasing 0 or 5 keeps at least half the slots free (draws over the slots,
-        // with rejections at 5), leasing 7 leaves picks to the free vector.
-        for (leased, dense) in [(0, true), (5, true), (7, false)] {
+        // (retired, leased) of 10 usable sessions. Retiring makes acquire top the pool up, so
+        // retired slots sit among the ones a dense pick draws over. No lease, 5 leased, and 2
+        // retired + 3 leased keep at least half the slots free (draws over the slots, with
+        // rejections); 7 leased leaves picks to the free vector.
+        for (retired, leased, dense) in [(0, 0, true), (0, 5, true), (2, 3, true), (0, 7, false)] {
             let mut pool = pool_with(10, 100);
             pool.acquire(None, t0()).unwrap();
-            let held: HashSet<SessionId> =
-                (0..leased).map(|_| pool.acquire(Some(secs(300)), t0()).unwrap().id.clone()).collect();
+            let mut unavailable: HashSet<SessionId> = HashSet::new();
+            for _ in 0..retired {
+                let id = pool.acquire(None, t0()).unwrap().id.clone();
+                pool.retire(&id, None, t0()).unwrap();
+                unavailable.insert(id);
+            }
+            for _ in 0..leased {
+                unavailable.insert(pool.acquire(Some(secs(300)), t0()).unwrap().id.clone());
+            }
             assert_eq!(pool.dense(), dense);
-            let draws = 200_000;
+            let draws = 500_000;
             let mut counts: HashMap<SessionId, u32> = HashMap::new();
             for _ in 0..draws {
                 *counts.entry(pool.acquire(None, t0()).unwrap().id.clone()).or_default() += 1;
             }
-            assert!(counts.keys().all(|id| !held.contains(id)), "a leased session was handed out");
+            assert!(counts.keys().all(|id| !unavailable.contains(id)), "a leased or retired session was handed out");
             assert_eq!(counts.len(), 10 - leased, "every free session is picked");
             // Chi-square against the uniform distribution. 30 is far in the tail for at most 9
-            // degrees of freedom (p < 0.001), and a bias of 1% of the draws toward one session
-            // alone scores about 90.
+            // degrees of freedom (p < 0.001); 1% of the draws going to one session on top of its
+            // share scores over 200 (225 with 3 free sessions, more with more).
             let expected = f64::from(draws) / counts.len() as f64;
             let chi2: f64 = counts.values().map(|&n| (f64::from(n) - expected).powi(2) / expected).sum();
-            assert!(chi2 < 30.0, "{leased} leased: chi-square {chi2:.1} over {counts:?}");
+            assert!(chi2 < 30.0, "{retired} retired, {leased} leased: chi-square {chi2:.1} over {counts:?}");
             pool.check_invariants();
         }
     }
