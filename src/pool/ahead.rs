@@ -29,12 +29,14 @@ pub(super) struct Picks {
     rng: SmallRng,
     words: [u64; AHEAD],
     next: usize,
+    /// Words taken since the last [`Picks::take_fresh`].
+    fresh: usize,
 }
 
 impl Picks {
     pub(super) fn new(mut rng: SmallRng) -> Self {
         let words = std::array::from_fn(|_| rng.next_u64());
-        Self { rng, words, next: 0 }
+        Self { rng, words, next: 0, fresh: 0 }
     }
 
     /// The word of the pick `distance` picks after the next one (0 is the next pick).
@@ -63,7 +65,15 @@ impl Picks {
     fn take(&mut self) -> u64 {
         let word = std::mem::replace(&mut self.words[self.next], self.rng.next_u64());
         self.next = (self.next + 1) % AHEAD;
+        self.fresh += 1;
         word
+    }
+
+    /// How many words were taken since the last call (at most [`AHEAD`]): each one moved a new word
+    /// into the window, and the words that reached a stage's distance since then are those between
+    /// that distance and as many before it. A pick that draws again takes more than one.
+    pub(super) fn take_fresh(&mut self) -> usize {
+        std::mem::take(&mut self.fresh).min(AHEAD)
     }
 }
 
