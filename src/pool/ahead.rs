@@ -18,8 +18,8 @@ pub(super) const AHEAD: usize = 24;
 /// The stages, in picks before the pick. A pick that draws over the slots prefetches its slot at
 /// `FAR`; one that draws from the free vector prefetches its free-vector entry at `FAR` and the slot
 /// that entry names at `NEAR`, eight picks (a few hundred ns in a tight loop) later, when the entry
-/// has arrived. Tuned with `cargo bench --bench core` on a pool of 1M: a slot prefetched 23 picks
-/// ahead made the cycle 38 ns, 15 ahead 43 ns, 7 ahead 45 ns; 55 ahead was 46 ns again.
+/// has arrived. Tuned on the core bench's cycle (acquire + mark_good) in a pool of 1M: a slot
+/// prefetched 23 picks ahead made the cycle 38 ns, 15 ahead 43 ns, 7 ahead 45 ns; 55 ahead was 46 ns.
 pub(super) const FAR: usize = AHEAD - 1;
 pub(super) const NEAR: usize = 15;
 
