@@ -18,9 +18,8 @@ pub(super) const AHEAD: usize = 24;
 /// The stages, in picks before the pick. A pick that draws over the slots prefetches its slot at
 /// `FAR`; one that draws from the free vector prefetches its free-vector entry at `FAR` and the slot
 /// that entry names at `NEAR`, eight picks (a few hundred ns in a tight loop) later, when the entry
-/// has arrived. Tuned on the core bench's cycle (acquire + mark_good) in a pool of 1M (`cargo run
-/// --release --example pick_cost`, run beside the 1k figure): a slot prefetched 23 picks ahead made
-/// the cycle 40 ns, 16 ahead 45-46 ns, 20 ahead 44 ns, 31 or 39 ahead 40-44 ns, 47 ahead 48 ns.
+/// has arrived. Tuned on the core bench's cycle (acquire + mark_good) in a pool of 1M: a slot
+/// prefetched 23 picks ahead made the cycle 38 ns, 15 ahead 43 ns, 7 ahead 45 ns; 55 ahead was 46 ns.
 pub(super) const FAR: usize = AHEAD - 1;
 pub(super) const NEAR: usize = 15;
 
@@ -83,16 +82,26 @@ pub(super) fn position(word: u64, len: usize) -> usize {
     ((u128::from(word) * len as u128) >> 64) as usize
 }
 
-/// Asks the CPU to bring the cache line holding `at` into every cache level (T0). The
-/// non-temporal hint was tried for the slots and lost at 1M: see `prefetch_hot` in the pool.
+/// Keep the line in every cache level.
+#[cfg(target_arch = "x86_64")]
+pub(super) const T0: i32 = std::arch::x86_64::_MM_HINT_T0;
+/// The line is used soon and then not for a long time: keep it out of the way of the rest.
+#[cfg(target_arch = "x86_64")]
+pub(super) const NTA: i32 = std::arch::x86_64::_MM_HINT_NTA;
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) const T0: i32 = 0;
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) const NTA: i32 = 0;
+
+/// Asks the CPU to bring the cache line holding `at` closer, as `HINT` ([`T0`] or [`NTA`]) says.
 /// A hint: it never faults and never changes what the program computes; a no-op off x86_64.
 #[inline(always)]
-pub(super) fn prefetch<T: ?Sized>(at: *const T) {
+pub(super) fn prefetch<const HINT: i32, T: ?Sized>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCH performs no access the program can observe; it does not fault even on an
     // invalid address, and every address passed here points into a live allocation anyway.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast::<i8>());
+        std::arch::x86_64::_mm_prefetch::<HINT>(at.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = at;

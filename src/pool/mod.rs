@@ -32,7 +32,7 @@ use uuid::Uuid;
 mod ahead;
 mod recent;
 
-use ahead::{prefetch, Picks};
+use ahead::{prefetch, Picks, NTA, T0};
 use recent::Recent;
 
 use crate::session::{
@@ -277,15 +277,13 @@ struct Slot {
 /// The bytes of a [`Slot`] a pick reads: its flags and the session's hot fields.
 const HOT_BYTES: usize = 128;
 
-/// Asks for the lines of `slot` a pick reads, into every cache level: the acquire reads them and
-/// the mark that follows writes them. At 1M sessions (`cargo run --release --example pick_cost`) a
-/// cycle cost 40 ns this way against 45 ns with the non-temporal hint (presumably because those
-/// lines can leave the cache before the mark comes); from the free vector (21% or 40% leased) both
-/// cost 50 ns, and the leased cycle of the core bench did not move.
+/// Asks for the lines of `slot` a pick reads. Non-temporal: they are used within a few picks and then
+/// not for a long time, so they should not push the free vector out of the last-level cache (a few
+/// ns per pick at 1M).
 fn prefetch_hot(slot: &Slot) {
     let start = std::ptr::from_ref(slot).cast::<u8>();
     for offset in (0..HOT_BYTES).step_by(64) {
-        prefetch(start.wrapping_add(offset));
+        prefetch::<NTA, _>(start.wrapping_add(offset));
     }
 }
 
@@ -924,15 +922,15 @@ impl Pool {
             }
             if self.leasing {
                 let far = &self.slots[ahead::position(self.picks.peek(FAR), self.slots.len())];
-                prefetch(&far.free_pos);
+                prefetch::<NTA, _>(&far.free_pos);
                 let near = &self.slots[ahead::position(self.picks.peek(NEAR), self.slots.len())];
                 if let Some(entry) = self.free.get(near.free_pos as usize) {
-                    prefetch(entry);
+                    prefetch::<NTA, _>(entry);
                 }
             }
         } else {
             for distance in reached(FAR) {
-                prefetch(&self.free[ahead::position(self.picks.peek(distance), len)]);
+                prefetch::<T0, _>(&self.free[ahead::position(self.picks.peek(distance), len)]);
             }
             for distance in reached(NEAR) {
                 prefetch_hot(&self.slots[self.free[ahead::position(self.picks.peek(distance), len)] as usize]);
