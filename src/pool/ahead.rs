@@ -18,8 +18,11 @@ pub(super) const AHEAD: usize = 24;
 /// The stages, in picks before the pick. A pick that draws over the slots prefetches its slot at
 /// `FAR`; one that draws from the free vector prefetches its free-vector entry at `FAR` and the slot
 /// that entry names at `NEAR`, eight picks (a few hundred ns in a tight loop) later, when the entry
-/// has arrived. Tuned on the core bench's cycle (acquire + mark_good) in a pool of 1M: a slot
-/// prefetched 23 picks ahead made the cycle 38 ns, 15 ahead 43 ns, 7 ahead 45 ns; 55 ahead was 46 ns.
+/// has arrived. In a pool of 1M, one binary reading the distance at run time gave the core bench's
+/// cycle (acquire + mark_good) the same cost within 1-2 ns for a slot prefetched 7, 15, 23 or 31
+/// picks ahead, in each of three copies of it: as far ahead as this, the slot is in time. (Separate
+/// builds seemed to say more, but byte-identical copies of one binary differ by up to 7 ns at 1M,
+/// with where their file sits in memory: compare within one binary.)
 pub(super) const FAR: usize = AHEAD - 1;
 pub(super) const NEAR: usize = 15;
 

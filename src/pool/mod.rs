@@ -278,8 +278,9 @@ struct Slot {
 const HOT_BYTES: usize = 128;
 
 /// Asks for the lines of `slot` a pick reads. Non-temporal: they are used within a few picks and then
-/// not for a long time, so they should not push the free vector out of the last-level cache (a few
-/// ns per pick at 1M).
+/// not for a long time, so they should not push the rest out of the caches. In a pool of 1M, one
+/// binary reading the hint at run time, in four copies, gave the core bench's cycle 0.5-1.8 ns less
+/// with this hint than with T0 in every copy.
 fn prefetch_hot(slot: &Slot) {
     let start = std::ptr::from_ref(slot).cast::<u8>();
     for offset in (0..HOT_BYTES).step_by(64) {
