@@ -4,10 +4,10 @@
 //! # How a pool keeps acquire cheap
 //! Sessions live in a slab (`slots`), found by id through a hash map; a sorted set of ids serves
 //! listing in id order. Every slot is in exactly one of three states, kept in step by one function,
-//! [`Pool::transition`]:
+//! `Pool::transition`:
 //! - *free*: usable and not leased; its index is in the `free` vector, so a uniform pick is one
 //!   random index, and removal is a swap-remove (while four in five slots are free, a pick draws
-//!   a slot directly and redraws a non-free one, see [`Pool::pick`]);
+//!   a slot directly and redraws a non-free one, see `Pool::pick`);
 //! - *leased*: usable under a live lease;
 //! - *retired*: terminal; it waits in the purge queue for the retention to pass.
 //!
