@@ -28,20 +28,22 @@ binary=$(cargo bench --bench core --no-run 2>&1 | sed -n 's/.*Executable benches
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# "acquire_mark_good/1000  time: [a b c]" -> "1000 b", the estimate in ns.
+# Criterion prints "acquire_mark_good/1000  time: [low estimate high]" (the 1M name on a line of its
+# own); this prints "<1k estimate> <1M estimate>" in ns.
 figures() {
     "$1" --bench 'acquire_mark_good/(1000|1000000)$' --noplot --discard-baseline 2>&1 |
         awk '/^acquire_mark_good\// { split($1, name, "/"); size = name[2] }
              /time: +\[/ && size != "" && $0 !~ /%/ {
-                 for (i = 1; i <= NF; i++) if ($i ~ /^\[/) { print size, $(i + 2); break }
-                 size = "" }'
+                 for (i = 1; i <= NF; i++) if ($i ~ /^\[/) { ns[size] = $(i + 2); break }
+                 size = "" }
+             END { print ns["1000"], ns["1000000"] }'
 }
 
 ratios=()
 printf '%-6s %10s %10s %8s\n' copy '1k ns' '1M ns' '1M/1k'
 for i in $(seq 1 "$COPIES"); do
     cp "$binary" "$work/core.$i"
-    read -r small big < <(figures "$work/core.$i" | awk '$1 == 1000 { s = $2 } $1 == 1000000 { b = $2 } END { print s, b }')
+    read -r small big < <(figures "$work/core.$i")
     [ -n "$small" ] && [ -n "$big" ] || { echo "core-bench-copies: copy $i printed no figures" >&2; exit 1; }
     ratio=$(awk -v s="$small" -v b="$big" 'BEGIN { printf "%.1f", s / b * 100 }')
     ratios+=("$ratio")
