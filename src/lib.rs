@@ -152,10 +152,7 @@ async fn sweep(state: AppState) {
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        let now = api::now();
-        for pool in state.registry.pools() {
-            pool.lock().await.tick(now);
-        }
+        state.registry.tick_all(api::now()).await;
         // Histogram samples queue up until upkeep folds them in; without a scrape they would grow.
         api::service::metrics_handle().run_upkeep();
     }

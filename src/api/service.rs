@@ -42,9 +42,12 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
+    // The gauges and the retirement counters as of now: the clock is applied to each pool first, so
+    // a scrape sees the expiries, lease ends and purges a read of the pool would see.
+    let now = super::now();
     for pool in state.registry.pools() {
-        let pool = pool.lock().await;
-        let counts = pool.counts_as_of_last_tick();
+        let mut pool = pool.lock().await;
+        let counts = pool.counts(now);
         let name = pool.name().to_owned();
         for (label, value) in [("usable", counts.usable), ("retired", counts.retired), ("leased", counts.leased)] {
             metrics::gauge!("session_pool_sessions", "pool" => name.clone(), "state" => label).set(value as f64);

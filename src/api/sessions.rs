@@ -394,6 +394,12 @@ async fn acquire(
     let started = std::time::Instant::now();
     let now = now();
     let mut guard = state.registry.lock(pool, true, now).await?;
+    let to_fill = guard.sessions_to_fill(now);
+    if state.registry.should_make_room(to_fill, now) {
+        drop(guard);
+        state.registry.make_room(to_fill, now).await;
+        guard = state.registry.lock(pool, true, now).await?;
+    }
     let acquired =
         guard.acquire(lease, now).map(|session| SessionView::of(session, pool, now).with_lease(session, now));
     let body = acquired.map(|view| view.to_json());
@@ -427,6 +433,7 @@ async fn create_session(
     // bad one before the pool is touched (or implicitly created).
     settings_input.clone().resolve(&SessionSettings::default())?;
     let now = now();
+    state.registry.make_room(1, now).await;
     let mut guard = state.registry.lock(pool, true, now).await?;
     let settings =
         if settings_input.is_empty() { None } else { Some(settings_input.resolve(&guard.config().session)?) };

@@ -134,6 +134,7 @@ async fn import_pool(
     }
 
     let now = now();
+    state.registry.make_room(sessions.len(), now).await;
     let (mut guard, created) = match state.registry.lock(name, false, now).await {
         Ok(guard) => (guard, false),
         Err(PoolError::PoolNotFound(_)) => {

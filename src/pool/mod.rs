@@ -19,7 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::TimeDelta;
@@ -148,16 +148,27 @@ pub enum PoolError {
 }
 
 /// The count of sessions held by all pools together, against `--max-sessions`.
+///
+/// A pool purges its retired sessions when its clock is applied: on its next call, or on the
+/// background sweep. Until then they still count here, so a pool short of places would be refused
+/// for sessions another pool has already let go. The budget therefore also keeps the earliest time
+/// at which any pool may give places back (`next_release`): a pool that finds too few places left
+/// and that time passed asks the registry to apply the clock to every pool first
+/// ([`Registry::make_room`]).
 #[derive(Debug)]
 pub struct SessionBudget {
     held: AtomicUsize,
     max: usize,
+    /// Unix milliseconds, rounded down, at or after which some pool may purge a session; `i64::MAX`
+    /// when none is known. Early is harmless (a needless sweep), late never happens: every purge
+    /// time and every expiry plus the retention is noted when it is queued.
+    next_release: AtomicI64,
 }
 
 impl SessionBudget {
     /// A budget of `max` sessions.
     pub fn new(max: usize) -> Self {
-        Self { held: AtomicUsize::new(0), max }
+        Self { held: AtomicUsize::new(0), max, next_release: AtomicI64::new(i64::MAX) }
     }
 
     /// Reserves up to `wanted` sessions; returns how many it got.
@@ -185,9 +196,33 @@ impl SessionBudget {
         self.held.load(Ordering::Acquire)
     }
 
+    /// Places left under the limit.
+    pub fn left(&self) -> usize {
+        self.max.saturating_sub(self.held())
+    }
+
     /// The limit.
     pub fn max(&self) -> usize {
         self.max
+    }
+
+    /// Notes that a pool may purge a session at `at`. Only a time earlier than the one known costs
+    /// a write, so the pools' hot paths read the shared line and leave it shared.
+    fn note_release_at(&self, at: Timestamp) {
+        let millis = at.timestamp_millis();
+        if millis < self.next_release.load(Ordering::Relaxed) {
+            self.next_release.fetch_min(millis, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether some pool may have sessions to purge at `now`.
+    fn release_due(&self, now: Timestamp) -> bool {
+        self.next_release.load(Ordering::Acquire) <= now.timestamp_millis()
+    }
+
+    /// Forgets the known time, before every pool is visited and notes its own again.
+    fn forget_release(&self) {
+        self.next_release.store(i64::MAX, Ordering::Release);
     }
 }
 
@@ -348,6 +383,11 @@ const QUEUE_COMPACT_MIN: usize = if cfg!(test) { 8 } else { 1024 };
 impl Queue {
     fn push(&mut self, due: Due) {
         self.heap.push(Reverse(due));
+    }
+
+    /// When the earliest entry is due.
+    fn next_at(&self) -> Option<Timestamp> {
+        self.heap.peek().map(|Reverse(due)| due.at)
     }
 
     /// The earliest entry if it is due at `now`.
@@ -558,11 +598,6 @@ impl Pool {
     /// The counts at `now`.
     pub fn counts(&mut self, now: Timestamp) -> PoolCounts {
         self.tick(now);
-        self.counts_as_of_last_tick()
-    }
-
-    /// The counts as of the last call, without applying the clock (for metrics scrapes).
-    pub fn counts_as_of_last_tick(&self) -> PoolCounts {
         let sessions = self.by_id.len();
         PoolCounts { sessions, usable: self.usable, retired: sessions - self.usable, leased: self.leased }
     }
@@ -590,6 +625,22 @@ impl Pool {
             if let Some(slot) = self.live_slot(due) {
                 self.remove_slot(slot);
             }
+        }
+    }
+
+    /// How many sessions an acquire at `now` would create to fill the pool, before `--max-sessions`.
+    pub fn sessions_to_fill(&mut self, now: Timestamp) -> usize {
+        self.tick(now);
+        (self.config.max_pool_size as usize).saturating_sub(self.usable)
+    }
+
+    /// Tells the budget the earliest time this pool may purge a session: its next purge, or its next
+    /// expiry plus the retention (either may be a stale entry, which only makes the time early).
+    fn report_next_release(&self) {
+        let purge = self.purges.next_at();
+        let expiry = self.expiries.next_at().map(|at| session::saturating_add(at, self.retention));
+        if let Some(at) = purge.into_iter().chain(expiry).min() {
+            self.budget.note_release_at(at);
         }
     }
 
@@ -1016,6 +1067,7 @@ impl Pool {
         let generation = self.slots[slot as usize].generation;
         if let Some(at) = expires_at {
             self.expiries.push(Due { at, slot, generation });
+            self.budget.note_release_at(session::saturating_add(at, self.retention));
         }
         self.by_id.insert(id.clone(), slot);
         self.ordered.insert(id);
@@ -1084,6 +1136,7 @@ impl Pool {
             }
             let at = session::saturating_add(retirement.at, self.retention);
             self.purges.push(Due { at, slot, generation });
+            self.budget.note_release_at(at);
         }
         self.compact_queues();
     }
@@ -1345,7 +1398,35 @@ impl Registry {
 
     /// How many more sessions `--max-sessions` allows now.
     pub fn sessions_left(&self) -> usize {
-        self.budget.max().saturating_sub(self.budget.held())
+        self.budget.left()
+    }
+
+    /// Whether a call that needs `wanted` new sessions should first [`Registry::make_room`]: fewer
+    /// are left, and some pool may hold sessions already past their purge time.
+    pub fn should_make_room(&self, wanted: usize, now: Timestamp) -> bool {
+        wanted > self.budget.left() && self.budget.release_due(now)
+    }
+
+    /// Makes room under `--max-sessions` for `wanted` new sessions when time has freed some: if fewer
+    /// are left and some pool may hold sessions past their purge time, applies the clock to every
+    /// pool, so another pool's purged sessions no longer count against this call. Call it holding
+    /// no pool's lock (it takes each in turn). Costs one atomic read when nothing is due.
+    pub async fn make_room(&self, wanted: usize, now: Timestamp) {
+        if self.should_make_room(wanted, now) {
+            self.tick_all(now).await;
+        }
+    }
+
+    /// Applies the clock to every pool, one at a time, and learns again when the next purge may be.
+    pub async fn tick_all(&self, now: Timestamp) {
+        // Forgotten before the visits: a pool that queues a purge meanwhile notes it itself, and every
+        // pool visited afterwards reports its own, so no time is lost.
+        self.budget.forget_release();
+        for pool in self.pools() {
+            let mut pool = pool.lock().await;
+            pool.tick(now);
+            pool.report_next_release();
+        }
     }
 
     /// Deletes the pool and its sessions; `default` is emptied and reset to the server's defaults
@@ -1671,6 +1752,61 @@ mod tests {
         pool.delete(&first, t0()).unwrap();
         create(&mut pool, "x", None);
         assert_eq!(pool.budget.held(), 3);
+    }
+
+    /// A registry of pools that never fill themselves, holding at most `max_sessions` sessions, with
+    /// a retention of 10 s.
+    fn registry_with(max_sessions: usize) -> Registry {
+        let defaults = PoolConfig { max_pool_size: 0, ..PoolConfig::default() };
+        Registry::new(defaults, RegistryLimits { max_pools: 10, max_sessions, retention: secs(10) }, t0())
+    }
+
+    #[tokio::test]
+    async fn room_another_pool_gave_back_by_its_purges_is_found_before_a_refusal() {
+        let registry = registry_with(2);
+        {
+            let mut a = registry.lock("a", true, t0()).await.unwrap();
+            create(&mut a, "1", None);
+            create(&mut a, "2", None);
+            a.retire("1", None, t0()).unwrap();
+            a.retire("2", None, t0()).unwrap();
+        }
+        let (before, after) = (t0() + secs(9), t0() + secs(10));
+        // Nothing calls pool `a`, so its purges have not run: both still count.
+        assert_eq!(registry.sessions_left(), 0);
+        assert!(!registry.should_make_room(1, before), "nothing is due before the retention ends");
+        registry.make_room(1, before).await;
+        assert_eq!(registry.sessions_left(), 0);
+        assert!(registry.should_make_room(1, after));
+        assert!(!registry.should_make_room(0, after), "no room is made for a call that needs none");
+        registry.make_room(1, after).await;
+        assert_eq!(registry.sessions_left(), 2, "the purges ran");
+        assert!(!registry.should_make_room(1, after + secs(1_000_000)), "nothing is left to purge");
+        let mut b = registry.lock("b", true, after).await.unwrap();
+        let new = NewSession { id: Some("3".into()), ..NewSession::default() };
+        b.create(new, after).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_expiry_in_a_pool_nobody_calls_is_known_as_a_future_release() {
+        let registry = registry_with(1);
+        let short = SessionSettings { max_age_secs: 5.0, ..SessionSettings::default() };
+        registry
+            .lock("a", true, t0())
+            .await
+            .unwrap()
+            .create(NewSession { id: Some("1".into()), settings: Some(short), ..NewSession::default() }, t0())
+            .unwrap();
+        // It expires at +5 s and is purged at +15 s.
+        assert!(!registry.should_make_room(1, t0() + secs(14)));
+        assert!(registry.should_make_room(1, t0() + secs(15)));
+        // A sweep before then forgets what it knew and learns it again from the pool.
+        registry.tick_all(t0() + secs(6)).await;
+        assert_eq!(registry.sessions_left(), 0);
+        assert!(!registry.should_make_room(1, t0() + secs(14)));
+        assert!(registry.should_make_room(1, t0() + secs(15)));
+        registry.make_room(1, t0() + secs(15)).await;
+        assert_eq!(registry.sessions_left(), 1);
     }
 
     #[test]

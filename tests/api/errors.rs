@@ -323,6 +323,31 @@ async fn max_sessions_counts_every_session_held_retired_ones_included() {
 }
 
 #[tokio::test]
+async fn sessions_another_pool_purged_no_longer_count_against_max_sessions() {
+    // Nothing calls pool `a` once its sessions retire, so only the 1 s background sweep would purge
+    // them; the create and the acquire in `b` come 50 ms after the retention, before it most likely.
+    let app = spawn_app_with(|c| {
+        c.max_sessions = 2;
+        c.retired_retention_secs = 0.3;
+    })
+    .await;
+    let (a, b, c) = (unique_pool(), unique_pool(), unique_pool());
+    app.configure(&a, &json!({"max_pool_size": 0})).await;
+    app.configure(&b, &json!({"max_pool_size": 0})).await;
+    app.configure(&c, &json!({"max_pool_size": 1})).await;
+    for id in ["1", "2"] {
+        app.new_session(&a, &json!({"id": id})).await;
+        expect_json(app.retire(&a, id, None).await, 200).await;
+    }
+    assert_problem(app.create_session(&b, &json!({"id": "3"})).await, 409, "limit_reached").await;
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    app.new_session(&b, &json!({"id": "3"})).await;
+    let acquired = app.acquired(&c).await;
+    assert_eq!(app.pool_status(&c).await["session_count"], 1, "{acquired}");
+    assert_eq!(app.pool_status(&a).await["session_count"], 0);
+}
+
+#[tokio::test]
 async fn a_body_over_max_body_bytes_is_payload_too_large_and_changes_nothing() {
     let app = spawn_app_with(|c| c.max_body_bytes = 256).await;
     let pool = unique_pool();

@@ -72,6 +72,32 @@ async fn metrics_expose_the_documented_names_after_some_calls() {
 }
 
 #[tokio::test]
+async fn a_scrape_sees_what_the_clock_did_to_a_pool_nobody_called() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    app.configure(&pool, &json!({"max_pool_size": 0})).await;
+    // Times short of the 1 s sweep: only the scrape itself can apply the clock.
+    app.new_session(&pool, &json!({"id": "short", "max_age_secs": 0.2})).await;
+    app.new_session(&pool, &json!({"id": "long"})).await;
+    app.leased(&pool, 0.2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |metric: &str, label: &str| {
+        let prefix = format!("{metric}{{");
+        text.lines()
+            .filter(|line| {
+                line.starts_with(&prefix) && line.contains(&format!("pool=\"{pool}\"")) && line.contains(label)
+            })
+            .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {metric} {label} for the pool in:\n{text}"))
+    };
+    assert_eq!(value("session_pool_sessions", "state=\"usable\""), 1.0);
+    assert_eq!(value("session_pool_sessions", "state=\"retired\""), 1.0);
+    assert_eq!(value("session_pool_sessions", "state=\"leased\""), 0.0);
+    assert_eq!(value("session_pool_retirements_total", "reason=\"expired\""), 1.0);
+}
+
+#[tokio::test]
 async fn http_metrics_label_routes_by_template_not_by_raw_path() {
     let app = spawn_app().await;
     assert_eq!(app.get("/metrics").await.status().as_u16(), 200);
