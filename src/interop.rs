@@ -262,9 +262,12 @@ fn detect(top: &Map<String, Value>) -> Option<ImportFormat> {
     })
 }
 
-/// Deserializes `value` as `T`, naming `at` in the error.
+/// Deserializes `value` as `T`, naming `at` and the field inside it in the error.
 fn typed<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, DocumentError> {
-    serde_json::from_value(value).map_err(|e| DocumentError(format!("{at}: {e}")))
+    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
+        "." => DocumentError(format!("{at}: {}", e.into_inner())),
+        path => DocumentError(format!("{at}.{path}: {}", e.inner())),
+    })
 }
 
 /// The checks every form shares: settings in range, a finite non-negative score, valid cookies.

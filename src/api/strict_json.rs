@@ -15,20 +15,32 @@ pub const MAX_DEPTH: usize = 128;
 /// Parses `bytes` into `T` after checking the whole document for duplicate keys and depth.
 ///
 /// # Errors
-/// A message for the client: serde's, which names the field and position.
+/// A message for the client: serde's, with the path of the offending field in front of it
+/// (`session.max_usage_count: invalid type: ...`) when the document is well-formed JSON.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let mut checker = serde_json::Deserializer::from_slice(bytes);
     checker.disable_recursion_limit();
     Checked { depth: 0 }.deserialize(&mut checker).map_err(describe)?;
     let mut parser = serde_json::Deserializer::from_slice(bytes);
     parser.disable_recursion_limit();
-    let value = T::deserialize(&mut parser).map_err(describe)?;
-    parser.end().map_err(describe)?;
-    Ok(value)
+    match T::deserialize(&mut parser).and_then(|value| parser.end().map(|()| value)) {
+        Ok(value) => Ok(value),
+        Err(e) => Err(locate::<T>(bytes).unwrap_or_else(|| describe(e))),
+    }
 }
 
 fn describe(e: serde_json::Error) -> String {
     format!("invalid JSON body: {e}")
+}
+
+/// Parses the refused document again, tracking where the parse is, for a message that names the
+/// field. Only refused requests pay for the tracking; `None` when it finds no field to name.
+fn locate<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
+    let mut parser = serde_json::Deserializer::from_slice(bytes);
+    parser.disable_recursion_limit();
+    let e = serde_path_to_error::deserialize::<_, T>(&mut parser).err()?;
+    let path = e.path().to_string();
+    (path != ".").then(|| format!("invalid JSON body: {path}: {}", e.into_inner()))
 }
 
 /// A struct that must arrive as a JSON object: serde's derive also reads a struct from a list of its
@@ -39,7 +51,14 @@ pub struct Obj<T>(pub T);
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-        T::deserialize(serde_json::Value::Object(map)).map(Obj).map_err(de::Error::custom)
+        // Through the path tracker, so the message names the field inside this object too.
+        serde_path_to_error::deserialize(serde_json::Value::Object(map)).map(Obj).map_err(|e| {
+            let path = e.path().to_string();
+            match path.as_str() {
+                "." => de::Error::custom(e.into_inner()),
+                _ => de::Error::custom(format_args!("{path}: {}", e.into_inner())),
+            }
+        })
     }
 }
 
@@ -143,6 +162,30 @@ mod tests {
         }
         assert!(from_slice::<Obj<S>>(b"[1]").is_err());
         assert!(from_slice::<Obj<S>>(br#"{"a": 1}"#).is_ok());
+    }
+
+    #[test]
+    fn a_refusal_names_the_path_of_the_offending_field() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Inner {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Outer {
+            #[allow(dead_code)]
+            list: Vec<u32>,
+            #[allow(dead_code)]
+            inner: Option<Obj<Inner>>,
+        }
+        let detail = |raw: &str| from_slice::<Outer>(raw.as_bytes()).unwrap_err();
+        assert!(detail(r#"{"list": [1, "2"]}"#).starts_with("invalid JSON body: list[1]: invalid type: string"));
+        assert!(detail(r#"{"list": [], "inner": {"n": -1}}"#).starts_with("invalid JSON body: inner: n: invalid value"));
+        // Nothing to name: serde's own message, with its position.
+        assert_eq!(detail("{"), "invalid JSON body: EOF while parsing an object at line 1 column 1");
+        assert!(detail("{}").contains("missing field `list`"));
     }
 
     #[test]

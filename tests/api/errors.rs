@@ -67,6 +67,49 @@ async fn unknown_fields_are_refused_everywhere_and_the_detail_names_them() {
 }
 
 #[tokio::test]
+async fn a_value_of_the_wrong_type_is_refused_with_the_path_of_its_field() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    let id = id_of(&app.new_session(&pool, &json!({})).await);
+    let s = format!("/v1/pools/{pool}/sessions/{id}");
+    let cases: Vec<(Method, String, Value, &str)> = vec![
+        (Method::POST, format!("/v1/pools/{pool}/acquire"), json!({"lease_secs": "30"}), "lease_secs"),
+        (Method::PUT, format!("/v1/pools/{pool}"), json!({"max_pool_size": "x"}), "max_pool_size"),
+        (
+            Method::PUT,
+            format!("/v1/pools/{pool}"),
+            json!({"session": {"max_usage_count": 1.5}}),
+            "session: max_usage_count",
+        ),
+        (Method::PUT, format!("/v1/pools/{pool}"), json!({"proxy_urls": ["http://p.example:1", 7]}), "proxy_urls[1]"),
+        (Method::POST, format!("/v1/pools/{pool}/sessions"), json!({"max_error_score": true}), "max_error_score"),
+        (
+            Method::POST,
+            format!("/v1/pools/{pool}/sessions"),
+            json!({"cookies": [{"name": "a", "value": "b"}, {"name": "c", "value": 3}]}),
+            "cookies[1]: value",
+        ),
+        (Method::PATCH, s.clone(), json!({"user_data": []}), "user_data"),
+        (
+            Method::POST,
+            format!("{s}/status_code"),
+            json!({"status_code": 403, "ignore_http_error_status_codes": [403, "429"]}),
+            "ignore_http_error_status_codes[1]",
+        ),
+        (Method::POST, format!("{s}/mark_bad"), json!({"lease_id": 5}), "lease_id"),
+    ];
+    for (method, path, body, field) in cases {
+        let resp = app.send_json(method.clone(), &path, Some(&body)).await;
+        let problem = assert_problem(resp, 400, "invalid_request").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("{field}: ")), "{method} {path} {body}: the detail names {field}: {detail}");
+    }
+    let after = app.session(&pool, &id).await;
+    assert_eq!((after["usage_count"].as_u64(), after["cookies"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    assert_eq!(app.pool_status(&pool).await["session_count"], 1);
+}
+
+#[tokio::test]
 async fn duplicate_json_keys_are_refused_at_any_depth() {
     let app = spawn_app().await;
     let pool = unique_pool();

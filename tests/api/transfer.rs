@@ -512,6 +512,22 @@ async fn a_malformed_document_imports_nothing_and_creates_no_pool() {
         assert_eq!(app.pool_status(&pool).await.0, 404, "{what}: no pool is created");
     }
 
+    // The detail names the offending field, with its place in the document.
+    for (document, field) in [
+        (own(json!({"id": "x", "created_at": "yesterday"})), "sessions[1].created_at: "),
+        (own(json!({"id": "x", "created_at": now, "usage_count": "3"})), "sessions[1].usage_count: "),
+        (python(json!({"id": "x", "createdAt": "yesterday", "maxAge": "PT1M"})), "sessions[1].createdAt: "),
+        (
+            json!({"sessions": [{"id": "x", "createdAt": now, "cookieJar": {"cookies": [{"key": "a", "value": 1}]}}]}),
+            "sessions[0].cookieJar.cookies[0].value: ",
+        ),
+    ] {
+        let answer = app.import(&unique("named"), &document).await;
+        assert_problem(&answer, 400, "invalid_request");
+        let detail = answer.1["detail"].as_str().unwrap();
+        assert!(detail.contains(field), "{document}: the detail names {field}: {detail}");
+    }
+
     let pool = unique("dup-keys");
     let body = format!(r#"{{"config": {{}}, "sessions": [{{"id": "a", "id": "b", "created_at": "{now}"}}]}}"#);
     assert_problem(
