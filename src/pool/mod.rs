@@ -220,9 +220,19 @@ impl SessionBudget {
         self.next_release.load(Ordering::Acquire) <= now.timestamp_millis()
     }
 
-    /// Forgets the known time, before every pool is visited and notes its own again.
-    fn forget_release(&self) {
-        self.next_release.store(i64::MAX, Ordering::Release);
+    /// The known time, as [`SessionBudget::relearn_release`] takes it.
+    fn known_release(&self) -> i64 {
+        self.next_release.load(Ordering::Acquire)
+    }
+
+    /// Replaces the time `known` before a visit of every pool with `earliest`, what the visit found,
+    /// unless a pool noted an earlier time meanwhile (only notes change it, and only downwards);
+    /// then the lower of the two stays. The time so never passes a purge still queued.
+    fn relearn_release(&self, known: i64, earliest: Option<Timestamp>) {
+        let earliest = earliest.map_or(i64::MAX, |at| at.timestamp_millis());
+        if self.next_release.compare_exchange(known, earliest, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            self.next_release.fetch_min(earliest, Ordering::AcqRel);
+        }
     }
 }
 
@@ -634,14 +644,12 @@ impl Pool {
         (self.config.max_pool_size as usize).saturating_sub(self.usable)
     }
 
-    /// Tells the budget the earliest time this pool may purge a session: its next purge, or its next
-    /// expiry plus the retention (either may be a stale entry, which only makes the time early).
-    fn report_next_release(&self) {
+    /// The earliest time this pool may purge a session: its next purge, or its next expiry plus the
+    /// retention (either may be a stale entry, which only makes the time early).
+    fn next_release(&self) -> Option<Timestamp> {
         let purge = self.purges.next_at();
         let expiry = self.expiries.next_at().map(|at| session::saturating_add(at, self.retention));
-        if let Some(at) = purge.into_iter().chain(expiry).min() {
-            self.budget.note_release_at(at);
-        }
+        purge.into_iter().chain(expiry).min()
     }
 
     /// Hands out a usable session: fills the pool up to `max_pool_size` usable sessions, then picks
@@ -1418,15 +1426,17 @@ impl Registry {
     }
 
     /// Applies the clock to every pool, one at a time, and learns again when the next purge may be.
+    /// The time known before stays in place during the visits, so a call that needs room meanwhile
+    /// still finds it due and makes room itself.
     pub async fn tick_all(&self, now: Timestamp) {
-        // Forgotten before the visits: a pool that queues a purge meanwhile notes it itself, and every
-        // pool visited afterwards reports its own, so no time is lost.
-        self.budget.forget_release();
+        let known = self.budget.known_release();
+        let mut earliest: Option<Timestamp> = None;
         for pool in self.pools() {
             let mut pool = pool.lock().await;
             pool.tick(now);
-            pool.report_next_release();
+            earliest = earliest.into_iter().chain(pool.next_release()).min();
         }
+        self.budget.relearn_release(known, earliest);
     }
 
     /// Deletes the pool and its sessions; `default` is emptied and reset to the server's defaults
@@ -1787,6 +1797,25 @@ mod tests {
         b.create(new, after).unwrap();
     }
 
+    #[test]
+    fn relearning_the_release_time_never_loses_one_noted_during_the_visits() {
+        let budget = SessionBudget::new(10);
+        budget.note_release_at(t0() + secs(5));
+        // A visit that found the next purge at +30 s (the one at +5 s ran) replaces the time.
+        let known = budget.known_release();
+        budget.relearn_release(known, Some(t0() + secs(30)));
+        assert!(!budget.release_due(t0() + secs(29)) && budget.release_due(t0() + secs(30)));
+        // A pool noted +10 s while a visit was under way: the visit's +30 s must not hide it.
+        let known = budget.known_release();
+        budget.note_release_at(t0() + secs(10));
+        budget.relearn_release(known, Some(t0() + secs(30)));
+        assert!(!budget.release_due(t0() + secs(9)) && budget.release_due(t0() + secs(10)));
+        // A visit that found nothing queued anywhere.
+        let known = budget.known_release();
+        budget.relearn_release(known, None);
+        assert!(!budget.release_due(t0() + secs(1_000_000_000)));
+    }
+
     #[tokio::test]
     async fn an_expiry_in_a_pool_nobody_calls_is_known_as_a_future_release() {
         let registry = registry_with(1);
@@ -1800,7 +1829,7 @@ mod tests {
         // It expires at +5 s and is purged at +15 s.
         assert!(!registry.should_make_room(1, t0() + secs(14)));
         assert!(registry.should_make_room(1, t0() + secs(15)));
-        // A sweep before then forgets what it knew and learns it again from the pool.
+        // A sweep before then learns the time again from the pool.
         registry.tick_all(t0() + secs(6)).await;
         assert_eq!(registry.sessions_left(), 0);
         assert!(!registry.should_make_room(1, t0() + secs(14)));
