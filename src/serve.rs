@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,6 +18,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+
+use crate::api::hot::App;
 
 /// How long a client may take to send a request's headers (also bounds idle keep-alive waits).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +30,7 @@ pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to finish
 /// (bound it from outside if it must end by a deadline).
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD_BYTES);

@@ -37,13 +37,23 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Layer of [`Observe`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ObserveLayer;
+pub struct ObserveLayer {
+    route: Option<&'static str>,
+}
+
+impl ObserveLayer {
+    /// For a service that serves one route and is reached without the router (which would record
+    /// the matched route in the request): its requests are labelled `route`.
+    pub fn fixed(route: &'static str) -> Self {
+        Self { route: Some(route) }
+    }
+}
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
+        Observe { inner, route: self.route }
     }
 }
 
@@ -54,6 +64,8 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
+    /// The route label of every request, when fixed; else the router's matched route.
+    route: Option<&'static str>,
 }
 
 impl<S, B> Service<Request> for Observe<S>
@@ -76,7 +88,10 @@ where
         }
         let request_id = headers.get(&REQUEST_ID).cloned().unwrap_or_else(new_request_id);
         let method = request.method().clone();
-        let route = request.extensions().get::<MatchedPath>().cloned();
+        let route = match self.route {
+            Some(route) => Some(RouteLabel::Fixed(route)),
+            None => request.extensions().get::<MatchedPath>().cloned().map(RouteLabel::Matched),
+        };
         ObserveFuture { inner: self.inner.call(request), seen: Some(Seen { started, method, route, request_id }) }
     }
 }
@@ -94,8 +109,17 @@ fn new_request_id() -> HeaderValue {
 struct Seen {
     started: Instant,
     method: Method,
-    route: Option<MatchedPath>,
+    route: Option<RouteLabel>,
     request_id: HeaderValue,
+}
+
+/// The route template a request matched.
+#[derive(Debug)]
+enum RouteLabel {
+    /// As the router recorded it.
+    Matched(MatchedPath),
+    /// As the layer was built with.
+    Fixed(&'static str),
 }
 
 pin_project_lite::pin_project! {
@@ -118,7 +142,11 @@ where
         let mut result = ready!(this.inner.poll(cx));
         if let (Some(seen), Ok(response)) = (this.seen.take(), result.as_mut()) {
             let elapsed = seen.started.elapsed();
-            let route = seen.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let route = match &seen.route {
+                Some(RouteLabel::Matched(matched)) => matched.as_str(),
+                Some(RouteLabel::Fixed(route)) => route,
+                None => "unmatched",
+            };
             let status = response.status();
             record_http_metrics(&seen.method, route, status.as_u16(), elapsed);
             let request_id = seen.request_id.to_str().unwrap_or("");
@@ -374,7 +402,7 @@ mod tests {
             .route("/ok", get(|| async { "ok" }))
             .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
             .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
-            .layer(ObserveLayer);
+            .layer(ObserveLayer::default());
         let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
         assert!(response.headers().contains_key(&REQUEST_ID));
         let events = seen.lock().unwrap().clone();

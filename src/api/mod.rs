@@ -6,6 +6,7 @@
 
 pub mod cookies;
 pub mod edge;
+pub mod hot;
 pub mod json_out;
 pub mod pools;
 pub mod service;
@@ -110,8 +111,27 @@ impl AppState {
     }
 }
 
-/// The whole application: every route, the 404/405 fallbacks and the middleware stack.
-pub fn app(state: AppState) -> Router {
+/// What a panicking handler answers: 500 `internal`, its cause logged, never sent.
+pub type PanicResponse = fn(Box<dyn std::any::Any + Send + 'static>) -> Response;
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+}
+
+/// The layer that turns a panic in a handler into [`panic_response`].
+fn catch_panic_layer() -> CatchPanicLayer<PanicResponse> {
+    CatchPanicLayer::custom(panic_response as PanicResponse)
+}
+
+/// The whole application: every route, the 404/405 fallbacks and the middleware stack, with the
+/// direct way in for the calls a scraper makes per page ([`hot`]).
+pub fn app(state: AppState) -> hot::App {
+    let router = routes(state.clone());
+    hot::App::new(router, &state)
+}
+
+/// Every route, behind the middleware stack.
+pub fn routes(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(pools::router())
         .merge(sessions::router())
@@ -127,10 +147,8 @@ pub fn app(state: AppState) -> Router {
         // path under `/v1`.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(edge::ObserveLayer)
-                .layer(CatchPanicLayer::custom(|_panic| {
-                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-                }))
+                .layer(edge::ObserveLayer::default())
+                .layer(catch_panic_layer())
                 .layer(edge::AdmitLayer::new(state.clone())),
         )
         .with_state(state)

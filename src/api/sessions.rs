@@ -36,17 +36,31 @@ pub const MAX_PAGE: u32 = 1000;
 /// The page size when none is asked for.
 pub const DEFAULT_PAGE: u32 = 100;
 
-/// Routes of this module.
+/// The route of acquire.
+pub const ACQUIRE: &str = "/v1/pools/{pool}/acquire";
+/// The route of mark_good.
+pub const MARK_GOOD: &str = "/v1/pools/{pool}/sessions/{id}/mark_good";
+/// The route of mark_bad.
+pub const MARK_BAD: &str = "/v1/pools/{pool}/sessions/{id}/mark_bad";
+/// The route of retire.
+pub const RETIRE: &str = "/v1/pools/{pool}/sessions/{id}/retire";
+/// The route of release.
+pub const RELEASE: &str = "/v1/pools/{pool}/sessions/{id}/release";
+/// The route of status_code.
+pub const STATUS_CODE: &str = "/v1/pools/{pool}/sessions/{id}/status_code";
+
+/// Routes of this module. The six calls a scraper makes for every page also have a direct way in
+/// that skips the router ([`super::hot`]); both end in the same `*_in` functions below.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/pools/{pool}/acquire", post(acquire))
+        .route(ACQUIRE, post(acquire))
         .route("/v1/pools/{pool}/sessions", post(create_session).get(list_sessions))
         .route("/v1/pools/{pool}/sessions/{id}", get(get_session).patch(patch_session).delete(delete_session))
-        .route("/v1/pools/{pool}/sessions/{id}/mark_good", post(mark_good))
-        .route("/v1/pools/{pool}/sessions/{id}/mark_bad", post(mark_bad))
-        .route("/v1/pools/{pool}/sessions/{id}/retire", post(retire))
-        .route("/v1/pools/{pool}/sessions/{id}/release", post(release))
-        .route("/v1/pools/{pool}/sessions/{id}/status_code", post(status_code))
+        .route(MARK_GOOD, post(mark_good))
+        .route(MARK_BAD, post(mark_bad))
+        .route(RETIRE, post(retire))
+        .route(RELEASE, post(release))
+        .route(STATUS_CODE, post(status_code))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,7 +275,7 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AcquireRequest {
+pub(super) struct AcquireRequest {
     lease_secs: Option<f64>,
 }
 
@@ -291,19 +305,19 @@ struct PatchSessionRequest {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LeaseIdRequest {
-    lease_id: Option<String>,
+pub(super) struct LeaseIdRequest {
+    pub(super) lease_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReleaseRequest {
+pub(super) struct ReleaseRequest {
     lease_id: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatusCodeRequest {
+pub(super) struct StatusCodeRequest {
     #[serde(deserialize_with = "json_int::one")]
     status_code: u16,
     #[serde(default, deserialize_with = "json_int::list")]
@@ -383,7 +397,12 @@ async fn acquire(
     AppPath(pool): AppPath<String>,
     AppJson(request): AppJson<AcquireRequest>,
 ) -> Result<Response> {
-    let pool = check_pool_name(&pool)?;
+    acquire_in(&state, &pool, request).await
+}
+
+/// Acquire in `pool` (as the path gave it, not yet checked).
+pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireRequest) -> Result<Response> {
+    let pool = check_pool_name(pool)?;
     let lease = match request.lease_secs {
         Some(secs) if !(secs > 0.0 && secs <= MAX_LEASE_SECS) => {
             return Err(ApiError::invalid(format!("lease_secs: {secs} is not in (0, {MAX_LEASE_SECS}]")));
@@ -533,21 +552,22 @@ async fn delete_session(
 }
 
 /// The three mark-like calls share one shape: optional lease id, one core operation.
-#[derive(Clone, Copy)]
-enum Mark {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mark {
     Good,
     Bad,
     Retire,
 }
 
-async fn apply_mark(
-    state: AppState,
-    pool: String,
-    id: String,
+/// mark_good, mark_bad or retire of `id` in `pool` (as the path gave them, not yet checked).
+pub(super) async fn apply_mark(
+    state: &AppState,
+    pool: &str,
+    id: &str,
     lease_id: Option<String>,
     mark: Mark,
 ) -> Result<Response> {
-    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     let lease_id = lease_id.as_deref();
@@ -566,7 +586,7 @@ async fn mark_good(
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<LeaseIdRequest>,
 ) -> Result<Response> {
-    apply_mark(state, pool, id, request.lease_id, Mark::Good).await
+    apply_mark(&state, &pool, &id, request.lease_id, Mark::Good).await
 }
 
 async fn mark_bad(
@@ -574,7 +594,7 @@ async fn mark_bad(
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<LeaseIdRequest>,
 ) -> Result<Response> {
-    apply_mark(state, pool, id, request.lease_id, Mark::Bad).await
+    apply_mark(&state, &pool, &id, request.lease_id, Mark::Bad).await
 }
 
 async fn retire(
@@ -582,7 +602,7 @@ async fn retire(
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<LeaseIdRequest>,
 ) -> Result<Response> {
-    apply_mark(state, pool, id, request.lease_id, Mark::Retire).await
+    apply_mark(&state, &pool, &id, request.lease_id, Mark::Retire).await
 }
 
 async fn release(
@@ -590,7 +610,12 @@ async fn release(
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<ReleaseRequest>,
 ) -> Result<Response> {
-    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    release_in(&state, &pool, &id, request).await
+}
+
+/// Release of `id` in `pool` (as the path gave them, not yet checked).
+pub(super) async fn release_in(state: &AppState, pool: &str, id: &str, request: ReleaseRequest) -> Result<Response> {
+    let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     let session = guard.release(id, &request.lease_id, now)?;
@@ -604,7 +629,17 @@ async fn status_code(
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<StatusCodeRequest>,
 ) -> Result<Response> {
-    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
+    status_code_in(&state, &pool, &id, request).await
+}
+
+/// A status code reported for `id` in `pool` (as the path gave them, not yet checked).
+pub(super) async fn status_code_in(
+    state: &AppState,
+    pool: &str,
+    id: &str,
+    request: StatusCodeRequest,
+) -> Result<Response> {
+    let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
     if !is_status_code(request.status_code) {
         return Err(ApiError::invalid(format!("status_code: {} is not in 100..=599", request.status_code)));
     }

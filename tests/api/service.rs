@@ -1,5 +1,6 @@
 //! The service endpoints: health, readiness, metrics and the served spec.
 
+use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{expect_json, media_type, spawn_app, spawn_app_with, unique_pool};
@@ -102,12 +103,20 @@ async fn http_metrics_label_routes_by_template_not_by_raw_path() {
     let app = spawn_app().await;
     assert_eq!(app.get("/metrics").await.status().as_u16(), 200);
     let pool = unique_pool();
-    app.acquired(&pool).await;
+    let id = app.acquired(&pool).await["id"].as_str().unwrap().to_owned();
+    // The same route through the router: a percent-encoded name does not take the direct way in.
+    let encoded = pool.replacen('p', "%70", 1);
+    assert_ne!(encoded, pool);
+    let resp = app.send_json(Method::POST, &format!("/v1/pools/{encoded}/sessions/{id}/mark_good"), None).await;
+    assert_eq!(expect_json(resp, 200).await["usage_count"], 1);
+    expect_json(app.mark_good(&pool, &id, None).await, 200).await;
     let text = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        text.lines().any(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/v1/pools/{pool}/acquire\"")),
-        "no http_requests_total for the acquire route template:\n{text}"
-    );
+    for route in ["/v1/pools/{pool}/acquire", "/v1/pools/{pool}/sessions/{id}/mark_good"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("http_requests_total{") && l.contains(&format!("route=\"{route}\""))),
+            "no http_requests_total for the route template {route}:\n{text}"
+        );
+    }
     assert!(
         !text.contains(&format!("/v1/pools/{pool}/acquire")),
         "a raw path (with the pool name) leaked into the route label"
