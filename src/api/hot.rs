@@ -162,11 +162,12 @@ async fn handle(state: AppState, call: HotCall, request: Request) -> crate::erro
 type HotStack = Observe<tower_http::catch_panic::CatchPanic<Admit<HotHandler>, super::PanicResponse>>;
 
 /// The whole application as a service: the hot calls by their direct way, everything else by the
-/// router. Cloned for every connection (a reference count per part).
+/// router. hyper-util clones the service for every request, so the hot stacks sit behind one
+/// reference count and a request clones only the stack it takes.
 #[derive(Clone)]
 pub struct App {
     router: Router,
-    hot: [HotStack; 6],
+    hot: std::sync::Arc<[HotStack; 6]>,
 }
 
 impl App {
@@ -178,7 +179,7 @@ impl App {
             let guarded = super::catch_panic_layer().layer(admitted);
             ObserveLayer::fixed(call.template()).layer(guarded)
         });
-        Self { router, hot }
+        Self { router, hot: std::sync::Arc::new(hot) }
     }
 }
 
@@ -193,14 +194,17 @@ impl Service<Request> for App {
     type Error = Infallible;
     type Future = AppFuture;
 
-    /// Both ways are always ready: the router, and every hot stack (its handler is).
+    /// Both ways are always ready, so neither is polled here: the router (axum's `Router` is), and
+    /// every hot stack (no layer in it waits: `Observe`, `CatchPanic` and `Admit` pass readiness on,
+    /// and `HotHandler` is always ready). A layer that can refuse readiness (a concurrency limit)
+    /// must not be added to a hot stack without polling it here.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request) -> AppFuture {
         match classify(request.method(), request.uri().path()) {
-            Some((call, ..)) => AppFuture::Hot { inner: self.hot[call.index()].call(request) },
+            Some((call, ..)) => AppFuture::Hot { inner: self.hot[call.index()].clone().call(request) },
             None => AppFuture::Routed { inner: self.router.call(request) },
         }
     }

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::error::{ApiError, Result};
 use crate::json_int;
-use crate::pool::{validate_proxy_url, NewSession, StateFilter};
+use crate::pool::{validate_proxy_url, NewSession, PoolError, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;
 use crate::session::{Cookie, Session, SessionSettings, StatusReport, Timestamp};
@@ -411,12 +411,28 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         None => None,
     };
     let started = std::time::Instant::now();
-    let now = now();
-    let mut guard = state.registry.lock(pool, true, now).await?;
-    let to_fill = guard.sessions_to_fill(now);
-    if state.registry.should_make_room(to_fill, now) {
+    let mut now = now();
+    // An acquire that could only answer 503 for want of places under --max-sessions first has the
+    // places purged elsewhere given back (`Registry::make_room`), with no pool lock held. A pool
+    // this call would create is created only afterwards, so nothing of the call shows before its
+    // one locked step; a pool that exists was only looked at.
+    let mut guard = match state.registry.lock(pool, false, now).await {
+        Ok(guard) => guard,
+        Err(PoolError::PoolNotFound(_)) => {
+            let to_fill = state.registry.defaults().max_pool_size as usize;
+            if state.registry.should_make_room(to_fill, now) {
+                state.registry.make_room(to_fill, now).await;
+                now = super::now();
+            }
+            state.registry.lock(pool, true, now).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let shortfall = guard.shortfall(now);
+    if state.registry.should_make_room(shortfall, now) {
         drop(guard);
-        state.registry.make_room(to_fill, now).await;
+        state.registry.make_room(shortfall, now).await;
+        now = super::now();
         guard = state.registry.lock(pool, true, now).await?;
     }
     let acquired =
@@ -451,8 +467,8 @@ async fn create_session(
     // Each field is checked on its own, so checking the given ones over any valid base finds every
     // bad one before the pool is touched (or implicitly created).
     settings_input.clone().resolve(&SessionSettings::default())?;
+    state.registry.make_room(1, now()).await;
     let now = now();
-    state.registry.make_room(1, now).await;
     let mut guard = state.registry.lock(pool, true, now).await?;
     let settings =
         if settings_input.is_empty() { None } else { Some(settings_input.resolve(&guard.config().session)?) };

@@ -50,15 +50,17 @@ pub struct Obj<T>(pub T);
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-        // Through the path tracker, so the message names the field inside this object too.
-        serde_path_to_error::deserialize(serde_json::Value::Object(map)).map(Obj).map_err(|e| {
-            let path = e.path().to_string();
-            match path.as_str() {
-                "." => de::Error::custom(e.into_inner()),
-                _ => de::Error::custom(format_args!("{path}: {}", e.into_inner())),
-            }
-        })
+        let value = serde_json::Value::Object(serde_json::Map::deserialize(d)?);
+        match T::deserialize(&value) {
+            Ok(inner) => Ok(Obj(inner)),
+            // Again through the path tracker, so the message names the field inside this object.
+            Err(plain) => match serde_path_to_error::deserialize::<_, T>(&value) {
+                Err(e) if e.path().to_string() != "." => {
+                    Err(de::Error::custom(format_args!("{}: {}", e.path(), e.inner())))
+                }
+                _ => Err(de::Error::custom(plain)),
+            },
+        }
     }
 }
 

@@ -133,8 +133,8 @@ async fn import_pool(
         check_session_id(&session.id).map_err(|e| ApiError::invalid(format!("sessions[{index}]: {e}")))?;
     }
 
+    state.registry.make_room(sessions.len(), now()).await;
     let now = now();
-    state.registry.make_room(sessions.len(), now).await;
     let (mut guard, created) = match state.registry.lock(name, false, now).await {
         Ok(guard) => (guard, false),
         Err(PoolError::PoolNotFound(_)) => {

@@ -19,7 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::TimeDelta;
@@ -152,23 +152,20 @@ pub enum PoolError {
 /// A pool purges its retired sessions when its clock is applied: on its next call, or on the
 /// background sweep. Until then they still count here, so a pool short of places would be refused
 /// for sessions another pool has already let go. The budget therefore also keeps the earliest time
-/// at which any pool may give places back (`next_release`): a pool that finds too few places left
-/// and that time passed asks the registry to apply the clock to every pool first
+/// at which any pool may give places back ([`ReleaseTime`]): a call that finds too few places left
+/// and that time passed has the registry apply the clock to every pool first
 /// ([`Registry::make_room`]).
 #[derive(Debug)]
 pub struct SessionBudget {
     held: AtomicUsize,
     max: usize,
-    /// Unix milliseconds, rounded down, at or after which some pool may purge a session; `i64::MAX`
-    /// when none is known. Early is harmless (a needless sweep), late never happens: every purge
-    /// time and every expiry plus the retention is noted when it is queued.
-    next_release: AtomicI64,
+    release: ReleaseTime,
 }
 
 impl SessionBudget {
     /// A budget of `max` sessions.
     pub fn new(max: usize) -> Self {
-        Self { held: AtomicUsize::new(0), max, next_release: AtomicI64::new(i64::MAX) }
+        Self { held: AtomicUsize::new(0), max, release: ReleaseTime::default() }
     }
 
     /// Reserves up to `wanted` sessions; returns how many it got.
@@ -205,33 +202,70 @@ impl SessionBudget {
     pub fn max(&self) -> usize {
         self.max
     }
+}
 
-    /// Notes that a pool may purge a session at `at`. Only a time earlier than the one known costs
-    /// a write, so the pools' hot paths read the shared line and leave it shared.
-    fn note_release_at(&self, at: Timestamp) {
-        let millis = at.timestamp_millis();
-        if millis < self.next_release.load(Ordering::Relaxed) {
-            self.next_release.fetch_min(millis, Ordering::AcqRel);
-        }
+/// The earliest time at which some pool may purge a session (and so give a place back), kept
+/// early, never late: every pool notes each purge time and each expiry plus the retention when it
+/// queues them, and a walk over every pool ([`Registry::tick_all`]) replaces the time with what it
+/// found, since the purges due before it are done.
+///
+/// The replacement is what could make the time late: a note that comes in during a walk, from a
+/// pool the walk has already visited, and later than the stale time in place, changes no time, so
+/// comparing times could not tell that it came. So one atomic word holds the time and a count of
+/// the notes: milliseconds since the Unix epoch in the high 43 bits (to the year 2248; times past
+/// it are kept as that, which is early, and none is [`ReleaseTime::NONE`]) and the count, modulo
+/// 2^21, in the low 21. A walk replaces the word only if it is the one it saw when it started; else
+/// it only lowers the time. Notes are rare (one or two in a session's life), so each may cost a
+/// compare-and-swap on the shared word.
+#[derive(Debug)]
+struct ReleaseTime(AtomicU64);
+
+impl Default for ReleaseTime {
+    fn default() -> Self {
+        Self(AtomicU64::new(Self::NONE << Self::COUNT_BITS))
+    }
+}
+
+impl ReleaseTime {
+    const COUNT_BITS: u32 = 21;
+    const COUNT_MASK: u64 = (1 << Self::COUNT_BITS) - 1;
+    /// The time field when no release is known.
+    const NONE: u64 = (1 << (64 - Self::COUNT_BITS)) - 1;
+
+    /// `at` as the time field: clamped to the field's range, where a clamp only makes it early.
+    fn field(at: Option<Timestamp>) -> u64 {
+        at.map_or(Self::NONE, |at| at.timestamp_millis().clamp(0, Self::NONE as i64 - 1) as u64)
+    }
+
+    /// Notes that a pool may purge a session at `at`.
+    fn note(&self, at: Timestamp) {
+        let millis = Self::field(Some(at));
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            let count = (word + 1) & Self::COUNT_MASK;
+            Some(((word >> Self::COUNT_BITS).min(millis) << Self::COUNT_BITS) | count)
+        });
     }
 
     /// Whether some pool may have sessions to purge at `now`.
-    fn release_due(&self, now: Timestamp) -> bool {
-        self.next_release.load(Ordering::Acquire) <= now.timestamp_millis()
+    fn due(&self, now: Timestamp) -> bool {
+        self.0.load(Ordering::Acquire) >> Self::COUNT_BITS <= Self::field(Some(now))
     }
 
-    /// The known time, as [`SessionBudget::relearn_release`] takes it.
-    fn known_release(&self) -> i64 {
-        self.next_release.load(Ordering::Acquire)
+    /// The word a walk starts from, for [`ReleaseTime::relearn`].
+    fn snapshot(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 
-    /// Replaces the time `known` before a visit of every pool with `earliest`, what the visit found,
-    /// unless a pool noted an earlier time meanwhile (only notes change it, and only downwards);
-    /// then the lower of the two stays. The time so never passes a purge still queued.
-    fn relearn_release(&self, known: i64, earliest: Option<Timestamp>) {
-        let earliest = earliest.map_or(i64::MAX, |at| at.timestamp_millis());
-        if self.next_release.compare_exchange(known, earliest, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            self.next_release.fetch_min(earliest, Ordering::AcqRel);
+    /// After a walk that started at `seen` and found `earliest` as the next release of every pool:
+    /// puts `earliest` in place if no note came in meanwhile, else only lowers the time to it.
+    fn relearn(&self, seen: u64, earliest: Option<Timestamp>) {
+        let millis = Self::field(earliest);
+        let replaced = (millis << Self::COUNT_BITS) | (seen & Self::COUNT_MASK);
+        if self.0.compare_exchange(seen, replaced, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let lowered = (word >> Self::COUNT_BITS).min(millis);
+                Some((lowered << Self::COUNT_BITS) | (word & Self::COUNT_MASK))
+            });
         }
     }
 }
@@ -638,10 +672,16 @@ impl Pool {
         }
     }
 
-    /// How many sessions an acquire at `now` would create to fill the pool, before `--max-sessions`.
-    pub fn sessions_to_fill(&mut self, now: Timestamp) -> usize {
+    /// How many sessions an acquire at `now` needs `--max-sessions` to allow so as not to answer
+    /// `no_session_available`: none while a free session is there to hand out (filling the pool is
+    /// then only as far as places are left), else what filling the pool takes.
+    pub fn shortfall(&mut self, now: Timestamp) -> usize {
         self.tick(now);
-        (self.config.max_pool_size as usize).saturating_sub(self.usable)
+        if self.free.is_empty() {
+            (self.config.max_pool_size as usize).saturating_sub(self.usable)
+        } else {
+            0
+        }
     }
 
     /// The earliest time this pool may purge a session: its next purge, or its next expiry plus the
@@ -1075,7 +1115,7 @@ impl Pool {
         let generation = self.slots[slot as usize].generation;
         if let Some(at) = expires_at {
             self.expiries.push(Due { at, slot, generation });
-            self.budget.note_release_at(session::saturating_add(at, self.retention));
+            self.budget.release.note(session::saturating_add(at, self.retention));
         }
         self.by_id.insert(id.clone(), slot);
         self.ordered.insert(id);
@@ -1144,7 +1184,7 @@ impl Pool {
             }
             let at = session::saturating_add(retirement.at, self.retention);
             self.purges.push(Due { at, slot, generation });
-            self.budget.note_release_at(at);
+            self.budget.release.note(at);
         }
         self.compact_queues();
     }
@@ -1316,6 +1356,8 @@ pub struct Registry {
     defaults: PoolConfig,
     limits: RegistryLimits,
     budget: Arc<SessionBudget>,
+    /// Held by the one walk over every pool at a time ([`Registry::tick_all`]).
+    walking: Mutex<()>,
 }
 
 /// A locked pool; dropping it unlocks.
@@ -1328,7 +1370,14 @@ impl Registry {
         let default = Pool::new(DEFAULT_POOL, defaults.clone(), limits.retention, Arc::clone(&budget), now);
         let mut pools = BTreeMap::new();
         pools.insert(Arc::from(DEFAULT_POOL), Arc::new(Mutex::new(default)));
-        Self { pools: RwLock::new(pools), removed: std::sync::Mutex::new(Vec::new()), defaults, limits, budget }
+        Self {
+            pools: RwLock::new(pools),
+            removed: std::sync::Mutex::new(Vec::new()),
+            defaults,
+            limits,
+            budget,
+            walking: Mutex::new(()),
+        }
     }
 
     /// The server's default pool configuration.
@@ -1412,31 +1461,41 @@ impl Registry {
     /// Whether a call that needs `wanted` new sessions should first [`Registry::make_room`]: fewer
     /// are left, and some pool may hold sessions already past their purge time.
     pub fn should_make_room(&self, wanted: usize, now: Timestamp) -> bool {
-        wanted > self.budget.left() && self.budget.release_due(now)
+        wanted > self.budget.left() && self.budget.release.due(now)
     }
 
     /// Makes room under `--max-sessions` for `wanted` new sessions when time has freed some: if fewer
     /// are left and some pool may hold sessions past their purge time, applies the clock to every
     /// pool, so another pool's purged sessions no longer count against this call. Call it holding
-    /// no pool's lock (it takes each in turn). Costs one atomic read when nothing is due.
+    /// no pool's lock (it takes each in turn). Costs two atomic reads when nothing is due; calls
+    /// that need room at once share one walk.
     pub async fn make_room(&self, wanted: usize, now: Timestamp) {
+        if !self.should_make_room(wanted, now) {
+            return;
+        }
+        let _walk = self.walking.lock().await;
+        // Another call's walk may have made the room while this one waited.
         if self.should_make_room(wanted, now) {
-            self.tick_all(now).await;
+            self.walk(now).await;
         }
     }
 
     /// Applies the clock to every pool, one at a time, and learns again when the next purge may be.
-    /// The time known before stays in place during the visits, so a call that needs room meanwhile
-    /// still finds it due and makes room itself.
     pub async fn tick_all(&self, now: Timestamp) {
-        let known = self.budget.known_release();
+        let _walk = self.walking.lock().await;
+        self.walk(now).await;
+    }
+
+    /// [`Registry::tick_all`]'s walk; the caller holds `walking`.
+    async fn walk(&self, now: Timestamp) {
+        let seen = self.budget.release.snapshot();
         let mut earliest: Option<Timestamp> = None;
         for pool in self.pools() {
             let mut pool = pool.lock().await;
             pool.tick(now);
             earliest = earliest.into_iter().chain(pool.next_release()).min();
         }
-        self.budget.relearn_release(known, earliest);
+        self.budget.release.relearn(seen, earliest);
     }
 
     /// Deletes the pool and its sessions; `default` is emptied and reset to the server's defaults
@@ -1799,21 +1858,70 @@ mod tests {
 
     #[test]
     fn relearning_the_release_time_never_loses_one_noted_during_the_visits() {
-        let budget = SessionBudget::new(10);
-        budget.note_release_at(t0() + secs(5));
-        // A visit that found the next purge at +30 s (the one at +5 s ran) replaces the time.
-        let known = budget.known_release();
-        budget.relearn_release(known, Some(t0() + secs(30)));
-        assert!(!budget.release_due(t0() + secs(29)) && budget.release_due(t0() + secs(30)));
-        // A pool noted +10 s while a visit was under way: the visit's +30 s must not hide it.
-        let known = budget.known_release();
-        budget.note_release_at(t0() + secs(10));
-        budget.relearn_release(known, Some(t0() + secs(30)));
-        assert!(!budget.release_due(t0() + secs(9)) && budget.release_due(t0() + secs(10)));
-        // A visit that found nothing queued anywhere.
-        let known = budget.known_release();
-        budget.relearn_release(known, None);
-        assert!(!budget.release_due(t0() + secs(1_000_000_000)));
+        let release = ReleaseTime::default();
+        assert!(!release.due(t0() + secs(1_000_000_000)), "nothing is known at first");
+        release.note(t0() + secs(5));
+        release.note(t0() + secs(8));
+        assert!(!release.due(t0() + secs(4)) && release.due(t0() + secs(5)), "the earliest note wins");
+        // A walk that found the next purge at +30 s (the one at +5 s ran) replaces the time.
+        let seen = release.snapshot();
+        release.relearn(seen, Some(t0() + secs(30)));
+        assert!(!release.due(t0() + secs(29)) && release.due(t0() + secs(30)));
+        // A pool noted +10 s while a walk was under way: the walk's +30 s must not hide it.
+        let seen = release.snapshot();
+        release.note(t0() + secs(10));
+        release.relearn(seen, Some(t0() + secs(30)));
+        assert!(!release.due(t0() + secs(9)) && release.due(t0() + secs(10)));
+        // The same with a note later than the stale time in place, which changes no time: the count
+        // still tells the walk it came.
+        let seen = release.snapshot();
+        release.note(t0() + secs(20));
+        release.relearn(seen, None);
+        assert!(release.due(t0() + secs(10)), "the stale time stays: early, not late");
+        // A walk with no note meanwhile that found nothing queued anywhere.
+        let seen = release.snapshot();
+        release.relearn(seen, None);
+        assert!(!release.due(t0() + secs(1_000_000_000)));
+        // Times outside the field's range are kept early.
+        release.note(DateTime::<chrono::Utc>::MAX_UTC);
+        assert!(release.due(DateTime::<chrono::Utc>::MAX_UTC));
+        release.note(DateTime::<chrono::Utc>::MIN_UTC);
+        assert!(release.due(DateTime::<chrono::Utc>::UNIX_EPOCH));
+    }
+
+    #[tokio::test]
+    async fn a_purge_queued_in_a_visited_pool_during_a_walk_is_not_lost() {
+        let registry = Arc::new(registry_with(2));
+        {
+            let mut b = registry.lock("b", true, t0()).await.unwrap();
+            create(&mut b, "b1", None);
+            b.retire("b1", None, t0()).unwrap(); // purge due at +10 s
+        }
+        registry.lock("a", true, t0()).await.unwrap();
+        // Pool `b` purges its session itself at +10 s, so the known time (+10 s) is stale after.
+        registry.lock("b", false, t0() + secs(11)).await.unwrap().tick(t0() + secs(11));
+        // A walk at +11 s visits `a`, then waits for `b`, which this test holds.
+        let b = registry.lock("b", false, t0() + secs(11)).await.unwrap();
+        let walk = tokio::spawn({
+            let registry = Arc::clone(&registry);
+            async move { registry.tick_all(t0() + secs(11)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        {
+            // Meanwhile `a`, already visited, retires two sessions: purges due at +21 s.
+            let mut a = registry.lock("a", false, t0() + secs(11)).await.unwrap();
+            for id in ["a1", "a2"] {
+                let new = NewSession { id: Some(id.into()), ..NewSession::default() };
+                a.create(new, t0() + secs(11)).unwrap();
+                a.retire(id, None, t0() + secs(11)).unwrap();
+            }
+        }
+        drop(b);
+        walk.await.unwrap();
+        let at = t0() + secs(21);
+        assert!(registry.should_make_room(1, at), "the purges queued during the walk are known");
+        registry.make_room(1, at).await;
+        assert_eq!(registry.sessions_left(), 2);
     }
 
     #[tokio::test]

@@ -388,6 +388,12 @@ async fn sessions_another_pool_purged_no_longer_count_against_max_sessions() {
     let acquired = app.acquired(&c).await;
     assert_eq!(app.pool_status(&c).await["session_count"], 1, "{acquired}");
     assert_eq!(app.pool_status(&a).await["session_count"], 0);
+    // An acquire that creates its pool, once `b`'s session is due for purge.
+    expect_json(app.retire(&b, "3", None).await, 200).await;
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let d = unique_pool();
+    app.acquired(&d).await;
+    assert_eq!(app.pool_status(&d).await["session_count"], 1);
 }
 
 #[tokio::test]
