@@ -152,7 +152,7 @@ pub enum PoolError {
 /// A pool purges its retired sessions when its clock is applied: on its next call, or on the
 /// background sweep. Until then they still count here, so a pool short of places would be refused
 /// for sessions another pool has already let go. The budget therefore also keeps the earliest time
-/// at which any pool may give places back ([`ReleaseTime`]): a call that finds too few places left
+/// at which any pool may give places back (`ReleaseTime`): a call that finds too few places left
 /// and that time passed has the registry apply the clock to every pool first
 /// ([`Registry::make_room`]).
 #[derive(Debug)]
