@@ -24,7 +24,7 @@ use super::{
 };
 use crate::error::{ApiError, Result};
 use crate::json_int;
-use crate::pool::{validate_proxy_url, NewSession, PoolError, StateFilter};
+use crate::pool::{validate_proxy_url, NewSession, PoolError, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;
 use crate::session::{Cookie, Session, SessionSettings, StatusReport, Timestamp};
@@ -419,12 +419,13 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
     let mut guard = match state.registry.lock(pool, false, now).await {
         Ok(guard) => guard,
         Err(PoolError::PoolNotFound(_)) => {
-            let to_fill = state.registry.defaults().max_pool_size as usize;
-            if state.registry.should_make_room(to_fill, now) {
-                state.registry.make_room(to_fill, now).await;
-                now = super::now();
+            let grows = usize::from(state.registry.defaults().max_pool_size > 0);
+            if state.registry.should_make_room(grows, now) {
+                state.registry.make_room(grows, now).await;
             }
-            state.registry.lock(pool, true, now).await?
+            now = super::now();
+            let mut guard = state.registry.lock(pool, true, now).await?;
+            return acquire_locked(&mut guard, pool, lease, now, started);
         }
         Err(e) => return Err(e.into()),
     };
@@ -435,11 +436,21 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         now = super::now();
         guard = state.registry.lock(pool, true, now).await?;
     }
+    acquire_locked(&mut guard, pool, lease, now, started)
+}
+
+/// The acquire itself, in the locked pool; the answer is written before the lock is let go.
+fn acquire_locked(
+    guard: &mut PoolGuard,
+    pool: &str,
+    lease: Option<chrono::TimeDelta>,
+    now: Timestamp,
+    started: std::time::Instant,
+) -> Result<Response> {
     let acquired =
         guard.acquire(lease, now).map(|session| SessionView::of(session, pool, now).with_lease(session, now));
     let body = acquired.map(|view| view.to_json());
     guard.record_acquire_latency(started.elapsed());
-    drop(guard);
     let body = body??;
     Ok(json_response(StatusCode::OK, body))
 }

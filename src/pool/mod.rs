@@ -19,7 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::TimeDelta;
@@ -204,69 +204,77 @@ impl SessionBudget {
     }
 }
 
-/// The earliest time at which some pool may purge a session (and so give a place back), kept
-/// early, never late: every pool notes each purge time and each expiry plus the retention when it
-/// queues them, and a walk over every pool ([`Registry::tick_all`]) replaces the time with what it
-/// found, since the purges due before it are done.
+/// The earliest time at which some pool may purge a session (and so give a place back): never
+/// late, and early only until the next walk. Every pool notes each purge time and each expiry plus
+/// the retention when it queues them; a walk over every pool ([`Registry::tick_all`]) then puts in
+/// place the earliest release it found, since the ones due before are done.
 ///
-/// The replacement is what could make the time late: a note that comes in during a walk, from a
-/// pool the walk has already visited, and later than the stale time in place, changes no time, so
-/// comparing times could not tell that it came. So one atomic word holds the time and a count of
-/// the notes: milliseconds since the Unix epoch in the high 43 bits (to the year 2248; times past
-/// it are kept as that, which is early, and none is [`ReleaseTime::NONE`]) and the count, modulo
-/// 2^21, in the low 21. A walk replaces the word only if it is the one it saw when it started; else
-/// it only lowers the time. Notes are rare (one or two in a session's life), so each may cost a
-/// compare-and-swap on the shared word.
+/// Putting a walk's finding in place is what could make the time late: a pool the walk has already
+/// visited may queue a purge before the walk ends. So while a walk runs, notes also go to
+/// `pending` (reset when it starts), and the walk's finding is lowered to it. Both change under one
+/// lock; outside a walk, a note no earlier than the time in place changes nothing and takes no lock,
+/// which is the common case (sessions retire after the earliest one known).
 #[derive(Debug)]
-struct ReleaseTime(AtomicU64);
+struct ReleaseTime {
+    /// Unix milliseconds; `i64::MAX` when none is known. Written only under `times`.
+    at: AtomicI64,
+    walking: AtomicBool,
+    times: std::sync::Mutex<Times>,
+}
+
+/// The state behind [`ReleaseTime`]'s lock.
+#[derive(Debug)]
+struct Times {
+    at: i64,
+    /// The earliest note since the running walk began.
+    pending: i64,
+}
 
 impl Default for ReleaseTime {
     fn default() -> Self {
-        Self(AtomicU64::new(Self::NONE << Self::COUNT_BITS))
+        Self {
+            at: AtomicI64::new(i64::MAX),
+            walking: AtomicBool::new(false),
+            times: std::sync::Mutex::new(Times { at: i64::MAX, pending: i64::MAX }),
+        }
     }
 }
 
 impl ReleaseTime {
-    const COUNT_BITS: u32 = 21;
-    const COUNT_MASK: u64 = (1 << Self::COUNT_BITS) - 1;
-    /// The time field when no release is known.
-    const NONE: u64 = (1 << (64 - Self::COUNT_BITS)) - 1;
-
-    /// `at` as the time field: clamped to the field's range, where a clamp only makes it early.
-    fn field(at: Option<Timestamp>) -> u64 {
-        at.map_or(Self::NONE, |at| at.timestamp_millis().clamp(0, Self::NONE as i64 - 1) as u64)
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        self.times.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Notes that a pool may purge a session at `at`.
+    /// Notes that a pool may purge a session at `at`. Called with that pool locked, so a walk that
+    /// visits the pool later sees the purge queued, and one that visited it before is still running.
     fn note(&self, at: Timestamp) {
-        let millis = Self::field(Some(at));
-        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-            let count = (word + 1) & Self::COUNT_MASK;
-            Some(((word >> Self::COUNT_BITS).min(millis) << Self::COUNT_BITS) | count)
-        });
+        let millis = at.timestamp_millis();
+        if self.walking.load(Ordering::SeqCst) || millis < self.at.load(Ordering::SeqCst) {
+            let mut times = self.times();
+            times.at = times.at.min(millis);
+            times.pending = times.pending.min(millis);
+            self.at.store(times.at, Ordering::SeqCst);
+        }
     }
 
     /// Whether some pool may have sessions to purge at `now`.
     fn due(&self, now: Timestamp) -> bool {
-        self.0.load(Ordering::Acquire) >> Self::COUNT_BITS <= Self::field(Some(now))
+        self.at.load(Ordering::SeqCst) <= now.timestamp_millis()
     }
 
-    /// The word a walk starts from, for [`ReleaseTime::relearn`].
-    fn snapshot(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+    /// Starts a walk (one at a time: the caller holds [`Registry`]'s `walking`).
+    fn begin_walk(&self) {
+        self.times().pending = i64::MAX;
+        self.walking.store(true, Ordering::SeqCst);
     }
 
-    /// After a walk that started at `seen` and found `earliest` as the next release of every pool:
-    /// puts `earliest` in place if no note came in meanwhile, else only lowers the time to it.
-    fn relearn(&self, seen: u64, earliest: Option<Timestamp>) {
-        let millis = Self::field(earliest);
-        let replaced = (millis << Self::COUNT_BITS) | (seen & Self::COUNT_MASK);
-        if self.0.compare_exchange(seen, replaced, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                let lowered = (word >> Self::COUNT_BITS).min(millis);
-                Some((lowered << Self::COUNT_BITS) | (word & Self::COUNT_MASK))
-            });
-        }
+    /// Ends a walk that found `earliest` as the next release of every pool it visited.
+    fn end_walk(&self, earliest: Option<Timestamp>) {
+        let earliest = earliest.map_or(i64::MAX, |at| at.timestamp_millis());
+        let mut times = self.times();
+        times.at = earliest.min(times.pending);
+        self.at.store(times.at, Ordering::SeqCst);
+        self.walking.store(false, Ordering::SeqCst);
     }
 }
 
@@ -672,16 +680,14 @@ impl Pool {
         }
     }
 
-    /// How many sessions an acquire at `now` needs `--max-sessions` to allow so as not to answer
-    /// `no_session_available`: none while a free session is there to hand out (filling the pool is
-    /// then only as far as places are left), else what filling the pool takes.
+    /// How many places under `--max-sessions` an acquire at `now` needs so as not to answer
+    /// `no_session_available`: 1 when no session is free and the pool may still grow, else 0. (With
+    /// a free session to hand out, filling stops where the places end until the sweep gives back
+    /// what other pools purged; making room for every fill would walk all pools on most acquires of
+    /// a server at its limit.)
     pub fn shortfall(&mut self, now: Timestamp) -> usize {
         self.tick(now);
-        if self.free.is_empty() {
-            (self.config.max_pool_size as usize).saturating_sub(self.usable)
-        } else {
-            0
-        }
+        usize::from(self.free.is_empty() && self.usable < self.config.max_pool_size as usize)
     }
 
     /// The earliest time this pool may purge a session: its next purge, or its next expiry plus the
@@ -1488,14 +1494,14 @@ impl Registry {
 
     /// [`Registry::tick_all`]'s walk; the caller holds `walking`.
     async fn walk(&self, now: Timestamp) {
-        let seen = self.budget.release.snapshot();
+        self.budget.release.begin_walk();
         let mut earliest: Option<Timestamp> = None;
         for pool in self.pools() {
             let mut pool = pool.lock().await;
             pool.tick(now);
             earliest = earliest.into_iter().chain(pool.next_release()).min();
         }
-        self.budget.release.relearn(seen, earliest);
+        self.budget.release.end_walk(earliest);
     }
 
     /// Deletes the pool and its sessions; `default` is emptied and reset to the server's defaults
@@ -1857,36 +1863,32 @@ mod tests {
     }
 
     #[test]
-    fn relearning_the_release_time_never_loses_one_noted_during_the_visits() {
+    fn the_release_time_is_the_earliest_note_and_a_walk_never_makes_it_late() {
         let release = ReleaseTime::default();
         assert!(!release.due(t0() + secs(1_000_000_000)), "nothing is known at first");
-        release.note(t0() + secs(5));
         release.note(t0() + secs(8));
+        release.note(t0() + secs(5));
         assert!(!release.due(t0() + secs(4)) && release.due(t0() + secs(5)), "the earliest note wins");
-        // A walk that found the next purge at +30 s (the one at +5 s ran) replaces the time.
-        let seen = release.snapshot();
-        release.relearn(seen, Some(t0() + secs(30)));
+        // A walk that found the next purge at +30 s (the one at +5 s ran) puts it in place.
+        release.begin_walk();
+        release.end_walk(Some(t0() + secs(30)));
         assert!(!release.due(t0() + secs(29)) && release.due(t0() + secs(30)));
-        // A pool noted +10 s while a walk was under way: the walk's +30 s must not hide it.
-        let seen = release.snapshot();
-        release.note(t0() + secs(10));
-        release.relearn(seen, Some(t0() + secs(30)));
-        assert!(!release.due(t0() + secs(9)) && release.due(t0() + secs(10)));
-        // The same with a note later than the stale time in place, which changes no time: the count
-        // still tells the walk it came.
-        let seen = release.snapshot();
-        release.note(t0() + secs(20));
-        release.relearn(seen, None);
-        assert!(release.due(t0() + secs(10)), "the stale time stays: early, not late");
-        // A walk with no note meanwhile that found nothing queued anywhere.
-        let seen = release.snapshot();
-        release.relearn(seen, None);
+        // Notes during a walk, earlier or later than the time in place but earlier than what the walk
+        // finds (their pools were visited before they queued them), are not lost.
+        for noted in [20, 40] {
+            release.begin_walk();
+            release.note(t0() + secs(noted));
+            release.end_walk(Some(t0() + secs(50)));
+            assert!(!release.due(t0() + secs(noted - 1)) && release.due(t0() + secs(noted)), "{noted}");
+        }
+        // A walk that found nothing queued anywhere, with no note meanwhile.
+        release.begin_walk();
+        release.end_walk(None);
         assert!(!release.due(t0() + secs(1_000_000_000)));
-        // Times outside the field's range are kept early.
-        release.note(DateTime::<chrono::Utc>::MAX_UTC);
-        assert!(release.due(DateTime::<chrono::Utc>::MAX_UTC));
-        release.note(DateTime::<chrono::Utc>::MIN_UTC);
-        assert!(release.due(DateTime::<chrono::Utc>::UNIX_EPOCH));
+        // Outside a walk, a note later than the time in place changes nothing.
+        release.note(t0() + secs(10));
+        release.note(t0() + secs(60));
+        assert!(!release.due(t0() + secs(9)) && release.due(t0() + secs(10)));
     }
 
     #[tokio::test]
