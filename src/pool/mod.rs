@@ -216,7 +216,8 @@ impl SessionBudget {
 /// which is the common case (sessions retire after the earliest one known).
 #[derive(Debug)]
 struct ReleaseTime {
-    /// Unix milliseconds; `i64::MAX` when none is known. Written only under `times`.
+    /// Unix microseconds (rounded down: early by less than one, never late); `i64::MAX` when none
+    /// is known. Written only under `times`.
     at: AtomicI64,
     walking: AtomicBool,
     times: std::sync::Mutex<Times>,
@@ -248,18 +249,18 @@ impl ReleaseTime {
     /// Notes that a pool may purge a session at `at`. Called with that pool locked, so a walk that
     /// visits the pool later sees the purge queued, and one that visited it before is still running.
     fn note(&self, at: Timestamp) {
-        let millis = at.timestamp_millis();
-        if self.walking.load(Ordering::SeqCst) || millis < self.at.load(Ordering::SeqCst) {
+        let micros = at.timestamp_micros();
+        if self.walking.load(Ordering::SeqCst) || micros < self.at.load(Ordering::SeqCst) {
             let mut times = self.times();
-            times.at = times.at.min(millis);
-            times.pending = times.pending.min(millis);
+            times.at = times.at.min(micros);
+            times.pending = times.pending.min(micros);
             self.at.store(times.at, Ordering::SeqCst);
         }
     }
 
     /// Whether some pool may have sessions to purge at `now`.
     fn due(&self, now: Timestamp) -> bool {
-        self.at.load(Ordering::SeqCst) <= now.timestamp_millis()
+        self.at.load(Ordering::SeqCst) <= now.timestamp_micros()
     }
 
     /// Starts a walk (one at a time: the caller holds [`Registry`]'s `walking`).
@@ -270,7 +271,7 @@ impl ReleaseTime {
 
     /// Ends a walk that found `earliest` as the next release of every pool it visited.
     fn end_walk(&self, earliest: Option<Timestamp>) {
-        let earliest = earliest.map_or(i64::MAX, |at| at.timestamp_millis());
+        let earliest = earliest.map_or(i64::MAX, |at| at.timestamp_micros());
         let mut times = self.times();
         times.at = earliest.min(times.pending);
         self.at.store(times.at, Ordering::SeqCst);
@@ -1889,6 +1890,12 @@ mod tests {
         release.note(t0() + secs(10));
         release.note(t0() + secs(60));
         assert!(!release.due(t0() + secs(9)) && release.due(t0() + secs(10)));
+        // Sub-millisecond times (fractional max_age_secs, imported timestamps) are kept to the
+        // microsecond, so a walk a moment before one is not repeated for a whole millisecond.
+        release.begin_walk();
+        release.end_walk(Some(t0() + TimeDelta::microseconds(1_500)));
+        assert!(!release.due(t0() + TimeDelta::milliseconds(1)));
+        assert!(release.due(t0() + TimeDelta::microseconds(1_500)));
     }
 
     #[tokio::test]
