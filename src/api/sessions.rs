@@ -420,9 +420,7 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         Ok(guard) => guard,
         Err(PoolError::PoolNotFound(_)) => {
             let grows = usize::from(state.registry.defaults().max_pool_size > 0);
-            if state.registry.should_make_room(grows, now) {
-                state.registry.make_room(grows, now).await;
-            }
+            state.registry.make_room(grows, now).await;
             now = super::now();
             let mut guard = state.registry.lock(pool, true, now).await?;
             return acquire_locked(&mut guard, pool, lease, now, started);
