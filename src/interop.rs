@@ -39,6 +39,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::api::strict_json::field_of;
 use crate::pool::{validate_proxy_url, PoolConfig};
 use crate::session::{
     self, Cookie, RetiredReason, Retirement, SameSite, Session, SessionId, SessionSettings, Timestamp,
@@ -264,9 +265,9 @@ fn detect(top: &Map<String, Value>) -> Option<ImportFormat> {
 
 /// Deserializes `value` as `T`, naming `at` and the field inside it in the error.
 fn typed<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, DocumentError> {
-    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
-        "." => DocumentError(format!("{at}: {}", e.into_inner())),
-        path => DocumentError(format!("{at}.{path}: {}", e.inner())),
+    serde_path_to_error::deserialize(value).map_err(|e| match field_of(&e) {
+        Some(path) => DocumentError(format!("{at}.{path}: {}", e.inner())),
+        None => DocumentError(format!("{at}: {}", e.inner())),
     })
 }
 

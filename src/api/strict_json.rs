@@ -39,8 +39,14 @@ fn locate<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
     let mut parser = serde_json::Deserializer::from_slice(bytes);
     parser.disable_recursion_limit();
     let e = serde_path_to_error::deserialize::<_, T>(&mut parser).err()?;
+    field_of(&e).map(|path| format!("invalid JSON body: {path}: {}", e.inner()))
+}
+
+/// The path of the field a tracked error is about (`session.max_usage_count`, `cookies[1].value`),
+/// or `None` for the document itself (which the tracker writes as `.`).
+pub(crate) fn field_of<E>(e: &serde_path_to_error::Error<E>) -> Option<String> {
     let path = e.path().to_string();
-    (path != ".").then(|| format!("invalid JSON body: {path}: {}", e.into_inner()))
+    (path != ".").then_some(path)
 }
 
 /// A struct that must arrive as a JSON object: serde's derive also reads a struct from a list of its
@@ -54,12 +60,13 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Obj<T> {
         match T::deserialize(&value) {
             Ok(inner) => Ok(Obj(inner)),
             // Again through the path tracker, so the message names the field inside this object.
-            Err(plain) => match serde_path_to_error::deserialize::<_, T>(&value) {
-                Err(e) if e.path().to_string() != "." => {
-                    Err(de::Error::custom(format_args!("{}: {}", e.path(), e.inner())))
-                }
-                _ => Err(de::Error::custom(plain)),
-            },
+            Err(plain) => {
+                let tracked = serde_path_to_error::deserialize::<_, T>(&value).err();
+                Err(match tracked.as_ref().and_then(|e| Some((field_of(e)?, e.inner()))) {
+                    Some((path, inner)) => de::Error::custom(format_args!("{path}: {inner}")),
+                    None => de::Error::custom(plain),
+                })
+            }
         }
     }
 }
