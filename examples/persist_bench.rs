@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
-use session_pool::persist::{persist_once, Store};
+use session_pool::persist::Store;
 use session_pool::pool::{PoolConfig, Registry, RegistryLimits, StateFilter};
 use session_pool::session::SessionId;
 
@@ -27,8 +27,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("session-pool-persist-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let store = Arc::new(Store::open(&dir)?);
-    let live = registry(size);
+    let mut store = Store::open(&dir, 16)?;
+    let live = Arc::new(registry(size));
     let started = Instant::now();
     let ids: Vec<SessionId> = {
         let mut pool = live.lock("default", false, Utc::now()).await?;
@@ -47,13 +47,23 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("filled {} sessions in {:.2} s", ids.len(), started.elapsed().as_secs_f64());
 
-    let started = Instant::now();
-    let first = persist_once(&store, &live).await?;
+    // The writer blocks on the disk and on pool locks: it runs on a thread of its own, as in the
+    // server.
+    let write_all = |mut store: Store, live: Arc<Registry>| {
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let stats = store.write_all(&live);
+            (store, stats, started.elapsed())
+        })
+    };
+    let (returned, first, elapsed) = write_all(store, Arc::clone(&live)).await?;
+    store = returned;
+    let first = first?;
     println!(
         "first write: {} sessions, {:.1} MiB in {:.2} s",
         first.sessions,
         first.bytes as f64 / 1048576.0,
-        started.elapsed().as_secs_f64()
+        elapsed.as_secs_f64()
     );
 
     let mut cycles = Vec::new();
@@ -66,9 +76,9 @@ async fn main() -> anyhow::Result<()> {
                 pool.mark_good(id, None, now)?;
             }
         }
-        let started = Instant::now();
-        let stats = persist_once(&store, &live).await?;
-        let elapsed = started.elapsed();
+        let (returned, stats, elapsed) = write_all(store, Arc::clone(&live)).await?;
+        store = returned;
+        let stats = stats?;
         cycles.push(elapsed.as_secs_f64() * 1000.0);
         println!("cycle {round}: {} sessions written in {:.1} ms", stats.sessions, elapsed.as_secs_f64() * 1000.0);
     }
@@ -78,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let restored = registry(size);
-    let store = Store::open(&dir)?;
+    let mut store = Store::open(&dir, 16)?;
     let stats = tokio::task::spawn_blocking(move || {
         let stats = store.restore(&restored, Utc::now());
         (stats, restored)

@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "SESSION_POOL_PERSIST_INTERVAL_SECS", default_value_t = 5.0, value_parser = positive_secs)]
     pub persist_interval_secs: f64,
 
+    /// Megabytes of page cache for the state file (SQLite's cache; memory the state costs on top of
+    /// the sessions themselves).
+    #[arg(long, env = "SESSION_POOL_STORE_CACHE_MB", default_value_t = 16)]
+    pub store_cache_mb: u32,
+
     /// Seconds a retired session stays readable before it is purged (fractions allowed).
     #[arg(long, env = "SESSION_POOL_RETIRED_RETENTION_SECS", default_value_t = 600.0, value_parser = non_negative_secs)]
     pub retired_retention_secs: f64,
@@ -105,6 +110,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: PathBuf::from("./data"),
             persist_interval_secs: 5.0,
+            store_cache_mb: 16,
             retired_retention_secs: 600.0,
             api_key: Vec::new(),
             max_body_bytes: 1024 * 1024,

@@ -15,7 +15,8 @@
 //! - [`api`]: the axum router, one module per resource, the strict JSON extractors.
 //! - [`serve`]: the accept loop, with the header-read timeout hyper needs a timer for.
 //! - [`error`]: `ApiError`, the only place that knows HTTP status codes (problem+json).
-//! - [`persist`]: the state on disk (redb), written incrementally, restored at start.
+//! - [`persist`]: the state on disk (SQLite), written incrementally in bounded chunks by a thread of
+//!   its own, restored at start.
 //! - [`config`]: the flags and `SESSION_POOL_*` environment variables.
 //!
 //! The library never picks an address: [`run`] serves on the listener it is given.
@@ -67,11 +68,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     api::service::metrics_handle();
-    let data_dir = config.data_dir.clone();
+    let (data_dir, cache_mb) = (config.data_dir.clone(), config.store_cache_mb);
     let persist_interval = Duration::from_secs_f64(config.persist_interval_secs);
-    let store = Arc::new(
-        tokio::task::spawn_blocking(move || persist::Store::open(&data_dir)).await.context("opening the state")??,
-    );
+    let mut store = tokio::task::spawn_blocking(move || persist::Store::open(&data_dir, cache_mb))
+        .await
+        .context("opening the state")??;
+    tracing::info!(address = %listener.local_addr()?, file = %store.path().display(), "listening");
     let state = AppState::starting(config);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -89,8 +91,8 @@ pub async fn run(
     let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), signal));
 
     let restoring = {
-        let (store, registry) = (Arc::clone(&store), Arc::clone(&state.registry));
-        tokio::task::spawn_blocking(move || store.restore(&registry, api::now()))
+        let registry = Arc::clone(&state.registry);
+        tokio::task::spawn_blocking(move || store.restore(&registry, api::now()).map(|stats| (store, stats)))
     };
     let restored = tokio::select! {
         restored = restoring => restored.context("the restore task failed").and_then(|r| r),
@@ -99,8 +101,8 @@ pub async fn run(
             return Ok(());
         }
     };
-    let stats = match restored {
-        Ok(stats) => stats,
+    let (store, stats) = match restored {
+        Ok(restored) => restored,
         Err(e) => {
             let _ = stop_tx.send(true);
             let _ = server.await;
@@ -111,7 +113,14 @@ pub async fn run(
     state.lifecycle.set_ready();
 
     let sweeper = Background::spawn(sweep(state.clone()));
-    let persister = Background::spawn(persist_periodically(Arc::clone(&store), state.clone(), persist_interval));
+    let (stop_writer, stop_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let registry = Arc::clone(&state.registry);
+        std::thread::Builder::new()
+            .name("persist".into())
+            .spawn(move || persist::write_until_stopped(store, &registry, persist_interval, &stop_rx))
+            .context("cannot start the persist thread")?
+    };
     let drain_deadline = async move {
         if draining_rx.wait_for(|draining| *draining).await.is_err() {
             std::future::pending::<()>().await;
@@ -125,24 +134,15 @@ pub async fn run(
             server.abort();
         }
     }
-    drop(persister);
     drop(sweeper);
-    let stats = persist::persist_once(&store, &state.registry).await.context("the final write of the state failed")?;
+    let _ = stop_writer.send(());
+    let written = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .context("the persist thread failed")?
+        .map_err(|_| anyhow::anyhow!("the persist thread panicked"))?;
+    let stats = written.context("the final write of the state failed")?;
     tracing::info!(sessions_written = stats.sessions, "state written; stopped");
     Ok(())
-}
-
-async fn persist_periodically(store: Arc<persist::Store>, state: AppState, every: Duration) {
-    let mut timer = tokio::time::interval(every);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    timer.tick().await;
-    loop {
-        timer.tick().await;
-        if let Err(e) = persist::persist_once(&store, &state.registry).await {
-            metrics::counter!("session_pool_persist_errors_total").increment(1);
-            tracing::error!("persisting the state failed (kept for the next cycle): {e:#}");
-        }
-    }
 }
 
 /// Applies the clock to every pool on a timer, so leases end, sessions expire and retired ones are

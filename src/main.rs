@@ -34,6 +34,13 @@ struct Cli {
 enum Command {
     /// Exit 0 when the server at --listen answers /healthz with 200 (for container health checks).
     Healthcheck,
+    /// Verify the state in --data-dir without changing it (every page and every record); exit
+    /// non-zero on damage. The server must not be running on it.
+    Check {
+        /// The data directory to verify.
+        #[arg(long, env = "SESSION_POOL_DATA_DIR", default_value = "./data")]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -44,6 +51,24 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("unhealthy: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Check { data_dir }) = &cli.command {
+        return match session_pool::persist::check(data_dir) {
+            Ok(stats) => {
+                println!(
+                    "{}: sound ({} pools, {} sessions, {} sessions of deleted pools still to remove)",
+                    data_dir.join(session_pool::persist::STATE_FILE).display(),
+                    stats.pools,
+                    stats.sessions,
+                    stats.orphans
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("session-pool check: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -69,7 +94,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
     session_pool::run(listener, config, shutdown_signal()).await
 }
 

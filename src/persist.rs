@@ -1,46 +1,80 @@
-//! Persistence: the whole state in one redb file under `--data-dir`, written incrementally.
+//! Persistence: the whole state in one SQLite file under `--data-dir`, written incrementally.
 //!
 //! # Files
-//! - `FORMAT`: `{"format": "session-pool-state", "version": 1}`, written before the database is
+//! - `FORMAT`: `{"format": "session-pool-state", "version": 2}`, written before the database is
 //!   created, read before it is opened: a build never opens a state it does not understand.
-//! - `state.redb`: two tables, `pools` (name -> config) and `sessions` ((pool, id) -> session), each
-//!   value a JSON record. redb's copy-on-write commits make every commit atomic and durable, so what
-//!   is on disk is always a complete state, whenever the process dies.
+//! - `state.sqlite` (and, while the server runs or after a crash, `state.sqlite-wal`): two tables,
+//!   `pools` (name -> key, config) and `sessions` ((pool key, id) -> session), each value a JSON
+//!   record with a CRC-32 of its own, so damage inside a record is found, not read as data. SQLite's
+//!   write-ahead log makes every commit atomic and durable: what is on disk is always a complete
+//!   state, whenever the process dies, the disk fills or a write fails. `docs/persistence.md` says
+//!   why SQLite and not the engine this service used before.
 //! - `LOCK`: held with an exclusive file lock while a server uses the directory.
 //!
 //! # Cost
-//! Pools record which sessions changed ([`crate::pool::Pool::take_changes`]); a cycle encodes only
-//! those, under each pool's lock in turn, then writes them in one transaction off the async runtime.
-//! A cycle thus costs O(changes), not O(sessions). A batch that fails to write is kept and written
-//! before the next one, so a full disk delays persistence but never loses a change.
+//! Pools record which sessions changed ([`crate::pool::Pool::take_changes`]). The writer takes at
+//! most [`CHUNK`] of them at a time (under each pool's lock, a slice at a time) and commits them in
+//! one transaction, so a cycle costs O(changes), not O(sessions), and a large change (a pool filled
+//! with a million sessions) goes in chunks that each commit on their own: a small change made
+//! meanwhile waits for one chunk, not for the whole of it. A chunk that fails to commit is kept and
+//! written first next time, so a full disk delays persistence but never loses a change.
+//!
+//! A pool is stored under a [`PoolKey`] that is new for each incarnation of it. Deleting a pool
+//! (or resetting `default`) removes one row; the sessions stored under the old key are deleted in
+//! the background, a chunk at a time, and are ignored by a restore meanwhile. The space they held is
+//! reused, and given back to the file system when more than half of the file is free.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use rusqlite::config::DbConfig;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::pool::{PoolConfig, Registry};
+use crate::pool::{PoolConfig, PoolKey, Registry};
 use crate::session::{Cookie, Lease, RetiredReason, Retirement, Session, SessionId, SessionSettings, Timestamp};
 
 /// The version of the on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_NAME: &str = "session-pool-state";
 /// The database file inside the data directory.
-pub const STATE_FILE: &str = "state.redb";
+pub const STATE_FILE: &str = "state.sqlite";
 /// The format file inside the data directory.
 pub const FORMAT_FILE: &str = "FORMAT";
 /// The lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// The state file of format 1 (redb), which this build does not read.
+const FORMAT_1_STATE_FILE: &str = "state.redb";
 
-const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
-const SESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sessions");
+/// The most sessions one transaction writes or removes.
+pub const CHUNK: usize = 10_000;
+/// The most sessions taken from a pool in one hold of its lock.
+const SLICE: usize = 1_000;
+/// Pages given back to the file system per chunk while the file is mostly free space (4 KiB pages).
+const VACUUM_PAGES: u32 = 4_096;
+
+const SCHEMA: &str = "
+    CREATE TABLE pools (
+        name TEXT PRIMARY KEY NOT NULL,
+        key INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        crc INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        pool INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        record BLOB NOT NULL,
+        crc INTEGER NOT NULL,
+        PRIMARY KEY (pool, id)
+    ) WITHOUT ROWID;
+";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FormatRecord {
@@ -150,40 +184,37 @@ fn encode_pool(config: &PoolConfig, created_at: Timestamp) -> Vec<u8> {
     serde_json::to_vec(&record).unwrap_or_default()
 }
 
-/// The changes of one pool, encoded.
-#[derive(Debug, Default)]
-struct PoolBatch {
-    name: String,
-    config: Option<Vec<u8>>,
-    reset: bool,
-    removed: Vec<SessionId>,
-    upserts: Vec<(SessionId, Vec<u8>)>,
+/// The checksum stored beside a record: over its key too, so a record moved under another key is
+/// caught as well as a damaged one.
+fn checksum(key: &[u8], record: &[u8]) -> i64 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(key);
+    hasher.update(&[0]);
+    hasher.update(record);
+    i64::from(hasher.finalize())
 }
 
-/// Everything one persist cycle writes, in the order it must be applied.
-#[derive(Debug, Default)]
-pub struct Batch {
-    removed_pools: Vec<String>,
-    pools: Vec<PoolBatch>,
+fn session_checksum(pool: PoolKey, id: &str, record: &[u8]) -> i64 {
+    let mut key = pool.0.to_le_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    checksum(&key, record)
 }
 
-impl Batch {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.removed_pools.is_empty() && self.pools.is_empty()
-    }
+fn pool_checksum(name: &str, pool: PoolKey, record: &[u8]) -> i64 {
+    let mut key = name.as_bytes().to_vec();
+    key.extend_from_slice(&pool.0.to_le_bytes());
+    checksum(&key, record)
+}
 
-    /// Sessions this batch writes or removes.
-    pub fn sessions(&self) -> usize {
-        self.pools.iter().map(|p| p.upserts.len() + p.removed.len()).sum()
-    }
-
-    /// `self`, then `later` on top of it.
-    fn then(mut self, later: Batch) -> Batch {
-        self.removed_pools.extend(later.removed_pools);
-        self.pools.extend(later.pools);
-        self
-    }
+/// One change to the stored state. A chunk applies its operations in the order they were taken.
+#[derive(Debug)]
+enum Op {
+    /// A pool deleted, or `default` reset: its row goes, its sessions are deleted in the background.
+    RemovePool(String, PoolKey),
+    /// A pool's configuration, written under its current key.
+    PutPool(String, PoolKey, Vec<u8>),
+    RemoveSession(PoolKey, SessionId),
+    PutSession(PoolKey, SessionId, Vec<u8>),
 }
 
 /// What one write did.
@@ -193,6 +224,8 @@ pub struct WriteStats {
     pub sessions: usize,
     /// Bytes of records written.
     pub bytes: usize,
+    /// Whether changes are left for another chunk.
+    pub more: bool,
 }
 
 /// What a restore found.
@@ -204,51 +237,66 @@ pub struct RestoreStats {
     pub sessions: usize,
 }
 
-/// The open state of one data directory. Holds the directory's lock until dropped.
+/// What [`check`] found in a sound state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckStats {
+    /// Pools stored.
+    pub pools: usize,
+    /// Sessions stored under a live pool.
+    pub sessions: usize,
+    /// Sessions of deleted pools not yet removed.
+    pub orphans: usize,
+}
+
+/// The open state of one data directory. Holds the directory's lock until dropped. Used by one
+/// thread at a time: the restore, then the writer.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
     path: PathBuf,
+    cache_kib: i64,
     _lock: File,
-    pending: StdMutex<Option<Batch>>,
+    /// The connection; `None` after a failed write, so the next write starts on a fresh one.
+    conn: Option<Connection>,
+    /// A chunk that failed to commit, written before anything newer.
+    carry: Option<Vec<Op>>,
+    /// Keys of deleted pools whose sessions are still stored.
+    dead: BTreeSet<i64>,
 }
 
 impl Store {
-    /// Locks `dir` and opens its state, creating both when the directory is new.
+    /// Locks `dir` and opens its state, creating both when the directory is new. Nothing is written
+    /// to an existing state until [`Store::restore`] has read all of it.
     ///
     /// # Errors
-    /// The directory is in use by another process; the format file or the state file cannot be
-    /// read (the message names the file and the cause, and the file is left as it was).
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => bail!(
-                "the data directory {} is in use by another session-pool process (it holds the lock on {})",
-                dir.display(),
-                lock_path.display()
-            ),
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
-            }
-        }
+    /// The directory is not a directory or is in use by another process; the format file or the state
+    /// file cannot be read (the message names the file and the cause, and the file is left as it was).
+    pub fn open(dir: &Path, cache_mb: u32) -> anyhow::Result<Self> {
+        let lock = lock_dir(dir)?;
         let path = dir.join(STATE_FILE);
         let format_path = dir.join(FORMAT_FILE);
-        let db = if path.exists() {
+        if !path.exists() && dir.join(FORMAT_1_STATE_FILE).exists() {
+            bail!(
+                "{} holds a state of format 1 (state.redb), which this build does not read: export its pools \
+                 with the build that wrote it (GET /v1/pools/{{pool}}/export) and import them here",
+                dir.display()
+            );
+        }
+        let cache_kib = i64::from(cache_mb) * 1024;
+        let conn = if path.exists() {
             check_format(&format_path, &path)?;
-            Database::open(&path).with_context(|| format!("cannot read the state file {}", path.display()))?
+            if let Some(tail) = unfinished_wal_tail(&wal_path(&path))? {
+                tracing::warn!("{tail}; the state is that of the last complete commit");
+            }
+            open_untouched(&path, cache_kib)?
         } else {
             write_format(dir, &format_path)?;
-            Database::create(&path).with_context(|| format!("cannot create the state file {}", path.display()))?
+            let conn = open_writable(&path, cache_kib)?;
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+                .and_then(|()| conn.execute_batch(SCHEMA))
+                .with_context(|| format!("cannot create the state file {}", path.display()))?;
+            conn
         };
-        Ok(Self { db, path, _lock: lock, pending: StdMutex::new(None) })
+        Ok(Self { path, cache_kib, _lock: lock, conn: Some(conn), carry: None, dead: BTreeSet::new() })
     }
 
     /// The state file's path.
@@ -256,187 +304,515 @@ impl Store {
         &self.path
     }
 
-    /// Loads every pool and session into `registry`. Call before serving `/v1`, from a thread that
-    /// may block.
+    /// Loads every pool and session into `registry`, then reopens the state for writing. Call before
+    /// serving `/v1`, from a thread that may block.
     ///
     /// # Errors
-    /// A record that cannot be read; the message names the file, the pool and the session.
-    pub fn restore(&self, registry: &Registry, now: Timestamp) -> anyhow::Result<RestoreStats> {
-        let file = self.path.display();
-        let txn = self.db.begin_read().with_context(|| format!("cannot read the state file {file}"))?;
-        let mut stats = RestoreStats::default();
+    /// A damaged file or a record that cannot be read; the message names the file and the record.
+    pub fn restore(&mut self, registry: &Registry, now: Timestamp) -> anyhow::Result<RestoreStats> {
+        let conn = self.conn.take().context("the state is not open")?;
+        let (mut pools, mut sessions) = (0, 0);
         let mut restored_pools = std::collections::HashSet::new();
-        match txn.open_table(POOLS) {
-            Ok(pools) => {
-                for entry in pools.iter().with_context(|| format!("cannot read the pools of {file}"))? {
-                    let (name, value) = entry.with_context(|| format!("cannot read the pools of {file}"))?;
-                    let name = name.value();
-                    let record: PoolRecord = serde_json::from_slice(value.value())
-                        .with_context(|| format!("{file}: the record of pool {name:?} is unreadable"))?;
-                    let config = PoolConfig {
-                        max_pool_size: record.max_pool_size,
-                        session: Arc::new(record.session.into()),
-                        proxy_urls: record.proxy_urls,
-                        proxy_url_template: record.proxy_url_template,
-                    };
-                    registry.adopt_pool(name, config, record.created_at);
-                    restored_pools.insert(name.to_owned());
-                    stats.pools += 1;
+        let mut current: Option<(PoolKey, crate::pool::PoolGuard)> = None;
+        let mut shared: Option<Arc<SessionSettings>> = None;
+        self.dead = read_state(
+            &conn,
+            &self.path,
+            |name, key, record| {
+                let config = PoolConfig {
+                    max_pool_size: record.max_pool_size,
+                    session: Arc::new(record.session.into()),
+                    proxy_urls: record.proxy_urls,
+                    proxy_url_template: record.proxy_url_template,
+                };
+                registry.adopt_pool(name, key, config, record.created_at);
+                restored_pools.insert(name.to_owned());
+                pools += 1;
+                Ok(())
+            },
+            |pool_name, key, id, record| {
+                if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                    current = None;
+                    let guard = registry.lock_blocking(pool_name).context("a restored pool went missing")?;
+                    shared = Some(Arc::clone(&guard.config().session));
+                    current = Some((key, guard));
                 }
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read the pools of {file}")),
-        }
-        match txn.open_table(SESSIONS) {
-            Ok(sessions) => {
-                let mut current: Option<(String, tokio::sync::OwnedMutexGuard<crate::pool::Pool>)> = None;
-                let mut shared: Option<Arc<SessionSettings>> = None;
-                for entry in sessions.iter().with_context(|| format!("cannot read the sessions of {file}"))? {
-                    let (key, value) = entry.with_context(|| format!("cannot read the sessions of {file}"))?;
-                    let (pool_name, id) = key.value();
-                    let record: SessionRecord = serde_json::from_slice(value.value()).with_context(|| {
-                        format!("{file}: the record of session {id:?} in pool {pool_name:?} is unreadable")
-                    })?;
-                    if current.as_ref().is_none_or(|(name, _)| name != pool_name) {
-                        let guard = registry.pool_for_restore(pool_name, now);
-                        shared = Some(Arc::clone(&guard.config().session));
-                        current = Some((pool_name.to_owned(), guard));
+                let Some((_, pool)) = current.as_mut() else { return Ok(()) };
+                let settings = SessionSettings::from(record.settings.clone());
+                let settings = match &shared {
+                    Some(same) if **same == settings => Arc::clone(same),
+                    _ => {
+                        let fresh = Arc::new(settings);
+                        shared = Some(Arc::clone(&fresh));
+                        fresh
                     }
-                    let Some((_, pool)) = current.as_mut() else { continue };
-                    let settings = SessionSettings::from(record.settings);
-                    let settings = match &shared {
-                        Some(same) if **same == settings => Arc::clone(same),
-                        _ => {
-                            let fresh = Arc::new(settings);
-                            shared = Some(Arc::clone(&fresh));
-                            fresh
-                        }
-                    };
-                    let session = Session {
-                        id: SessionId::from(id),
-                        created_at: record.created_at,
-                        expires_at: record.expires_at,
-                        settings,
-                        usage_count: record.usage_count,
-                        error_score: record.error_score,
-                        user_data: record.user_data,
-                        cookies: record.cookies,
-                        proxy_url: record.proxy_url.map(String::into_boxed_str),
-                        retirement: match record.retired {
-                            Some(r) => Some(Retirement {
-                                reason: RetiredReason::parse(&r.reason).with_context(|| {
-                                    format!("{file}: session {id:?} has an unknown retired reason {:?}", r.reason)
-                                })?,
-                                at: r.at,
-                            }),
-                            None => None,
-                        },
-                        lease: record.lease.map(|l| Lease { id: l.id, until: l.until }),
-                    };
-                    pool.adopt(session, false, now)
-                        .with_context(|| format!("{file}: session {id:?} in pool {pool_name:?} cannot be restored"))?;
-                    stats.sessions += 1;
-                }
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read the sessions of {file}")),
-        }
+                };
+                let session = session_from_record(id, record, settings)?;
+                pool.adopt(session, false, now).map_err(|e| anyhow::anyhow!("it cannot be restored: {e}"))?;
+                sessions += 1;
+                Ok(())
+            },
+        )?;
+        drop(current);
+        allow_writes(&conn).with_context(|| format!("cannot open the state file {}", self.path.display()))?;
         // What was just read is on disk already; a pool that had no record (the `default` of a new
-        // directory, or a pool known only from its sessions) still has its config to write.
+        // directory) still has its config to write.
         for pool in registry.pools() {
             let mut pool = pool.blocking_lock();
-            pool.take_changes();
+            while pool.take_changes(usize::MAX).more {}
             if !restored_pools.contains(pool.name()) {
                 pool.mark_config_changed();
             }
         }
         registry.take_removed_pools();
-        Ok(stats)
+        self.conn = Some(conn);
+        Ok(RestoreStats { pools, sessions })
     }
 
-    /// Collects what changed in `registry` since the last call, encoding it under each pool's lock.
-    pub async fn collect(&self, registry: &Registry) -> Batch {
-        let mut batch = Batch { removed_pools: registry.take_removed_pools(), pools: Vec::new() };
-        for pool in registry.pools() {
-            let mut pool = pool.lock().await;
-            let name = pool.name().to_owned();
-            let config = encode_pool(pool.config(), pool.created_at());
-            let changes = pool.take_changes();
-            if changes.is_empty() {
-                continue;
-            }
-            batch.pools.push(PoolBatch {
-                name,
-                config: changes.config_changed.then_some(config),
-                reset: changes.reset,
-                removed: changes.removed,
-                upserts: changes.upserted.iter().map(|s| (s.id.clone(), encode_session(s))).collect(),
-            });
-        }
-        batch
-    }
-
-    /// Writes `batch` (after any batch a previous call failed to write) in one durable transaction.
-    /// Blocks: call it off the async runtime.
+    /// Writes one chunk: a chunk that failed before, or at most [`CHUNK`] sessions' changes taken
+    /// from `registry` now, plus a share of the background work (sessions of deleted pools, free
+    /// space given back). Blocks: call it from a thread that may block, never from the runtime.
     ///
     /// # Errors
-    /// The write failed; the batch is kept and retried by the next call.
-    pub fn write(&self, batch: Batch) -> anyhow::Result<WriteStats> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = match pending.take() {
-            Some(earlier) => earlier.then(batch),
-            None => batch,
+    /// The write failed; what it carried is kept and written first by the next call.
+    pub fn write_chunk(&mut self, registry: &Registry) -> anyhow::Result<WriteStats> {
+        let (ops, more) = match self.carry.take() {
+            Some(ops) => (ops, true),
+            None => collect(registry, CHUNK),
         };
-        if batch.is_empty() {
-            return Ok(WriteStats::default());
-        }
-        match self.write_now(&batch) {
-            Ok(stats) => Ok(stats),
+        match self.commit(&ops) {
+            Ok(mut stats) => {
+                stats.more |= more;
+                Ok(stats)
+            }
             Err(e) => {
-                *pending = Some(batch);
+                self.carry = Some(ops);
+                // A connection that saw an I/O error may refuse every later write; start afresh.
+                self.conn = None;
                 Err(e)
             }
         }
     }
 
-    fn write_now(&self, batch: &Batch) -> anyhow::Result<WriteStats> {
-        let file = self.path.display();
-        let txn = self.db.begin_write().with_context(|| format!("cannot write to {file}"))?;
-        let mut stats = WriteStats::default();
-        {
-            let mut pools = txn.open_table(POOLS)?;
-            let mut sessions = txn.open_table(SESSIONS)?;
-            for name in &batch.removed_pools {
-                pools.remove(name.as_str())?;
-                remove_pool_sessions(&mut sessions, name)?;
+    /// Writes chunks until nothing is left to write.
+    ///
+    /// # Errors
+    /// A chunk failed to write (it is kept for the next call).
+    pub fn write_all(&mut self, registry: &Registry) -> anyhow::Result<WriteStats> {
+        let mut total = WriteStats::default();
+        loop {
+            let stats = self.write_chunk(registry)?;
+            total.sessions += stats.sessions;
+            total.bytes += stats.bytes;
+            if !stats.more {
+                return Ok(total);
             }
-            for pool in &batch.pools {
-                if let Some(config) = &pool.config {
-                    pools.insert(pool.name.as_str(), config.as_slice())?;
-                    stats.bytes += config.len();
+        }
+    }
+
+    fn commit(&mut self, ops: &[Op]) -> anyhow::Result<WriteStats> {
+        let file = self.path.display().to_string();
+        if self.conn.is_none() {
+            self.conn = Some(open_writable(&self.path, self.cache_kib)?);
+        }
+        let conn = self.conn.as_mut().context("the state is not open")?;
+        let txn = conn.transaction().with_context(|| format!("cannot write to {file}"))?;
+        let mut stats = WriteStats::default();
+        let mut newly_dead = Vec::new();
+        let mut cleared = None;
+        {
+            let mut put_session =
+                txn.prepare_cached("INSERT OR REPLACE INTO sessions (pool, id, record, crc) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut remove_session = txn.prepare_cached("DELETE FROM sessions WHERE pool = ?1 AND id = ?2")?;
+            for op in ops {
+                match op {
+                    Op::RemovePool(name, key) => {
+                        txn.execute("DELETE FROM pools WHERE name = ?1 AND key = ?2", params![name, key.0])?;
+                        newly_dead.push(key.0);
+                    }
+                    Op::PutPool(name, key, record) => {
+                        let before: Option<i64> = txn
+                            .query_row("SELECT key FROM pools WHERE name = ?1", [name], |row| row.get(0))
+                            .optional()?;
+                        if let Some(old) = before.filter(|old| *old != key.0) {
+                            newly_dead.push(old);
+                        }
+                        txn.execute(
+                            "INSERT OR REPLACE INTO pools (name, key, record, crc) VALUES (?1, ?2, ?3, ?4)",
+                            params![name, key.0, record, pool_checksum(name, *key, record)],
+                        )?;
+                        stats.bytes += record.len();
+                    }
+                    Op::RemoveSession(key, id) => {
+                        remove_session.execute(params![key.0, &**id])?;
+                        stats.sessions += 1;
+                    }
+                    Op::PutSession(key, id, record) => {
+                        if self.dead.contains(&key.0) || newly_dead.contains(&key.0) {
+                            continue;
+                        }
+                        put_session.execute(params![key.0, &**id, record, session_checksum(*key, id, record)])?;
+                        stats.sessions += 1;
+                        stats.bytes += record.len();
+                    }
                 }
-                if pool.reset {
-                    remove_pool_sessions(&mut sessions, &pool.name)?;
+            }
+            // Background work, in the same bounded transaction: the sessions of one deleted pool.
+            if let Some(&dead) = self.dead.first() {
+                let removed = txn.execute(
+                    "DELETE FROM sessions WHERE pool = ?1 AND id IN (SELECT id FROM sessions WHERE pool = ?1 LIMIT ?2)",
+                    params![dead, CHUNK as i64],
+                )?;
+                if removed < CHUNK {
+                    cleared = Some(dead);
                 }
-                for id in &pool.removed {
-                    sessions.remove((pool.name.as_str(), &**id))?;
-                }
-                for (id, record) in &pool.upserts {
-                    sessions.insert((pool.name.as_str(), &**id), record.as_slice())?;
-                    stats.bytes += record.len();
-                }
-                stats.sessions += pool.removed.len() + pool.upserts.len();
+                stats.more |= removed > 0;
             }
         }
         txn.commit().with_context(|| format!("cannot commit to {file}"))?;
+        self.dead.extend(newly_dead.iter().copied());
+        if let Some(dead) = cleared {
+            self.dead.remove(&dead);
+        }
+        stats.more |= !self.dead.is_empty();
+        if self.dead.is_empty() {
+            stats.more |= give_back_free_space(conn).with_context(|| format!("cannot compact {file}"))?;
+        }
         Ok(stats)
     }
 }
 
-fn remove_pool_sessions(sessions: &mut redb::Table<'_, (&str, &str), &[u8]>, pool: &str) -> anyhow::Result<()> {
-    // Session ids are ASCII (`[A-Za-z0-9._~-]`), so every id of the pool sorts below "\u{7f}".
-    sessions.retain_in((pool, "")..(pool, "\u{7f}"), |_, _| false)?;
-    Ok(())
+/// Takes at most `limit` sessions' changes from `registry`: deleted pools first, then each pool's
+/// changes, the pools with the fewest first, so a pool with a large backlog does not hold back the
+/// small changes of the others. Returns the operations and whether changes were left.
+fn collect(registry: &Registry, limit: usize) -> (Vec<Op>, bool) {
+    let mut ops: Vec<Op> =
+        registry.take_removed_pools().into_iter().map(|(name, key)| Op::RemovePool(name, key)).collect();
+    let mut pools: Vec<_> = registry
+        .pools()
+        .into_iter()
+        .map(|pool| {
+            let pending = pool.blocking_lock().pending_changes();
+            (pending, pool)
+        })
+        .collect();
+    pools.sort_by_key(|(pending, _)| *pending);
+    let mut room = limit;
+    let mut more = false;
+    for (_, pool) in pools {
+        loop {
+            let mut pool = pool.blocking_lock();
+            let (name, key) = (pool.name().to_owned(), pool.key());
+            let config = encode_pool(pool.config(), pool.created_at());
+            let changes = pool.take_changes(room.min(SLICE));
+            if changes.config_changed {
+                ops.push(Op::PutPool(name, key, config));
+            }
+            room -= changes.removed.len() + changes.upserted.len();
+            ops.extend(changes.removed.into_iter().map(|id| Op::RemoveSession(key, id)));
+            ops.extend(changes.upserted.iter().map(|s| Op::PutSession(key, s.id.clone(), encode_session(s))));
+            if !changes.more {
+                break;
+            }
+            if room == 0 {
+                more = true;
+                break;
+            }
+        }
+        if room == 0 {
+            more = true;
+            break;
+        }
+    }
+    (ops, more)
+}
+
+/// Gives free pages back to the file system a step at a time while more than half the file is free.
+/// Returns whether another step is due.
+fn give_back_free_space(conn: &Connection) -> rusqlite::Result<bool> {
+    let free = || conn.query_row("PRAGMA freelist_count", [], |row| row.get::<_, i64>(0));
+    let before = free()?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+    if before * 2 <= pages || before < i64::from(VACUUM_PAGES) {
+        return Ok(false);
+    }
+    conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES});"))?;
+    Ok(free()? < before)
+}
+
+/// Reads every record of the state in `conn`: each pool (through `pool`), then each session of a
+/// live pool (through `session`), checking each record's checksum. Returns the keys of deleted pools
+/// whose sessions are still stored.
+fn read_state(
+    conn: &Connection,
+    path: &Path,
+    mut pool: impl FnMut(&str, PoolKey, PoolRecord) -> anyhow::Result<()>,
+    mut session: impl FnMut(&str, PoolKey, &str, SessionRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<BTreeSet<i64>> {
+    let file = path.display();
+    let damaged = |e: rusqlite::Error| anyhow::anyhow!("{file} cannot be read: {e}");
+    let mut names: HashMap<i64, String> = HashMap::new();
+    let mut statement = conn.prepare("SELECT name, key, record, crc FROM pools ORDER BY name").map_err(damaged)?;
+    let mut rows = statement.query([]).map_err(damaged)?;
+    while let Some(row) = rows.next().map_err(damaged)? {
+        let name: String = row.get(0).map_err(damaged)?;
+        let key = PoolKey(row.get(1).map_err(damaged)?);
+        let bytes: Vec<u8> = row.get(2).map_err(damaged)?;
+        let crc: i64 = row.get(3).map_err(damaged)?;
+        if crc != pool_checksum(&name, key, &bytes) {
+            bail!("{file} is damaged: the record of pool {name:?} fails its checksum");
+        }
+        let record: PoolRecord = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{file} is damaged: the record of pool {name:?} is unreadable"))?;
+        pool(&name, key, record).with_context(|| format!("{file}: pool {name:?} cannot be restored"))?;
+        names.insert(key.0, name);
+    }
+    let mut dead = BTreeSet::new();
+    let mut statement = conn.prepare("SELECT pool, id, record, crc FROM sessions").map_err(damaged)?;
+    let mut rows = statement.query([]).map_err(damaged)?;
+    while let Some(row) = rows.next().map_err(damaged)? {
+        let key = PoolKey(row.get(0).map_err(damaged)?);
+        let id: String = row.get(1).map_err(damaged)?;
+        let Some(name) = names.get(&key.0) else {
+            dead.insert(key.0);
+            continue;
+        };
+        let bytes =
+            row.get_ref(2).map_err(damaged)?.as_blob().map_err(|e| anyhow::anyhow!("{file} cannot be read: {e}"))?;
+        let crc: i64 = row.get(3).map_err(damaged)?;
+        if crc != session_checksum(key, &id, bytes) {
+            bail!("{file} is damaged: the record of session {id:?} in pool {name:?} fails its checksum");
+        }
+        let record: SessionRecord = serde_json::from_slice(bytes).with_context(|| {
+            format!("{file} is damaged: the record of session {id:?} in pool {name:?} is unreadable")
+        })?;
+        session(name, key, &id, record)
+            .with_context(|| format!("{file}: session {id:?} in pool {name:?} cannot be restored"))?;
+    }
+    Ok(dead)
+}
+
+fn session_from_record(id: &str, record: SessionRecord, settings: Arc<SessionSettings>) -> anyhow::Result<Session> {
+    let retirement = match record.retired {
+        Some(r) => Some(Retirement {
+            reason: RetiredReason::parse(&r.reason)
+                .with_context(|| format!("unknown retired reason {:?}", r.reason))?,
+            at: r.at,
+        }),
+        None => None,
+    };
+    Ok(Session {
+        id: SessionId::from(id),
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        settings,
+        usage_count: record.usage_count,
+        error_score: record.error_score,
+        user_data: record.user_data,
+        cookies: record.cookies,
+        proxy_url: record.proxy_url.map(String::into_boxed_str),
+        retirement,
+        lease: record.lease.map(|l| Lease { id: l.id, until: l.until }),
+    })
+}
+
+/// Verifies the state in `dir` without changing it: SQLite's own integrity check of every page,
+/// then every record's checksum and contents. For `session-pool check`.
+///
+/// # Errors
+/// The directory is in use, or the state is damaged; the message names the file and what is wrong.
+pub fn check(dir: &Path) -> anyhow::Result<CheckStats> {
+    let _lock = lock_dir_existing(dir)?;
+    let path = dir.join(STATE_FILE);
+    anyhow::ensure!(path.exists(), "{} has no state file {STATE_FILE}", dir.display());
+    check_format(&dir.join(FORMAT_FILE), &path)?;
+    if let Some(tail) = unfinished_wal_tail(&wal_path(&path))? {
+        println!("note: {tail}; a server started on it keeps the last complete commit");
+    }
+    let conn = open_untouched(&path, 16 * 1024)?;
+    let file = path.display();
+    let mut problems = Vec::new();
+    {
+        let mut statement = conn.prepare("PRAGMA integrity_check").with_context(|| format!("{file} cannot be read"))?;
+        let mut rows = statement.query([]).with_context(|| format!("{file} cannot be read"))?;
+        while let Some(row) = rows.next().with_context(|| format!("{file} cannot be read"))? {
+            let line: String = row.get(0)?;
+            if line != "ok" {
+                problems.push(line);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{file} is damaged: {}", problems.join("; "));
+    }
+    let (mut pools, mut sessions) = (0, 0);
+    let dead = read_state(
+        &conn,
+        &path,
+        |_, _, _| {
+            pools += 1;
+            Ok(())
+        },
+        |_, _, _, record| {
+            if let Some(r) = &record.retired {
+                RetiredReason::parse(&r.reason).with_context(|| format!("unknown retired reason {:?}", r.reason))?;
+            }
+            sessions += 1;
+            Ok(())
+        },
+    )?;
+    let mut stats = CheckStats { pools, sessions, orphans: 0 };
+    for key in dead {
+        let count: i64 = conn.query_row("SELECT count(*) FROM sessions WHERE pool = ?1", [key], |row| row.get(0))?;
+        stats.orphans += usize::try_from(count).unwrap_or(0);
+    }
+    Ok(stats)
+}
+
+/// Opens an existing state so that nothing is written to it, not even the checkpoint SQLite makes
+/// when a connection closes, until [`allow_writes`]: a state found damaged is left as it was.
+/// (SQLite's read-only mode cannot open a log left by a crash without the directory's lock
+/// protocol, which [`configure`] replaces by the directory's own lock.)
+fn open_untouched(path: &Path, cache_kib: i64) -> anyhow::Result<Connection> {
+    let conn = open_writable(path, cache_kib)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .and_then(|_| conn.execute_batch("PRAGMA wal_autocheckpoint = 0;"))
+        .with_context(|| format!("cannot read the state file {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Undoes [`open_untouched`] once the state has been read.
+fn allow_writes(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+}
+
+fn open_writable(path: &Path, cache_kib: i64) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open the state file {}", path.display()))?;
+    configure(&conn, cache_kib)
+        .and_then(|()| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"))
+        .with_context(|| format!("cannot open the state file {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Settings of every connection. The directory's lock already keeps other processes out, so SQLite
+/// keeps its log index in memory (`EXCLUSIVE`) rather than in a shared-memory file.
+fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(&format!("PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -{cache_kib};"))
+}
+
+fn wal_path(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Looks at the write-ahead log a crash left behind, before SQLite opens it: frames written after
+/// the last complete commit (a write cut short) are dropped silently by SQLite's recovery, so this
+/// says what they were. Follows SQLite's documented WAL format: a 32-byte header, then frames of a
+/// 24-byte header and one page, each carrying a running checksum and the header's salts.
+fn unfinished_wal_tail(wal: &Path) -> anyhow::Result<Option<String>> {
+    let mut bytes = Vec::new();
+    match File::open(wal) {
+        Ok(mut file) => file.read_to_end(&mut bytes).with_context(|| format!("cannot read {}", wal.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", wal.display())),
+    };
+    if bytes.len() < 32 {
+        return Ok((!bytes.is_empty())
+            .then(|| format!("{}: a log of {} bytes, shorter than its header", wal.display(), bytes.len())));
+    }
+    let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let big_endian = match word(0) {
+        0x377f_0682 => false,
+        0x377f_0683 => true,
+        _ => return Ok(Some(format!("{}: the log's header is not valid; the log is ignored", wal.display()))),
+    };
+    let page_size = word(8) as usize;
+    let salts = (word(16), word(20));
+    let mut sums = wal_checksum(big_endian, (0, 0), &bytes[..24]);
+    if sums != (word(24), word(28)) {
+        return Ok(Some(format!("{}: the log's header fails its checksum; the log is ignored", wal.display())));
+    }
+    let frame = 24 + page_size;
+    let (mut at, mut frames_after_commit) = (32, 0usize);
+    let mut torn = false;
+    while at + frame <= bytes.len() {
+        if (word(at + 8), word(at + 12)) != salts {
+            break;
+        }
+        sums = wal_checksum(big_endian, sums, &bytes[at..at + 8]);
+        sums = wal_checksum(big_endian, sums, &bytes[at + 24..at + frame]);
+        if sums != (word(at + 16), word(at + 20)) {
+            torn = true;
+            break;
+        }
+        frames_after_commit = if word(at + 4) != 0 { 0 } else { frames_after_commit + 1 };
+        at += frame;
+    }
+    let partial_frame = !torn && at < bytes.len() && bytes.len() - at < frame;
+    if frames_after_commit == 0 && !torn && !partial_frame {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{}: the last write before the process stopped did not complete ({} page(s) of an unfinished commit{}); it is rolled back",
+        wal.display(),
+        frames_after_commit,
+        if torn || partial_frame { ", then a torn page" } else { "" }
+    )))
+}
+
+/// SQLite's WAL checksum: over pairs of 32-bit words, in the byte order the log's magic names.
+fn wal_checksum(big_endian: bool, (mut s0, mut s1): (u32, u32), data: &[u8]) -> (u32, u32) {
+    for pair in data.chunks_exact(8) {
+        let read = |b: &[u8]| {
+            let b = [b[0], b[1], b[2], b[3]];
+            if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        s0 = s0.wrapping_add(read(&pair[..4])).wrapping_add(s1);
+        s1 = s1.wrapping_add(read(&pair[4..])).wrapping_add(s0);
+    }
+    (s0, s1)
+}
+
+/// Makes `dir` if needed, and takes its lock.
+fn lock_dir(dir: &Path) -> anyhow::Result<File> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("the data directory {} is not a directory", dir.display());
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    lock_dir_existing(dir)
+}
+
+fn lock_dir_existing(dir: &Path) -> anyhow::Result<File> {
+    if !dir.is_dir() {
+        bail!("the data directory {} is not a directory", dir.display());
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => bail!(
+            "the data directory {} is in use by another session-pool process (it holds the lock on {})",
+            dir.display(),
+            lock_path.display()
+        ),
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", lock_path.display())),
+    }
 }
 
 fn check_format(format_path: &Path, state_path: &Path) -> anyhow::Result<()> {
@@ -473,13 +849,67 @@ fn write_format(dir: &Path, format_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One persist cycle: collect, write off the runtime, record metrics. Errors are logged; the batch
-/// is kept for the next cycle.
-pub async fn persist_once(store: &Arc<Store>, registry: &Registry) -> anyhow::Result<WriteStats> {
+/// Writes what changes in `registry` every `interval` until `stop` says so, then everything left,
+/// retrying a failed final write a few times. Runs on a thread of its own: it blocks on the disk and
+/// on pool locks (a slice at a time), never on the async runtime.
+///
+/// # Errors
+/// The final write failed after its retries; what it could not write is lost with the process.
+pub fn write_until_stopped(
+    mut store: Store,
+    registry: &Registry,
+    interval: Duration,
+    stop: &std::sync::mpsc::Receiver<()>,
+) -> anyhow::Result<WriteStats> {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        loop {
+            match write_recording(&mut store, registry) {
+                Ok(stats) if stats.more => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    metrics::counter!("session_pool_persist_errors_total").increment(1);
+                    tracing::error!("persisting the state failed (kept for the next cycle): {e:#}");
+                    break;
+                }
+            }
+        }
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let mut total = WriteStats::default();
+    let mut attempt = 0;
+    loop {
+        match write_recording(&mut store, registry) {
+            Ok(stats) => {
+                total.sessions += stats.sessions;
+                total.bytes += stats.bytes;
+                if !stats.more {
+                    return Ok(total);
+                }
+            }
+            Err(e) if attempt < FINAL_WRITE_RETRIES.len() => {
+                metrics::counter!("session_pool_persist_errors_total").increment(1);
+                let wait = FINAL_WRITE_RETRIES[attempt];
+                tracing::error!("the final write of the state failed; retrying in {wait:?}: {e:#}");
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            Err(e) => return Err(e.context(format!("the final write failed {} times", attempt + 1))),
+        }
+    }
+}
+
+/// How long to wait before each retry of a failed final write (about 10 s in all, so a disk that
+/// an operator frees in that time still gets everything).
+const FINAL_WRITE_RETRIES: [Duration; 4] =
+    [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(3), Duration::from_secs(5)];
+
+fn write_recording(store: &mut Store, registry: &Registry) -> anyhow::Result<WriteStats> {
     let started = Instant::now();
-    let batch = store.collect(registry).await;
-    let writer = Arc::clone(store);
-    let stats = tokio::task::spawn_blocking(move || writer.write(batch)).await.context("the persist task failed")??;
+    let stats = store.write_chunk(registry)?;
     if stats.sessions > 0 || stats.bytes > 0 {
         metrics::histogram!("session_pool_persist_duration_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("session_pool_persist_sessions_written_total").increment(stats.sessions as u64);

@@ -233,12 +233,12 @@ async fn a_sigkill_during_a_burst_of_writes_loses_at_most_the_last_interval() {
 fn an_unreadable_state_file_stops_the_server_and_is_left_as_it_was() {
     let dir = temp_dir("garbage");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("FORMAT"), br#"{"format":"session-pool-state","version":1}"#).unwrap();
+    std::fs::write(dir.join("FORMAT"), br#"{"format":"session-pool-state","version":2}"#).unwrap();
     let garbage = b"this is not a database, and it must still be here afterwards".repeat(100);
-    std::fs::write(dir.join("state.redb"), &garbage).unwrap();
+    std::fs::write(dir.join("state.sqlite"), &garbage).unwrap();
     let stderr = refuses_to_start(&dir);
-    assert!(stderr.contains("state.redb"), "the message must name the file: {stderr}");
-    assert_eq!(std::fs::read(dir.join("state.redb")).unwrap(), garbage, "the file was changed");
+    assert!(stderr.contains("state.sqlite"), "the message must name the file: {stderr}");
+    assert_eq!(std::fs::read(dir.join("state.sqlite")).unwrap(), garbage, "the file was changed");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -247,10 +247,10 @@ fn a_state_of_another_format_version_stops_the_server() {
     let dir = temp_dir("version");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("FORMAT"), br#"{"format":"session-pool-state","version":99}"#).unwrap();
-    std::fs::write(dir.join("state.redb"), b"whatever").unwrap();
+    std::fs::write(dir.join("state.sqlite"), b"whatever").unwrap();
     let stderr = refuses_to_start(&dir);
     assert!(stderr.contains("version 99"), "the message must say why: {stderr}");
-    assert_eq!(std::fs::read(dir.join("state.redb")).unwrap(), b"whatever");
+    assert_eq!(std::fs::read(dir.join("state.sqlite")).unwrap(), b"whatever");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

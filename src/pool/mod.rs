@@ -385,7 +385,6 @@ const SLOT_DRAWS: usize = 4;
 struct Changes {
     dirty: Vec<u32>,
     removed: Vec<SessionId>,
-    reset: bool,
     config: bool,
 }
 
@@ -394,18 +393,18 @@ struct Changes {
 pub struct ChangeSet<'a> {
     /// The configuration changed (or the pool is new).
     pub config_changed: bool,
-    /// Every session was dropped at once (`DELETE` of the default pool): forget all stored ones.
-    pub reset: bool,
     /// Ids removed (deleted or purged); apply before `upserted`.
     pub removed: Vec<SessionId>,
     /// Sessions created or changed.
     pub upserted: Vec<&'a Session>,
+    /// Changes left for a later call (the call was given a limit).
+    pub more: bool,
 }
 
 impl ChangeSet<'_> {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        !self.config_changed && !self.reset && self.removed.is_empty() && self.upserted.is_empty()
+        !self.config_changed && self.removed.is_empty() && self.upserted.is_empty()
     }
 }
 
@@ -503,11 +502,24 @@ impl PoolMetrics {
     }
 }
 
+/// Identifies one incarnation of a pool in the state file. A pool deleted and made again, or
+/// `default` reset, gets a new key, so what was stored under the old key can be dropped as a whole,
+/// in the background, instead of session by session in the call that deleted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey(pub i64);
+
+impl PoolKey {
+    fn fresh() -> Self {
+        Self(rand::random::<i64>() & i64::MAX)
+    }
+}
+
 /// One named pool of sessions. Not thread-safe by itself: the registry keeps each behind its own
 /// Tokio mutex, so every call on a pool is atomic and pools never contend.
 #[derive(Debug)]
 pub struct Pool {
     name: Arc<str>,
+    key: PoolKey,
     config: PoolConfig,
     created_at: Timestamp,
     retention: TimeDelta,
@@ -547,6 +559,7 @@ impl Pool {
     ) -> Self {
         Self {
             name: Arc::from(name),
+            key: PoolKey::fresh(),
             metrics: PoolMetrics::new(name),
             config,
             created_at: now,
@@ -579,6 +592,11 @@ impl Pool {
     /// The pool's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This incarnation of the pool: see [`PoolKey`].
+    pub fn key(&self) -> PoolKey {
+        self.key
     }
 
     /// The pool's configuration.
@@ -630,21 +648,41 @@ impl Pool {
         self.changes.config = true;
     }
 
-    /// What changed since the previous call (the first call after creation reports the config).
-    pub fn take_changes(&mut self) -> ChangeSet<'_> {
-        let changes = std::mem::take(&mut self.changes);
-        let mut slots = Vec::with_capacity(changes.dirty.len());
-        for slot in changes.dirty {
-            let entry = &mut self.slots[slot as usize];
-            if std::mem::take(&mut entry.dirty) && entry.occupied {
-                slots.push(slot);
+    /// Sessions changed or removed since the previous [`Pool::take_changes`].
+    pub fn pending_changes(&self) -> usize {
+        self.changes.dirty.len() + self.changes.removed.len()
+    }
+
+    /// What changed since the previous call (the first call after creation reports the config), at
+    /// most `limit` sessions of it, so a persist cycle holds the pool's lock for a bounded time.
+    ///
+    /// Removals come oldest first and before any upsert: an upsert is only handed out once every
+    /// earlier removal has been, so applying the sets in the order they were taken is always right.
+    /// Upserts come newest first, so a session changed during a long backlog does not wait for it.
+    pub fn take_changes(&mut self, limit: usize) -> ChangeSet<'_> {
+        let config_changed = std::mem::take(&mut self.changes.config);
+        let removed: Vec<SessionId> = if self.changes.removed.len() <= limit {
+            std::mem::take(&mut self.changes.removed)
+        } else {
+            self.changes.removed.drain(..limit).collect()
+        };
+        let mut slots = Vec::new();
+        if self.changes.removed.is_empty() {
+            let room = limit - removed.len();
+            let keep = self.changes.dirty.len().saturating_sub(room);
+            for slot in self.changes.dirty.split_off(keep) {
+                let entry = &mut self.slots[slot as usize];
+                if std::mem::take(&mut entry.dirty) && entry.occupied {
+                    slots.push(slot);
+                }
             }
         }
+        let more = self.pending_changes() > 0;
         ChangeSet {
-            config_changed: changes.config,
-            reset: changes.reset,
-            removed: changes.removed,
+            config_changed,
+            removed,
             upserted: slots.into_iter().map(|slot| self.session_at(slot)).collect(),
+            more,
         }
     }
 
@@ -956,7 +994,6 @@ impl Pool {
         let deleted = self.deleted;
         *self = fresh;
         self.deleted = deleted;
-        self.changes.reset = true;
     }
 
     fn find(&mut self, id: &str, now: Timestamp) -> Result<u32, PoolError> {
@@ -1359,7 +1396,7 @@ pub struct RegistryLimits {
 pub struct Registry {
     pools: RwLock<BTreeMap<Arc<str>, Arc<Mutex<Pool>>>>,
     /// Pools deleted since the last persist cycle.
-    removed: std::sync::Mutex<Vec<String>>,
+    removed: std::sync::Mutex<Vec<(String, PoolKey)>>,
     defaults: PoolConfig,
     limits: RegistryLimits,
     budget: Arc<SessionBudget>,
@@ -1516,6 +1553,7 @@ impl Registry {
         if guard.deleted {
             return Err(PoolError::PoolNotFound(name.to_owned()));
         }
+        let key = guard.key;
         guard.clear();
         if name == DEFAULT_POOL {
             guard.reconfigure(self.defaults.clone());
@@ -1523,20 +1561,21 @@ impl Registry {
         } else {
             guard.deleted = true;
             self.pools.write().unwrap_or_else(|e| e.into_inner()).remove(name);
-            self.removed.lock().unwrap_or_else(|e| e.into_inner()).push(name.to_owned());
         }
+        self.removed.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_owned(), key));
         Ok(())
     }
 
-    /// Names of the pools deleted since the previous call, for persistence.
-    pub fn take_removed_pools(&self) -> Vec<String> {
+    /// The pools deleted (or, for `default`, reset) since the previous call, for persistence.
+    pub fn take_removed_pools(&self) -> Vec<(String, PoolKey)> {
         std::mem::take(&mut *self.removed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Puts a restored pool in place (replacing the empty `default`), whatever `--max-pools` says:
     /// a restore never drops stored state. Blocks on the pool's lock: call it off the runtime.
-    pub fn adopt_pool(&self, name: &str, config: PoolConfig, created_at: Timestamp) {
-        let fresh = Pool::new(name, config, self.limits.retention, Arc::clone(&self.budget), created_at);
+    pub fn adopt_pool(&self, name: &str, key: PoolKey, config: PoolConfig, created_at: Timestamp) {
+        let mut fresh = Pool::new(name, config, self.limits.retention, Arc::clone(&self.budget), created_at);
+        fresh.key = key;
         let existing = self.lookup(name);
         match existing {
             Some(pool) => {
@@ -1551,17 +1590,9 @@ impl Registry {
         }
     }
 
-    /// The pool `name` locked for a restore, created with the default config if the state had no
-    /// record of it. Blocks: call it off the runtime.
-    pub fn pool_for_restore(&self, name: &str, now: Timestamp) -> PoolGuard {
-        let pool = match self.lookup(name) {
-            Some(pool) => pool,
-            None => {
-                self.adopt_pool(name, self.defaults.clone(), now);
-                self.lookup(name).unwrap_or_else(|| unreachable!("adopt_pool inserts the pool"))
-            }
-        };
-        pool.blocking_lock_owned()
+    /// The pool `name`, locked. Blocks: call it off the runtime.
+    pub fn lock_blocking(&self, name: &str) -> Option<PoolGuard> {
+        self.lookup(name).map(Mutex::blocking_lock_owned)
     }
 
     /// Every pool, sorted by name (unlocked: lock each to read it).
@@ -2019,23 +2050,54 @@ mod tests {
     #[test]
     fn changes_report_what_moved_since_the_last_call_only() {
         let mut pool = pool_with(0, 100);
-        let first = pool.take_changes();
+        let first = pool.take_changes(usize::MAX);
         assert!(first.config_changed && first.upserted.is_empty());
         create(&mut pool, "a", None);
         create(&mut pool, "b", None);
-        assert!(pool.take_changes().upserted.len() == 2);
-        assert!(pool.take_changes().is_empty(), "nothing changed since");
+        assert!(pool.take_changes(usize::MAX).upserted.len() == 2);
+        assert!(pool.take_changes(usize::MAX).is_empty(), "nothing changed since");
         pool.mark_good("a", None, t0()).unwrap();
         pool.mark_good("a", None, t0()).unwrap();
         pool.delete("b", t0()).unwrap();
-        let changes = pool.take_changes();
+        let changes = pool.take_changes(usize::MAX);
         let upserted: Vec<&str> = changes.upserted.iter().map(|s| &*s.id).collect();
         assert_eq!(upserted, ["a"]);
         assert_eq!(changes.removed, vec![SessionId::from("b")]);
         pool.acquire(None, t0()).unwrap();
-        assert!(pool.take_changes().is_empty(), "an acquire without a lease changes no session");
+        assert!(pool.take_changes(usize::MAX).is_empty(), "an acquire without a lease changes no session");
+        let key = pool.key();
         pool.clear();
-        assert!(pool.take_changes().reset);
+        assert_ne!(pool.key(), key, "a cleared pool is a new incarnation in the state file");
+    }
+
+    #[test]
+    fn a_limited_take_hands_out_removals_before_any_upsert_and_the_newest_upserts_first() {
+        let mut pool = pool_with(0, 100);
+        pool.take_changes(usize::MAX);
+        for id in ["a", "b", "c"] {
+            create(&mut pool, id, None);
+        }
+        pool.take_changes(usize::MAX);
+        pool.delete("a", t0()).unwrap();
+        pool.delete("b", t0()).unwrap();
+        create(&mut pool, "a", None);
+        pool.mark_good("c", None, t0()).unwrap();
+        assert_eq!(pool.pending_changes(), 4);
+
+        let first = pool.take_changes(1);
+        assert_eq!(first.removed, vec![SessionId::from("a")]);
+        assert!(first.upserted.is_empty(), "the new `a` must not be written before the old one is removed");
+        assert!(first.more);
+        let second = pool.take_changes(2);
+        assert_eq!(second.removed, vec![SessionId::from("b")]);
+        let upserted: Vec<&str> = second.upserted.iter().map(|s| &*s.id).collect();
+        assert_eq!(upserted, ["c"], "the newest change first");
+        assert!(second.more);
+        let third = pool.take_changes(2);
+        let upserted: Vec<&str> = third.upserted.iter().map(|s| &*s.id).collect();
+        assert_eq!(upserted, ["a"]);
+        assert!(!third.more);
+        assert_eq!(pool.pending_changes(), 0);
     }
 
     #[test]
