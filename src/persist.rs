@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -261,6 +260,8 @@ pub struct Store {
     carry: Option<Vec<Op>>,
     /// Keys of deleted pools whose sessions are still stored.
     dead: BTreeSet<i64>,
+    /// Where the id-order walk of each pool with a large backlog goes on.
+    walks: HashMap<PoolKey, SessionId>,
 }
 
 impl Store {
@@ -287,16 +288,22 @@ impl Store {
             if let Some(tail) = unfinished_wal_tail(&wal_path(&path))? {
                 tracing::warn!("{tail}; the state is that of the last complete commit");
             }
-            open_untouched(&path, cache_kib)?
+            open_read_only(&path, cache_kib)?
         } else {
             write_format(dir, &format_path)?;
             let conn = open_writable(&path, cache_kib)?;
-            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
-                .and_then(|()| conn.execute_batch(SCHEMA))
-                .with_context(|| format!("cannot create the state file {}", path.display()))?;
+            conn.execute_batch(SCHEMA).with_context(|| format!("cannot create the state file {}", path.display()))?;
             conn
         };
-        Ok(Self { path, cache_kib, _lock: lock, conn: Some(conn), carry: None, dead: BTreeSet::new() })
+        Ok(Self {
+            path,
+            cache_kib,
+            _lock: lock,
+            conn: Some(conn),
+            carry: None,
+            dead: BTreeSet::new(),
+            walks: HashMap::new(),
+        })
     }
 
     /// The state file's path.
@@ -354,7 +361,7 @@ impl Store {
             },
         )?;
         drop(current);
-        allow_writes(&conn).with_context(|| format!("cannot open the state file {}", self.path.display()))?;
+        close_read_only(conn, &self.path);
         // What was just read is on disk already; a pool that had no record (the `default` of a new
         // directory) still has its config to write.
         for pool in registry.pools() {
@@ -365,7 +372,7 @@ impl Store {
             }
         }
         registry.take_removed_pools();
-        self.conn = Some(conn);
+        self.conn = Some(open_writable(&self.path, self.cache_kib)?);
         Ok(RestoreStats { pools, sessions })
     }
 
@@ -378,7 +385,7 @@ impl Store {
     pub fn write_chunk(&mut self, registry: &Registry) -> anyhow::Result<WriteStats> {
         let (ops, more) = match self.carry.take() {
             Some(ops) => (ops, true),
-            None => collect(registry, CHUNK),
+            None => collect(registry, CHUNK, &mut self.walks),
         };
         match self.commit(&ops) {
             Ok(mut stats) => {
@@ -416,6 +423,10 @@ impl Store {
             self.conn = Some(open_writable(&self.path, self.cache_kib)?);
         }
         let conn = self.conn.as_mut().context("the state is not open")?;
+        if ops.is_empty() && self.dead.is_empty() {
+            let more = give_back_free_space(conn).with_context(|| format!("cannot compact {file}"))?;
+            return Ok(WriteStats { more, ..WriteStats::default() });
+        }
         let txn = conn.transaction().with_context(|| format!("cannot write to {file}"))?;
         let mut stats = WriteStats::default();
         let mut newly_dead = Vec::new();
@@ -466,6 +477,7 @@ impl Store {
                 if removed < CHUNK {
                     cleared = Some(dead);
                 }
+                stats.sessions += removed;
                 stats.more |= removed > 0;
             }
         }
@@ -484,8 +496,9 @@ impl Store {
 
 /// Takes at most `limit` sessions' changes from `registry`: deleted pools first, then each pool's
 /// changes, the pools with the fewest first, so a pool with a large backlog does not hold back the
-/// small changes of the others. Returns the operations and whether changes were left.
-fn collect(registry: &Registry, limit: usize) -> (Vec<Op>, bool) {
+/// small changes of the others. A backlog larger than a chunk is taken in id order, going on where
+/// `walks` says the previous chunk stopped. Returns the operations and whether changes were left.
+fn collect(registry: &Registry, limit: usize, walks: &mut HashMap<PoolKey, SessionId>) -> (Vec<Op>, bool) {
     let mut ops: Vec<Op> =
         registry.take_removed_pools().into_iter().map(|(name, key)| Op::RemovePool(name, key)).collect();
     let mut pools: Vec<_> = registry
@@ -498,13 +511,25 @@ fn collect(registry: &Registry, limit: usize) -> (Vec<Op>, bool) {
         .collect();
     pools.sort_by_key(|(pending, _)| *pending);
     let mut room = limit;
-    let mut more = false;
-    for (_, pool) in pools {
+    for (pending, pool) in pools {
+        if room == 0 {
+            return (ops, true);
+        }
         loop {
             let mut pool = pool.blocking_lock();
             let (name, key) = (pool.name().to_owned(), pool.key());
             let config = encode_pool(pool.config(), pool.created_at());
-            let changes = pool.take_changes(room.min(SLICE));
+            let slice = room.min(SLICE);
+            let changes = if pending > limit || walks.contains_key(&key) {
+                let (changes, next) = pool.take_changes_by_id(walks.get(&key), slice);
+                match next {
+                    Some(next) => walks.insert(key, next),
+                    None => walks.remove(&key),
+                };
+                changes
+            } else {
+                pool.take_changes(slice)
+            };
             if changes.config_changed {
                 ops.push(Op::PutPool(name, key, config));
             }
@@ -515,16 +540,11 @@ fn collect(registry: &Registry, limit: usize) -> (Vec<Op>, bool) {
                 break;
             }
             if room == 0 {
-                more = true;
-                break;
+                return (ops, true);
             }
         }
-        if room == 0 {
-            more = true;
-            break;
-        }
     }
-    (ops, more)
+    (ops, false)
 }
 
 /// Gives free pages back to the file system a step at a time while more than half the file is free.
@@ -533,10 +553,14 @@ fn give_back_free_space(conn: &Connection) -> rusqlite::Result<bool> {
     let free = || conn.query_row("PRAGMA freelist_count", [], |row| row.get::<_, i64>(0));
     let before = free()?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
-    if before * 2 <= pages || before < i64::from(VACUUM_PAGES) {
+    if before * 2 <= pages || before < 256 {
         return Ok(false);
     }
-    conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES});"))?;
+    // The pragma frees one page per step: step it to the end (`execute_batch` steps once).
+    let mut statement = conn.prepare(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))?;
+    let mut rows = statement.query([])?;
+    while rows.next()?.is_some() {}
+    drop(rows);
     Ok(free()? < before)
 }
 
@@ -629,7 +653,7 @@ pub fn check(dir: &Path) -> anyhow::Result<CheckStats> {
     if let Some(tail) = unfinished_wal_tail(&wal_path(&path))? {
         println!("note: {tail}; a server started on it keeps the last complete commit");
     }
-    let conn = open_untouched(&path, 16 * 1024)?;
+    let conn = open_read_only(&path, 16 * 1024)?;
     let file = path.display();
     let mut problems = Vec::new();
     {
@@ -666,25 +690,27 @@ pub fn check(dir: &Path) -> anyhow::Result<CheckStats> {
         let count: i64 = conn.query_row("SELECT count(*) FROM sessions WHERE pool = ?1", [key], |row| row.get(0))?;
         stats.orphans += usize::try_from(count).unwrap_or(0);
     }
+    close_read_only(conn, &path);
     Ok(stats)
 }
 
-/// Opens an existing state so that nothing is written to it, not even the checkpoint SQLite makes
-/// when a connection closes, until [`allow_writes`]: a state found damaged is left as it was.
-/// (SQLite's read-only mode cannot open a log left by a crash without the directory's lock
-/// protocol, which [`configure`] replaces by the directory's own lock.)
-fn open_untouched(path: &Path, cache_kib: i64) -> anyhow::Result<Connection> {
-    let conn = open_writable(path, cache_kib)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .and_then(|_| conn.execute_batch("PRAGMA wal_autocheckpoint = 0;"))
+/// Opens an existing state read-only, so that a state found damaged is left as it was. SQLite
+/// reads a log left by a crash through a shared-memory index (`-shm`) it makes beside the file;
+/// [`close_read_only`] removes it again.
+fn open_read_only(path: &Path, cache_kib: i64) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_context(|| format!("cannot read the state file {}", path.display()))?;
+    configure(&conn, cache_kib).with_context(|| format!("cannot read the state file {}", path.display()))?;
     Ok(conn)
 }
 
-/// Undoes [`open_untouched`] once the state has been read.
-fn allow_writes(conn: &Connection) -> rusqlite::Result<()> {
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
-    conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+/// Closes a connection of [`open_read_only`] and removes the index it made, which the writer (in
+/// exclusive mode) does not use.
+fn close_read_only(conn: Connection, path: &Path) {
+    drop(conn);
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    let _ = fs::remove_file(PathBuf::from(shm));
 }
 
 fn open_writable(path: &Path, cache_kib: i64) -> anyhow::Result<Connection> {
@@ -694,16 +720,22 @@ fn open_writable(path: &Path, cache_kib: i64) -> anyhow::Result<Connection> {
     )
     .with_context(|| format!("cannot open the state file {}", path.display()))?;
     configure(&conn, cache_kib)
-        .and_then(|()| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"))
+        // `auto_vacuum` only takes on a new file (before its first page), so it comes first.
+        .and_then(|()| {
+            conn.execute_batch(
+                "PRAGMA locking_mode = EXCLUSIVE; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                 PRAGMA journal_size_limit = 67108864;",
+            )
+        })
         .with_context(|| format!("cannot open the state file {}", path.display()))?;
     Ok(conn)
 }
 
-/// Settings of every connection. The directory's lock already keeps other processes out, so SQLite
-/// keeps its log index in memory (`EXCLUSIVE`) rather than in a shared-memory file.
+/// Settings of every connection. The writer also takes `EXCLUSIVE` locking: the directory's lock
+/// already keeps other processes out, so SQLite keeps its log index in memory, not in a file.
 fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch(&format!("PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -{cache_kib};"))
+    conn.execute_batch(&format!("PRAGMA cache_size = -{cache_kib};"))
 }
 
 fn wal_path(state: &Path) -> PathBuf {
@@ -759,11 +791,11 @@ fn unfinished_wal_tail(wal: &Path) -> anyhow::Result<Option<String>> {
     if frames_after_commit == 0 && !torn && !partial_frame {
         return Ok(None);
     }
+    let pages = frames_after_commit + usize::from(torn || partial_frame);
     Ok(Some(format!(
-        "{}: the last write before the process stopped did not complete ({} page(s) of an unfinished commit{}); it is rolled back",
+        "{}: the last write before the process stopped did not complete ({pages} page(s) of it reached the disk{}); it is rolled back",
         wal.display(),
-        frames_after_commit,
-        if torn || partial_frame { ", then a torn page" } else { "" }
+        if torn || partial_frame { ", the last one torn" } else { "" }
     )))
 }
 

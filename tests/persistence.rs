@@ -1,123 +1,15 @@
 //! Durability, end to end: the real binary on a real data directory, stopped gracefully, killed with
 //! SIGKILL mid-burst, started on unreadable state and on a directory already in use.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{refuses_to_start, temp_dir, Server};
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_session-pool");
-
-fn temp_dir(name: &str) -> PathBuf {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "session-pool-persist-{name}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Server {
-    async fn start(dir: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
-        let child = Command::new(BIN)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .env_remove("SESSION_POOL_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = server.client.get(format!("{}/readyz", server.base)).send().await {
-                if r.status() == 200 {
-                    return server;
-                }
-            }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("the server answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, body) = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert!((200..300).contains(&status), "POST {path}: {status} {body}");
-        body
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("send SIGTERM");
-        wait_with_timeout(&mut self.child, Duration::from_secs(20))
-    }
-}
-
-impl Drop for Server {
-    /// A failing test must not leave its server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs the binary on `dir` expecting it to refuse to start; returns its stderr.
-fn refuses_to_start(dir: &Path) -> String {
-    let output = Command::new(BIN)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the binary");
-    assert!(!output.status.success(), "the server started on {dir:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn everything_survives_a_graceful_restart() {

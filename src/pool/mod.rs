@@ -383,7 +383,10 @@ const SLOT_DRAWS: usize = 4;
 /// cost O(changes), not O(sessions).
 #[derive(Debug, Default)]
 struct Changes {
+    /// Slots marked dirty, in the order they were; a slot taken by id order stays listed until the
+    /// list is compacted, so `dirty_count` is the true count.
     dirty: Vec<u32>,
+    dirty_count: usize,
     removed: Vec<SessionId>,
     config: bool,
 }
@@ -650,7 +653,20 @@ impl Pool {
 
     /// Sessions changed or removed since the previous [`Pool::take_changes`].
     pub fn pending_changes(&self) -> usize {
-        self.changes.dirty.len() + self.changes.removed.len()
+        self.changes.dirty_count + self.changes.removed.len()
+    }
+
+    /// The config flag and the removals of a take of at most `limit` sessions (see
+    /// [`Pool::take_changes`]); `None` while removals are left, when no upsert may be taken yet.
+    fn take_removals(&mut self, limit: usize) -> (bool, Vec<SessionId>, Option<usize>) {
+        let config_changed = std::mem::take(&mut self.changes.config);
+        let removed: Vec<SessionId> = if self.changes.removed.len() <= limit {
+            std::mem::take(&mut self.changes.removed)
+        } else {
+            self.changes.removed.drain(..limit).collect()
+        };
+        let room = self.changes.removed.is_empty().then(|| limit - removed.len());
+        (config_changed, removed, room)
     }
 
     /// What changed since the previous call (the first call after creation reports the config), at
@@ -660,29 +676,66 @@ impl Pool {
     /// earlier removal has been, so applying the sets in the order they were taken is always right.
     /// Upserts come newest first, so a session changed during a long backlog does not wait for it.
     pub fn take_changes(&mut self, limit: usize) -> ChangeSet<'_> {
-        let config_changed = std::mem::take(&mut self.changes.config);
-        let removed: Vec<SessionId> = if self.changes.removed.len() <= limit {
-            std::mem::take(&mut self.changes.removed)
-        } else {
-            self.changes.removed.drain(..limit).collect()
-        };
+        let (config_changed, removed, room) = self.take_removals(limit);
         let mut slots = Vec::new();
-        if self.changes.removed.is_empty() {
-            let room = limit - removed.len();
+        if let Some(room) = room {
             let keep = self.changes.dirty.len().saturating_sub(room);
             for slot in self.changes.dirty.split_off(keep) {
-                let entry = &mut self.slots[slot as usize];
-                if std::mem::take(&mut entry.dirty) && entry.occupied {
+                if self.take_dirty(slot) && self.slots[slot as usize].occupied {
                     slots.push(slot);
                 }
             }
         }
-        let more = self.pending_changes() > 0;
+        self.change_set(config_changed, removed, slots)
+    }
+
+    /// Like [`Pool::take_changes`], but the upserts in id order, from the first id after `after`.
+    /// Returns where the next call goes on, `None` once the walk reached the last id.
+    ///
+    /// A large backlog is written in id order so that each chunk lands in one place of the state
+    /// file's B-tree: a fill of a million random ids taken in any other order would rewrite most of
+    /// the tree with every chunk.
+    pub fn take_changes_by_id(
+        &mut self,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> (ChangeSet<'_>, Option<SessionId>) {
+        let (config_changed, removed, room) = self.take_removals(limit);
+        let mut slots = Vec::new();
+        let mut next = after.cloned();
+        if let Some(room) = room {
+            let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+            // Visit a bounded number of ids per call, dirty or not, so the lock is held briefly.
+            let visited: Vec<SessionId> =
+                self.ordered.range::<SessionId, _>((start, Bound::Unbounded)).take(room.max(1) * 8).cloned().collect();
+            next = None;
+            for id in visited {
+                if slots.len() == room {
+                    break;
+                }
+                let slot = self.by_id[&id];
+                if self.take_dirty(slot) {
+                    slots.push(slot);
+                }
+                next = Some(id);
+            }
+            if next.as_ref().is_some_and(|last| self.ordered.last() == Some(last)) {
+                next = None;
+            }
+            if next.is_none() {
+                let occupied = &self.slots;
+                self.changes.dirty.retain(|&slot| occupied[slot as usize].dirty);
+            }
+        }
+        (self.change_set(config_changed, removed, slots), next)
+    }
+
+    fn change_set(&self, config_changed: bool, removed: Vec<SessionId>, slots: Vec<u32>) -> ChangeSet<'_> {
         ChangeSet {
             config_changed,
             removed,
             upserted: slots.into_iter().map(|slot| self.session_at(slot)).collect(),
-            more,
+            more: self.pending_changes() > 0,
         }
     }
 
@@ -1255,7 +1308,17 @@ impl Pool {
         if !entry.dirty {
             entry.dirty = true;
             self.changes.dirty.push(slot);
+            self.changes.dirty_count += 1;
         }
+    }
+
+    /// Clears the slot's dirty flag; whether it was set.
+    fn take_dirty(&mut self, slot: u32) -> bool {
+        let was = std::mem::take(&mut self.slots[slot as usize].dirty);
+        if was {
+            self.changes.dirty_count -= 1;
+        }
+        was
     }
 
     fn remove_free(&mut self, slot: u32) {
@@ -1295,7 +1358,7 @@ impl Pool {
         }
         entry.generation = entry.generation.wrapping_add(1);
         entry.state = SlotState::Vacant;
-        entry.dirty = false;
+        self.take_dirty(slot);
         self.vacant.push(slot);
     }
 
