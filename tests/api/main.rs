@@ -8,6 +8,7 @@ mod cookies;
 mod errors;
 mod expiry;
 mod helpers;
+mod ids;
 mod leases;
 mod list;
 mod marks;
