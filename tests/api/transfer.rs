@@ -318,6 +318,50 @@ async fn unusable_sessions_come_in_retired_with_the_reason_from_their_state() {
     }
 }
 
+/// An imported session that is already unusable retires at the import, not when it stopped being
+/// usable (for an expired one that would be its `expires_at`, long past), unless the document says
+/// when: in every form.
+#[tokio::test]
+async fn unusable_sessions_of_every_form_retire_at_the_import_unless_the_document_says_when() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let long_ago = rfc3339(now - TimeDelta::hours(3));
+    let recently = rfc3339(now - TimeDelta::seconds(10));
+    let documents = [
+        json!({"config": {}, "sessions": [
+            {"id": "expired", "created_at": long_ago, "max_age_secs": 60, "retired": false},
+            {"id": "blocked", "created_at": recently, "error_score": 5.0},
+            {"id": "said-expired", "created_at": long_ago, "max_age_secs": 60, "retired_reason": "expired"}]}),
+        json!({"maxPoolSize": 5, "sessions": [
+            {"id": "expired", "createdAt": long_ago, "maxAge": "PT1M"},
+            {"id": "blocked", "createdAt": recently, "errorScore": 3.0, "maxErrorScore": 3.0},
+            {"id": "worn", "createdAt": recently, "usageCount": 2, "maxUsageCount": 2}]}),
+        json!({"usableSessionsCount": 0, "retiredSessionsCount": 3, "sessions": [
+            {"id": "expired", "createdAt": long_ago, "expiresAt": rfc3339(now - TimeDelta::hours(2))},
+            {"id": "blocked", "createdAt": recently, "errorScore": 4, "maxErrorScore": 3},
+            {"id": "worn", "createdAt": recently, "usageCount": 50, "maxUsageCount": 50}]}),
+    ];
+    for document in documents {
+        let pool = unique("unusable");
+        let before = Utc::now() - TimeDelta::seconds(1);
+        assert_eq!(app.imported(&pool, &document).await["imported"], 3, "{document}");
+        let after = Utc::now() + TimeDelta::seconds(1);
+        for source in document["sessions"].as_array().expect("sessions") {
+            let id = source["id"].as_str().expect("an id");
+            let session = app.session(&pool, id).await;
+            assert_eq!(session["retired"], true, "{id} of {document}");
+            let at = time(&session["retired_at"]);
+            assert!(before <= at && at <= after, "{id} of {document} retired at {at}, not at the import");
+        }
+    }
+    let kept = rfc3339(now - TimeDelta::minutes(30));
+    let document = json!({"config": {}, "sessions": [
+        {"id": "dated", "created_at": long_ago, "max_age_secs": 60, "retired_reason": "expired", "retired_at": kept}]});
+    let pool = unique("unusable-dated");
+    app.imported(&pool, &document).await;
+    assert_eq!(time(&app.session(&pool, "dated").await["retired_at"]), time(&json!(kept)), "the document's time");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Crawlee for Python and for JavaScript
 
