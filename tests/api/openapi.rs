@@ -257,3 +257,28 @@ async fn a_405_leaves_the_state_alone() {
     assert_eq!(app.pool_status(&pool).await, before);
     expect_json(app.get_session(&pool, "s1").await, 200).await;
 }
+
+/// Every operation that reads a request body can answer 408 `request_timeout` (API.md's error
+/// table): the spec must say so, with the shared problem response.
+#[test]
+fn every_operation_that_takes_a_body_documents_request_timeout() {
+    let spec = spec();
+    let mut with_body = 0;
+    for (path, methods) in spec_operations(&spec) {
+        for method in methods {
+            let op = &spec["paths"][&path][&method];
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            with_body += 1;
+            assert_eq!(
+                op["responses"]["408"]["$ref"], "#/components/responses/RequestTimeout",
+                "{method} {path} reads a body but does not document 408"
+            );
+        }
+    }
+    assert!(with_body >= 11, "only {with_body} operations take a body");
+    let problem = &spec["components"]["responses"]["RequestTimeout"]["content"]["application/problem+json"];
+    assert_eq!(problem["schema"]["$ref"], "#/components/schemas/Problem");
+    assert_eq!(problem["example"]["type"], "request_timeout");
+}
