@@ -140,13 +140,13 @@ async fn handle(state: AppState, call: HotCall, request: Request) -> crate::erro
             sessions::acquire_in(&state, pool, body).await
         }
         HotCall::MarkGood | HotCall::MarkBad | HotCall::Retire => {
-            let AppJson(body) = AppJson::<sessions::LeaseIdRequest>::from_request(request, &state).await?;
+            let AppJson(body) = AppJson::<sessions::ReportRequest>::from_request(request, &state).await?;
             let mark = match call {
                 HotCall::MarkGood => Mark::Good,
                 HotCall::MarkBad => Mark::Bad,
                 _ => Mark::Retire,
             };
-            sessions::apply_mark(&state, pool, id, body.lease_id, mark).await
+            sessions::apply_mark(&state, pool, id, body, mark).await
         }
         HotCall::Release => {
             let AppJson(body) = AppJson::from_request(request, &state).await?;

@@ -13,6 +13,7 @@ mod leases;
 mod list;
 mod marks;
 mod openapi;
+mod per_page;
 mod pools;
 mod robustness;
 mod service;
