@@ -18,4 +18,5 @@ mod pools;
 mod robustness;
 mod service;
 mod sessions;
+mod store;
 mod transfer;
