@@ -24,6 +24,67 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the state lives (`--store`). An enum, so a store is one more variant with its parsed
+/// settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Store {
+    /// In this process, persisted in `--data-dir`.
+    #[default]
+    Memory,
+    /// A Redis or Valkey server, shared by every server on it. Parsed and checked, but this build
+    /// does not implement it yet: [`Config::validate`] refuses it.
+    Redis(RedisUrl),
+}
+
+/// A `redis://` or `rediss://` URL: a host, an optional port and an optional database number
+/// (`/DB`); credentials may sit in the user info. Displayed with the password hidden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    url: url::Url,
+    /// The database number (`/DB`), 0 when the URL has none.
+    pub db: u32,
+}
+
+impl RedisUrl {
+    /// The URL as given, credentials included.
+    pub fn as_url(&self) -> &url::Url {
+        &self.url
+    }
+
+    /// Whether the connection uses TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.url.scheme() == "rediss"
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        f.write_str(shown.as_str())
+    }
+}
+
+impl std::str::FromStr for Store {
+    type Err = String;
+
+    /// Parses a `--store` value: `memory`, or a `redis://` / `rediss://` URL.
+    fn from_str(raw: &str) -> Result<Self, String> {
+        store(raw)
+    }
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Memory => f.write_str("memory"),
+            Store::Redis(url) => url.fmt(f),
+        }
+    }
+}
+
 /// A list of HTTP status codes given as one flag value (a newtype, so clap parses the whole list at
 /// once and `none` can say "no codes", which a delimited list of numbers cannot).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +130,12 @@ pub struct Config {
     /// Most sessions the server holds, all pools and retired sessions included.
     #[arg(long, env = "SESSION_POOL_MAX_SESSIONS", default_value_t = 2_000_000)]
     pub max_sessions: usize,
+
+    /// Where the state lives: `memory` (in this process, persisted in --data-dir) or
+    /// `redis://HOST:PORT/DB` (also `rediss://`, credentials in the URL; not available in this build
+    /// yet).
+    #[arg(long, env = "SESSION_POOL_STORE", default_value = "memory", value_parser = store, hide_env_values = true)]
+    pub store: Store,
 
     /// Log format.
     #[arg(long, env = "SESSION_POOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -116,6 +183,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             max_pools: 1000,
             max_sessions: 2_000_000,
+            store: Store::Memory,
             log_format: LogFormat::Text,
             max_pool_size: DEFAULT_MAX_POOL_SIZE,
             max_age_secs: session.max_age_secs,
@@ -149,6 +217,11 @@ impl Config {
     /// # Errors
     /// A message naming the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
+        // Until a Redis store exists, asking for one must stop the server rather than silently keep
+        // the state in memory, where other servers on the "same" store would not see it.
+        if let Store::Redis(url) = &self.store {
+            anyhow::bail!("--store {url}: the Redis store is not available in this build yet");
+        }
         self.pool_defaults().validate().map_err(|e| anyhow::anyhow!("invalid default pool setting: {e}"))?;
         anyhow::ensure!(
             self.persist_interval_secs.is_finite() && self.persist_interval_secs > 0.0,
@@ -162,6 +235,31 @@ impl Config {
         anyhow::ensure!(self.api_key.iter().all(|k| !k.is_empty()), "--api-key must not be empty");
         Ok(())
     }
+}
+
+/// `memory`, or a `redis://` / `rediss://` URL with a host, an optional port and an optional
+/// database number.
+fn store(raw: &str) -> Result<Store, String> {
+    let raw = raw.trim();
+    if raw == "memory" {
+        return Ok(Store::Memory);
+    }
+    let scheme = raw.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("redis" | "rediss")) {
+        return Err("expected `memory` or a redis://HOST:PORT/DB (or rediss://) URL".into());
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("not a Redis URL ({e})"))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("a Redis URL needs a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a Redis URL takes no query or fragment".into());
+    }
+    let db = match url.path().trim_start_matches('/') {
+        "" => 0,
+        db => db.parse().map_err(|_| format!("the database {db:?} is not a number (redis://HOST:PORT/DB)"))?,
+    };
+    Ok(Store::Redis(RedisUrl { url, db }))
 }
 
 /// `401,403,429` (spaces allowed), or `none` / an empty value for no codes; each in 100..=599.
@@ -261,6 +359,31 @@ mod tests {
         }
         assert_eq!(parse(" 401 , 429").unwrap().blocked_status_codes, StatusCodes(vec![401, 429]));
         for bad in ["401,,429", "401,none", "600", "abc", "401;403"] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_store_is_memory_by_default_and_a_redis_url_parses_but_is_refused() {
+        let parse = |value: &str| Cli::try_parse_from(["session-pool", "--store", value]).map(|cli| cli.config);
+        assert_eq!(Cli::try_parse_from(["session-pool"]).unwrap().config.store, Store::Memory);
+        assert_eq!(parse("memory").unwrap().store, Store::Memory);
+        for (raw, db, tls) in [
+            ("redis://localhost", 0, false),
+            ("redis://cache.internal:6380/3", 3, false),
+            ("rediss://user:secret@cache.example:6379/0", 0, true),
+            ("REDIS://[::1]:6379/", 0, false),
+        ] {
+            let config = parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            let Store::Redis(url) = &config.store else { panic!("{raw} is not a Redis store") };
+            assert_eq!((url.db, url.tls()), (db, tls), "{raw}");
+            let refused = config.validate().unwrap_err().to_string();
+            assert!(refused.starts_with("--store redis"), "{refused}");
+            assert!(refused.ends_with("the Redis store is not available in this build yet"), "{refused}");
+            assert!(!refused.contains("secret"), "the password must not be shown: {refused}");
+        }
+        for bad in ["", "Memory", "disk", "redis:/x", "redis://", "redis://host/x", "redis://host/0?x=1", "http://host"]
+        {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -40,6 +40,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::strict_json::field_of;
+use crate::json_int::{self, Int};
 use crate::pool::{validate_proxy_url, PoolConfig};
 use crate::session::{
     self, Cookie, RetiredReason, Retirement, SameSite, Session, SessionId, SessionSettings, Timestamp,
@@ -206,7 +207,8 @@ pub fn parse_import(document: Value, defaults: &PoolConfig) -> Result<ImportDocu
         }
         ImportFormat::CrawleePython => match top.remove("maxPoolSize") {
             Some(size) => {
-                let config = PoolConfig { max_pool_size: typed(size, "maxPoolSize")?, ..defaults.clone() };
+                let Int(max_pool_size) = typed(size, "maxPoolSize")?;
+                let config = PoolConfig { max_pool_size, ..defaults.clone() };
                 config.validate().map_err(|e| DocumentError(format!("maxPoolSize: {e}")))?;
                 config
             }
@@ -308,6 +310,7 @@ fn check_time(field: &str, at: Timestamp) -> Result<(), DocumentError> {
 /// PoolConfig in the own form; a missing field takes the server's default, as a PUT does.
 #[derive(Debug, Deserialize)]
 struct ConfigDoc {
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_pool_size: Option<u32>,
     session: Option<SettingsDoc>,
     proxy_urls: Option<Vec<String>>,
@@ -317,9 +320,11 @@ struct ConfigDoc {
 #[derive(Debug, Default, Deserialize)]
 struct SettingsDoc {
     max_age_secs: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_usage_count: Option<u32>,
     max_error_score: Option<f64>,
     error_score_decrement: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt_list")]
     blocked_status_codes: Option<Vec<u16>>,
 }
 
@@ -351,11 +356,14 @@ struct OwnSessionDoc {
     id: String,
     created_at: Timestamp,
     max_age_secs: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt")]
     usage_count: Option<u32>,
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_usage_count: Option<u32>,
     error_score: Option<f64>,
     max_error_score: Option<f64>,
     error_score_decrement: Option<f64>,
+    #[serde(default, deserialize_with = "json_int::opt_list")]
     blocked_status_codes: Option<Vec<u16>>,
     user_data: Option<Map<String, Value>>,
     cookies: Option<Vec<CookieDoc>>,
@@ -412,7 +420,7 @@ struct CookieDoc {
     secure: bool,
     #[serde(default)]
     http_only: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json_int::opt")]
     expires: Option<i64>,
     #[serde(default)]
     same_site: Option<SameSite>,
@@ -451,10 +459,13 @@ struct PythonSessionDoc {
     max_error_score: Option<f64>,
     error_score_decrement: Option<f64>,
     created_at: Timestamp,
+    #[serde(default, deserialize_with = "json_int::opt")]
     usage_count: Option<u32>,
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_usage_count: Option<u32>,
     error_score: Option<f64>,
     cookies: Option<Vec<CookieDoc>>,
+    #[serde(default, deserialize_with = "json_int::opt_list")]
     blocked_status_codes: Option<Vec<u16>>,
 }
 
@@ -579,7 +590,9 @@ struct JsSessionDoc {
     error_score_decrement: Option<f64>,
     expires_at: Option<Timestamp>,
     created_at: Timestamp,
+    #[serde(default, deserialize_with = "json_int::opt")]
     usage_count: Option<u32>,
+    #[serde(default, deserialize_with = "json_int::opt")]
     max_usage_count: Option<u32>,
     error_score: Option<f64>,
 }

@@ -12,7 +12,7 @@ use super::sessions::SessionView;
 use super::{check_pool_name, check_session_id, json_response, now, to_json, AppJson, AppPath, AppQuery, AppState};
 use crate::error::{ApiError, Result};
 use crate::session::jar::{cookie_header, cookies_for, is_cookie_url, store_set_cookie_headers};
-use crate::session::Cookie;
+use crate::session::{Cookie, Timestamp};
 
 /// The most `Set-Cookie` headers one call may carry.
 pub const MAX_SET_COOKIE_HEADERS: usize = 1000;
@@ -41,7 +41,11 @@ struct CookiesForUrl<'a> {
     cookies: Vec<&'a Cookie>,
 }
 
-fn parse_url(raw: &str) -> Result<Url> {
+/// A request URL as a browser would have it: absolute http or https with a host.
+///
+/// # Errors
+/// `invalid_request` naming the `url` field and the value.
+pub(super) fn parse_url(raw: &str) -> Result<Url> {
     let url = Url::parse(raw).map_err(|e| ApiError::invalid(format!("url: {raw:?} is not an absolute URL ({e})")))?;
     if is_cookie_url(&url) {
         Ok(url)
@@ -50,26 +54,55 @@ fn parse_url(raw: &str) -> Result<Url> {
     }
 }
 
-/// Stores each header as a browser would for a response from `url`; headers a browser would ignore
-/// (a foreign or public-suffix Domain, Secure from http, unparseable) are ignored the same way.
+/// A response's `Set-Cookie` headers and the URL it came from, checked: the body of
+/// `POST .../cookies`, and the optional part of the per-page reports ([`super::sessions`]).
+#[derive(Debug)]
+pub(super) struct SetCookies {
+    url: Url,
+    headers: Vec<String>,
+}
+
+impl SetCookies {
+    /// Checks the URL and the number of headers.
+    ///
+    /// # Errors
+    /// `invalid_request` for a URL a browser would not request, or over
+    /// [`MAX_SET_COOKIE_HEADERS`] headers.
+    pub(super) fn new(url: &str, headers: Vec<String>) -> Result<Self> {
+        let url = parse_url(url)?;
+        if headers.len() > MAX_SET_COOKIE_HEADERS {
+            return Err(ApiError::invalid(format!("set_cookie: at most {MAX_SET_COOKIE_HEADERS} headers per call")));
+        }
+        Ok(Self { url, headers })
+    }
+
+    /// Stores each header in `jar` as a browser would for a response from the URL; headers a browser
+    /// would ignore (a foreign or public-suffix Domain, Secure from http, unparseable) are ignored the
+    /// same way.
+    pub(super) fn store(&self, jar: &mut Vec<Cookie>, now: Timestamp) {
+        let outcome = store_set_cookie_headers(jar, &self.url, &self.headers, now);
+        for ignored in &outcome.ignored {
+            tracing::debug!(index = ignored.index, reason = %ignored.reason, "Set-Cookie ignored");
+        }
+    }
+}
+
+/// The `Cookie` header a browser would send to `url` from `jar` at `now` (`""` when none).
+pub(super) fn cookie_header_for(jar: &[Cookie], url: &Url, now: Timestamp) -> String {
+    cookie_header(&cookies_for(jar, url, now))
+}
+
+/// Stores each header as a browser would for a response from `url` ([`SetCookies::store`]).
 async fn store_cookies(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<StoreCookiesRequest>,
 ) -> Result<Response> {
     let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
-    let url = parse_url(&request.url)?;
-    if request.set_cookie.len() > MAX_SET_COOKIE_HEADERS {
-        return Err(ApiError::invalid(format!("set_cookie: at most {MAX_SET_COOKIE_HEADERS} headers per call")));
-    }
+    let set_cookies = SetCookies::new(&request.url, request.set_cookie)?;
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
-    let session = guard.edit(id, now, |_, jar| {
-        let outcome = store_set_cookie_headers(jar, &url, &request.set_cookie, now);
-        for ignored in &outcome.ignored {
-            tracing::debug!(index = ignored.index, reason = %ignored.reason, "Set-Cookie ignored");
-        }
-    })?;
+    let session = guard.edit(id, now, |_, jar| set_cookies.store(jar, now))?;
     let body = SessionView::of(session, pool, now).to_json()?;
     drop(guard);
     Ok(json_response(StatusCode::OK, body))

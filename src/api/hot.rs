@@ -10,7 +10,9 @@
 //! route ([`super::edge`]). Everything else, including these routes with a percent-encoded or
 //! otherwise unusual name (the router decodes those, and the handler then refuses or serves them),
 //! goes to the router as before. Both ways end in the same `*_in` functions of [`super::sessions`],
-//! and the router still holds every route, so `openapi.yaml` is checked against it as before.
+//! which check the names, so the two cannot disagree on which names are valid (the ids `.` and `..`
+//! take the direct way and are refused there exactly as the router's handler refuses them), and the
+//! router still holds every route, so `openapi.yaml` is checked against it as before.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -138,13 +140,13 @@ async fn handle(state: AppState, call: HotCall, request: Request) -> crate::erro
             sessions::acquire_in(&state, pool, body).await
         }
         HotCall::MarkGood | HotCall::MarkBad | HotCall::Retire => {
-            let AppJson(body) = AppJson::<sessions::LeaseIdRequest>::from_request(request, &state).await?;
+            let AppJson(body) = AppJson::<sessions::ReportRequest>::from_request(request, &state).await?;
             let mark = match call {
                 HotCall::MarkGood => Mark::Good,
                 HotCall::MarkBad => Mark::Bad,
                 _ => Mark::Retire,
             };
-            sessions::apply_mark(&state, pool, id, body.lease_id, mark).await
+            sessions::apply_mark(&state, pool, id, body, mark).await
         }
         HotCall::Release => {
             let AppJson(body) = AppJson::from_request(request, &state).await?;

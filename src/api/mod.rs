@@ -400,17 +400,21 @@ pub fn check_pool_name(name: &str) -> Result<&str> {
     }
 }
 
-/// Checks a session id against `^[A-Za-z0-9._~-]{1,128}$`.
+/// Checks a session id against `^[A-Za-z0-9_.~-]{1,128}$` (the URL-unreserved characters), except
+/// `.` and `..`, which URLs treat as path steps: a client's URL library would resolve them away
+/// before the request left.
 ///
 /// # Errors
 /// `invalid_request` naming the value.
 pub fn check_session_id(id: &str) -> Result<&str> {
     let valid = (1..=128).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
-    if valid {
-        Ok(id)
+    if !valid {
+        Err(ApiError::invalid(format!("session id {id:?} must match ^[A-Za-z0-9_.~-]{{1,128}}$")))
+    } else if id == "." || id == ".." {
+        Err(ApiError::invalid(format!("session id {id:?} is not allowed: URLs treat . and .. as path steps")))
     } else {
-        Err(ApiError::invalid(format!("session id {id:?} must match ^[A-Za-z0-9._~-]{{1,128}}$")))
+        Ok(id)
     }
 }
 
@@ -529,6 +533,10 @@ mod tests {
         assert!(check_session_id("has space").is_err());
         assert!(check_session_id("").is_err());
         assert!(check_session_id("é").is_err());
+        assert!(check_session_id(".").is_err());
+        assert!(check_session_id("..").is_err());
+        assert!(check_session_id("...").is_ok());
+        assert!(check_session_id("_").is_ok());
     }
 
     #[test]

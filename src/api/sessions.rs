@@ -16,6 +16,7 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::cookies::{cookie_header_for, parse_url, SetCookies};
 use super::pools::SessionSettingsInput;
 use super::strict_json::Obj;
 use super::{
@@ -28,6 +29,7 @@ use crate::pool::{validate_proxy_url, NewSession, PoolError, PoolGuard, StateFil
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;
 use crate::session::{Cookie, Session, SessionSettings, StatusReport, Timestamp};
+use url::Url;
 
 /// The longest lease, in seconds.
 pub const MAX_LEASE_SECS: f64 = 3600.0;
@@ -99,6 +101,8 @@ pub struct SessionView<'a> {
     leased_until: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<LeaseView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cookie_header: Option<String>,
 }
 
 impl<'a> SessionView<'a> {
@@ -130,12 +134,19 @@ impl<'a> SessionView<'a> {
             retired_at: retirement.map(|r| Rfc3339(r.at)),
             leased_until: lease.map(|l| Rfc3339(l.until)),
             lease: None,
+            cookie_header: None,
         }
     }
 
     /// Adds the top-level `lease` object an acquire with a lease answers.
     fn with_lease(mut self, session: &Session, now: Timestamp) -> Self {
         self.lease = session.live_lease(now).map(|l| LeaseView { id: l.id.simple(), expires_at: Rfc3339(l.until) });
+        self
+    }
+
+    /// Adds the top-level `cookie_header` an acquire with a `url` answers.
+    fn with_cookie_header(mut self, cookie_header: Option<String>) -> Self {
+        self.cookie_header = cookie_header;
         self
     }
 
@@ -217,6 +228,10 @@ impl<'a> SessionView<'a> {
             lease.expires_at.write_json(&mut out);
             out.push(b'}');
         }
+        if let Some(cookie_header) = &self.cookie_header {
+            out.extend_from_slice(key!("cookie_header"));
+            string(&mut out, cookie_header);
+        }
         out.push(b'}');
         Ok(out)
     }
@@ -273,10 +288,17 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A field that may be left out but not be `null` (use with `#[serde(default, deserialize_with = ...)]`).
+fn non_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AcquireRequest {
     lease_secs: Option<f64>,
+    #[serde(default, deserialize_with = "non_null")]
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,10 +325,16 @@ struct PatchSessionRequest {
     cookies: Option<CookiesInput>,
 }
 
+/// The body of mark_good, mark_bad and retire.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct LeaseIdRequest {
-    pub(super) lease_id: Option<String>,
+pub(super) struct ReportRequest {
+    lease_id: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    set_cookie: Option<Vec<String>>,
+    cookies: Option<CookiesInput>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +355,52 @@ pub(super) struct StatusCodeRequest {
     #[serde(default)]
     mark: bool,
     lease_id: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    set_cookie: Option<Vec<String>>,
+    cookies: Option<CookiesInput>,
+}
+
+/// What a report brings for the session's cookie jar besides the mark: a response's `Set-Cookie`
+/// headers with its URL, and cookies already parsed. Checked before the pool is locked, stored in
+/// the same locked step as the mark and before it, on a retired session too.
+#[derive(Debug, Default)]
+struct JarUpdate {
+    set_cookies: Option<SetCookies>,
+    cookies: Vec<Cookie>,
+}
+
+impl JarUpdate {
+    /// `url` and `set_cookie` come both or neither, with the rules of `POST .../cookies`;
+    /// `cookies` with the rules of PATCH.
+    fn new(url: Option<String>, set_cookie: Option<Vec<String>>, cookies: Option<CookiesInput>) -> Result<Self> {
+        let set_cookies = match (url, set_cookie) {
+            (Some(url), Some(headers)) => Some(SetCookies::new(&url, headers)?),
+            (None, None) => None,
+            (Some(_), None) => return Err(ApiError::invalid("set_cookie: missing; url and set_cookie come together")),
+            (None, Some(_)) => return Err(ApiError::invalid("url: missing; url and set_cookie come together")),
+        };
+        let cookies = cookies.map(CookiesInput::validated).transpose()?.unwrap_or_default();
+        Ok(Self { set_cookies, cookies })
+    }
+
+    /// Stores the headers, then upserts the cookies, in the session `id` of the locked pool; a
+    /// report without either does not touch the session.
+    fn store(self, guard: &mut PoolGuard, id: &str, now: Timestamp) -> Result<()> {
+        if self.set_cookies.is_none() && self.cookies.is_empty() {
+            return Ok(());
+        }
+        guard.edit(id, now, |_, jar| {
+            if let Some(set_cookies) = &self.set_cookies {
+                set_cookies.store(jar, now);
+            }
+            for cookie in self.cookies {
+                upsert(jar, cookie);
+            }
+        })?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -410,6 +484,8 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         Some(secs) => Some(secs_to_delta(secs)),
         None => None,
     };
+    let url = request.url.as_deref().map(parse_url).transpose()?;
+    let url = url.as_ref();
     let started = std::time::Instant::now();
     let mut now = now();
     // An acquire that could only answer 503 for want of places under --max-sessions first has the
@@ -423,7 +499,7 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
             state.registry.make_room(grows, now).await;
             now = super::now();
             let mut guard = state.registry.lock(pool, true, now).await?;
-            return acquire_locked(&mut guard, pool, lease, now, started);
+            return acquire_locked(&mut guard, pool, lease, url, now, started);
         }
         Err(e) => return Err(e.into()),
     };
@@ -434,19 +510,23 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         now = super::now();
         guard = state.registry.lock(pool, true, now).await?;
     }
-    acquire_locked(&mut guard, pool, lease, now, started)
+    acquire_locked(&mut guard, pool, lease, url, now, started)
 }
 
-/// The acquire itself, in the locked pool; the answer is written before the lock is let go.
+/// The acquire itself, in the locked pool; the answer, with the `Cookie` header for `url` when one
+/// was given, is written before the lock is let go.
 fn acquire_locked(
     guard: &mut PoolGuard,
     pool: &str,
     lease: Option<chrono::TimeDelta>,
+    url: Option<&Url>,
     now: Timestamp,
     started: std::time::Instant,
 ) -> Result<Response> {
-    let acquired =
-        guard.acquire(lease, now).map(|session| SessionView::of(session, pool, now).with_lease(session, now));
+    let acquired = guard.acquire(lease, now).map(|session| {
+        let cookie_header = url.map(|url| cookie_header_for(&session.cookies, url, now));
+        SessionView::of(session, pool, now).with_lease(session, now).with_cookie_header(cookie_header)
+    });
     let body = acquired.map(|view| view.to_json());
     guard.record_acquire_latency(started.elapsed());
     let body = body??;
@@ -584,18 +664,21 @@ pub(super) enum Mark {
     Retire,
 }
 
-/// mark_good, mark_bad or retire of `id` in `pool` (as the path gave them, not yet checked).
+/// mark_good, mark_bad or retire of `id` in `pool` (as the path gave them, not yet checked), with
+/// the cookies the report carries stored first, in the same locked step.
 pub(super) async fn apply_mark(
     state: &AppState,
     pool: &str,
     id: &str,
-    lease_id: Option<String>,
+    request: ReportRequest,
     mark: Mark,
 ) -> Result<Response> {
     let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
+    let jar = JarUpdate::new(request.url, request.set_cookie, request.cookies)?;
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
-    let lease_id = lease_id.as_deref();
+    jar.store(&mut guard, id, now)?;
+    let lease_id = request.lease_id.as_deref();
     let session = match mark {
         Mark::Good => guard.mark_good(id, lease_id, now)?,
         Mark::Bad => guard.mark_bad(id, lease_id, now)?,
@@ -609,25 +692,25 @@ pub(super) async fn apply_mark(
 async fn mark_good(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
-    AppJson(request): AppJson<LeaseIdRequest>,
+    AppJson(request): AppJson<ReportRequest>,
 ) -> Result<Response> {
-    apply_mark(&state, &pool, &id, request.lease_id, Mark::Good).await
+    apply_mark(&state, &pool, &id, request, Mark::Good).await
 }
 
 async fn mark_bad(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
-    AppJson(request): AppJson<LeaseIdRequest>,
+    AppJson(request): AppJson<ReportRequest>,
 ) -> Result<Response> {
-    apply_mark(&state, &pool, &id, request.lease_id, Mark::Bad).await
+    apply_mark(&state, &pool, &id, request, Mark::Bad).await
 }
 
 async fn retire(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
-    AppJson(request): AppJson<LeaseIdRequest>,
+    AppJson(request): AppJson<ReportRequest>,
 ) -> Result<Response> {
-    apply_mark(&state, &pool, &id, request.lease_id, Mark::Retire).await
+    apply_mark(&state, &pool, &id, request, Mark::Retire).await
 }
 
 async fn release(
@@ -670,6 +753,7 @@ pub(super) async fn status_code_in(
     }
     check_status_codes("additional_blocked_status_codes", &request.additional_blocked_status_codes)?;
     check_status_codes("ignore_http_error_status_codes", &request.ignore_http_error_status_codes)?;
+    let jar = JarUpdate::new(request.url, request.set_cookie, request.cookies)?;
     let report = StatusReport {
         status_code: request.status_code,
         additional_blocked: &request.additional_blocked_status_codes,
@@ -678,6 +762,7 @@ pub(super) async fn status_code_in(
     };
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
+    jar.store(&mut guard, id, now)?;
     let (verdict, session) = guard.report_status(id, &report, request.lease_id.as_deref(), now)?;
     let body = to_json(&StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) })?;
     drop(guard);
@@ -709,7 +794,7 @@ mod tests {
             codes in proptest::collection::vec(100u16..600, 0..5),
             data in proptest::collection::btree_map(any_text(), any_text(), 0..4),
             cookie in proptest::option::of((any_text(), any_text(), any_text(), any::<bool>(), proptest::option::of(any::<i64>()))),
-            proxy in proptest::option::of(any_text()),
+            (proxy, cookie_header) in (proptest::option::of(any_text()), proptest::option::of(any_text())),
             state in 0u8..4,
             probe_secs in 0i64..10_000,
         ) {
@@ -732,7 +817,9 @@ mod tests {
                 }),
                 _ => {}
             }
-            let view = SessionView::of(&session, "www.example.com", now).with_lease(&session, now);
+            let view = SessionView::of(&session, "www.example.com", now)
+                .with_lease(&session, now)
+                .with_cookie_header(cookie_header);
             let fast = String::from_utf8(view.to_json().unwrap()).unwrap();
             prop_assert_eq!(fast, serde_json::to_string(&view).unwrap());
         }

@@ -145,6 +145,37 @@ impl TestApp {
         }
     }
 
+    /// `method path` written on the socket exactly as given, so paths with `.` or `..` segments,
+    /// which a URL parser (reqwest's included) would resolve away, reach the server; `body` is sent
+    /// as JSON. The status and the body (`Null` when empty).
+    pub async fn raw_request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let addr = self.addr;
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+            stream.write_all(head.as_bytes()).expect("write the head");
+            stream.write_all(body.as_bytes()).expect("write the body");
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).expect("read the answer");
+            answer
+        })
+        .await
+        .expect("the raw request");
+        let answer = String::from_utf8(answer).expect("a UTF-8 answer");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of head in {answer:?}"));
+        assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "a chunked answer: {head}");
+        let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head}"));
+        (status, if body.is_empty() { Value::Null } else { serde_json::from_str(body).expect("a JSON body") })
+    }
+
     /// `POST /v1/pools/{pool}/acquire` without a body (no lease).
     pub async fn acquire(&self, pool: &str) -> Response {
         self.send_json(Method::POST, &format!("/v1/pools/{pool}/acquire"), None).await

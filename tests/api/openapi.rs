@@ -257,3 +257,55 @@ async fn a_405_leaves_the_state_alone() {
     assert_eq!(app.pool_status(&pool).await, before);
     expect_json(app.get_session(&pool, "s1").await, 200).await;
 }
+
+/// Every operation that reads a request body can answer 408 `request_timeout` (API.md's error
+/// table): the spec must say so, with the shared problem response.
+#[test]
+fn every_operation_that_takes_a_body_documents_request_timeout() {
+    let spec = spec();
+    let mut with_body = 0;
+    for (path, methods) in spec_operations(&spec) {
+        for method in methods {
+            let op = &spec["paths"][&path][&method];
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            with_body += 1;
+            assert_eq!(
+                op["responses"]["408"]["$ref"], "#/components/responses/RequestTimeout",
+                "{method} {path} reads a body but does not document 408"
+            );
+        }
+    }
+    assert!(with_body >= 11, "only {with_body} operations take a body");
+    let problem = &spec["components"]["responses"]["RequestTimeout"]["content"]["application/problem+json"];
+    assert_eq!(problem["schema"]["$ref"], "#/components/schemas/Problem");
+    assert_eq!(problem["example"]["type"], "request_timeout");
+}
+
+/// The spec's examples of the per-page bodies (with every field the page's cookies can come in) are
+/// bodies the server takes: names in the spec and in the server agree.
+#[tokio::test]
+async fn the_spec_examples_of_the_per_page_bodies_are_accepted() {
+    let spec = spec();
+    let app = spawn_app().await;
+    let schemas = &spec["components"]["schemas"];
+    let examples = |name: &str| schemas[name]["examples"].as_array().cloned().unwrap_or_default();
+    let report = examples("ReportRequest");
+    assert!(report.iter().any(|e| e.get("url").is_some() && e.get("set_cookie").is_some()), "{report:?}");
+    let mut bodies: Vec<(String, Value)> = Vec::new();
+    for verb in ["mark_good", "mark_bad", "retire"] {
+        bodies.extend(report.iter().map(|e| (format!("/v1/pools/{{pool}}/sessions/{{id}}/{verb}"), e.clone())));
+    }
+    let status_code = examples("StatusCodeRequest");
+    bodies.extend(status_code.into_iter().map(|e| ("/v1/pools/{pool}/sessions/{id}/status_code".to_owned(), e)));
+    let acquire = examples("AcquireRequest");
+    assert!(acquire.iter().any(|e| e.get("url").is_some()), "{acquire:?}");
+    bodies.extend(acquire.into_iter().map(|e| ("/v1/pools/{pool}/acquire".to_owned(), e)));
+    for (path, body) in bodies {
+        let concrete = prepared(&app, &path).await;
+        let resp = app.send_json(Method::POST, &concrete, Some(&body)).await;
+        let status = resp.status().as_u16();
+        assert_eq!(status, 200, "{path} {body}: {}", resp.text().await.unwrap_or_default());
+    }
+}

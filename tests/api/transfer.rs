@@ -318,6 +318,50 @@ async fn unusable_sessions_come_in_retired_with_the_reason_from_their_state() {
     }
 }
 
+/// An imported session that is already unusable retires at the import, not when it stopped being
+/// usable (for an expired one that would be its `expires_at`, long past), unless the document says
+/// when: in every form.
+#[tokio::test]
+async fn unusable_sessions_of_every_form_retire_at_the_import_unless_the_document_says_when() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let long_ago = rfc3339(now - TimeDelta::hours(3));
+    let recently = rfc3339(now - TimeDelta::seconds(10));
+    let documents = [
+        json!({"config": {}, "sessions": [
+            {"id": "expired", "created_at": long_ago, "max_age_secs": 60, "retired": false},
+            {"id": "blocked", "created_at": recently, "error_score": 5.0},
+            {"id": "said-expired", "created_at": long_ago, "max_age_secs": 60, "retired_reason": "expired"}]}),
+        json!({"maxPoolSize": 5, "sessions": [
+            {"id": "expired", "createdAt": long_ago, "maxAge": "PT1M"},
+            {"id": "blocked", "createdAt": recently, "errorScore": 3.0, "maxErrorScore": 3.0},
+            {"id": "worn", "createdAt": recently, "usageCount": 2, "maxUsageCount": 2}]}),
+        json!({"usableSessionsCount": 0, "retiredSessionsCount": 3, "sessions": [
+            {"id": "expired", "createdAt": long_ago, "expiresAt": rfc3339(now - TimeDelta::hours(2))},
+            {"id": "blocked", "createdAt": recently, "errorScore": 4, "maxErrorScore": 3},
+            {"id": "worn", "createdAt": recently, "usageCount": 50, "maxUsageCount": 50}]}),
+    ];
+    for document in documents {
+        let pool = unique("unusable");
+        let before = Utc::now() - TimeDelta::seconds(1);
+        assert_eq!(app.imported(&pool, &document).await["imported"], 3, "{document}");
+        let after = Utc::now() + TimeDelta::seconds(1);
+        for source in document["sessions"].as_array().expect("sessions") {
+            let id = source["id"].as_str().expect("an id");
+            let session = app.session(&pool, id).await;
+            assert_eq!(session["retired"], true, "{id} of {document}");
+            let at = time(&session["retired_at"]);
+            assert!(before <= at && at <= after, "{id} of {document} retired at {at}, not at the import");
+        }
+    }
+    let kept = rfc3339(now - TimeDelta::minutes(30));
+    let document = json!({"config": {}, "sessions": [
+        {"id": "dated", "created_at": long_ago, "max_age_secs": 60, "retired_reason": "expired", "retired_at": kept}]});
+    let pool = unique("unusable-dated");
+    app.imported(&pool, &document).await;
+    assert_eq!(time(&app.session(&pool, "dated").await["retired_at"]), time(&json!(kept)), "the document's time");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Crawlee for Python and for JavaScript
 
@@ -452,6 +496,54 @@ async fn fields_this_service_does_not_use_are_ignored() {
             {"key": "c", "value": "v", "domain": "example.com", "extensions": ["Priority=High"], "pathIsDefault": true,
              "lastAccessed": "2026-11-25T19:43:49.193Z"}]}}]});
     assert_eq!(app.imported(&unique("js-extra"), &js).await["imported"], 1);
+}
+
+/// JSON Schema counts `3.0` as the integer 3, and so does every integer field of an import document,
+/// whichever system wrote it (Python's json module writes whole floats that way).
+#[tokio::test]
+async fn whole_floats_are_integers_in_every_import_form() {
+    let app = spawn_app().await;
+    let now = rfc3339(Utc::now());
+    let own = json!({"config": {"max_pool_size": 4.0, "session": {"max_usage_count": 9.0, "blocked_status_codes": [403.0]}},
+        "sessions": [{"id": "o", "created_at": now, "usage_count": 2.0, "max_usage_count": 10.0,
+        "blocked_status_codes": [429.0], "cookies": [{"name": "c", "value": "v", "expires": 4102444800.0}]}]});
+    let pool = unique("own-floats");
+    assert_eq!(app.imported(&pool, &own).await["imported"], 1);
+    let config = app.pool_status(&pool).await.1["config"].clone();
+    assert_eq!((&config["max_pool_size"], &config["session"]["max_usage_count"]), (&json!(4), &json!(9)));
+    assert_eq!(config["session"]["blocked_status_codes"], json!([403]));
+    let session = app.session(&pool, "o").await;
+    assert_eq!((&session["usage_count"], &session["max_usage_count"]), (&json!(2), &json!(10)));
+    assert_eq!(session["blocked_status_codes"], json!([429]));
+    assert_eq!(session["cookies"][0]["expires"], json!(4102444800u64));
+
+    let python = json!({"maxPoolSize": 3.0, "sessions": [{"id": "p", "createdAt": now, "usageCount": 1.0,
+        "maxUsageCount": 50.0, "blockedStatusCodes": [401.0], "cookies": [{"name": "c", "value": "v", "expires": 4102444800.0}]}]});
+    let pool = unique("py-floats");
+    assert_eq!(app.imported(&pool, &python).await["imported"], 1);
+    assert_eq!(app.pool_status(&pool).await.1["config"]["max_pool_size"], 3);
+    let session = app.session(&pool, "p").await;
+    assert_eq!((&session["usage_count"], &session["max_usage_count"]), (&json!(1), &json!(50)));
+    assert_eq!(
+        (&session["blocked_status_codes"], &session["cookies"][0]["expires"]),
+        (&json!([401]), &json!(4102444800u64))
+    );
+
+    let js = json!({"usableSessionsCount": 1.0, "retiredSessionsCount": 0.0, "sessions": [{"id": "j", "createdAt": now,
+        "usageCount": 3.0, "maxUsageCount": 40.0, "cookieJar": {"cookies": []}}]});
+    let pool = unique("js-floats");
+    assert_eq!(app.imported(&pool, &js).await["imported"], 1);
+    let session = app.session(&pool, "j").await;
+    assert_eq!((&session["usage_count"], &session["max_usage_count"]), (&json!(3), &json!(40)));
+
+    for (field, bad) in [("usage_count", json!(2.5)), ("max_usage_count", json!(1e23))] {
+        let mut document = own.clone();
+        document["sessions"][0][field] = bad.clone();
+        let pool = unique("own-not-integers");
+        let answer = app.import(&pool, &document).await;
+        assert_problem(&answer, 400, "invalid_request");
+        assert!(answer.1["detail"].as_str().unwrap_or_default().contains(field), "{field}: {}", answer.1);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
