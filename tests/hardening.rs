@@ -1,52 +1,151 @@
-//! Slow and idle clients: the real binary must close a connection that dawdles over its headers,
-//! and keep serving everyone else meanwhile.
+//! Hostile and unlucky clients against the real binary: slow connections and the edge cases of the
+//! `Authorization` header.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[test]
-fn a_client_that_never_finishes_its_headers_is_cut_off_and_stalls_no_one() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
-    let dir = std::env::temp_dir().join(format!("session-pool-hardening-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_session-pool"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server");
-    let get = |path: &str| -> String {
+const BIN: &str = env!("CARGO_BIN_EXE_session-pool");
+
+/// The real binary on a free port and its own data directory; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    log: Option<JoinHandle<String>>,
+}
+
+impl Server {
+    /// Starts the binary with `args` and `env`, through `bash -c` with `ulimit` first when `ulimit` is
+    /// given (e.g. `-n 1024`), and waits until it is ready.
+    fn start(ulimit: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Server {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+        let dir = std::env::temp_dir().join(format!(
+            "session-pool-hardening-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut command = match ulimit {
+            Some(limit) => {
+                let mut command = Command::new("bash");
+                command.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\""), BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&dir)
+            .args(args)
+            .env_remove("SESSION_POOL_API_KEY")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("start the server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut server = Server { child, port, dir, log: Some(std::thread::spawn(move || read_all(stdout))) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.get("/readyz", &[]).starts_with("HTTP/1.1 200") {
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            assert!(server.child.try_wait().expect("wait").is_none(), "the server exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// A plain HTTP/1.1 GET on a new connection; the whole answer, or "" when the connection failed or
+    /// was closed without one.
+    fn get(&self, path: &str, headers: &[&str]) -> String {
         let attempt = || -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+            for header in headers {
+                request.push_str(header);
+                request.push_str("\r\n");
+            }
+            request.push_str("\r\n");
+            stream.write_all(request.as_bytes())?;
             let mut answer = String::new();
             stream.read_to_string(&mut answer)?;
             Ok(answer)
         };
         attempt().unwrap_or_default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !get("/readyz").starts_with("HTTP/1.1 200") {
-        assert!(Instant::now() < deadline, "the server did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
     }
 
-    let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    fn connect(&self) -> TcpStream {
+        TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_secs(5)).expect("connect")
+    }
+
+    /// Stops the server and returns what it logged.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log.take().map(|log| log.join().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read_all(mut stdout: ChildStdout) -> String {
+    let mut log = String::new();
+    let _ = stdout.read_to_string(&mut log);
+    log
+}
+
+/// Waits until the server closes `stream` (EOF or a reset) and returns how long that took, or `None`
+/// when it was still open at `deadline`.
+fn wait_for_close(stream: &mut TcpStream, deadline: Instant) -> Option<Instant> {
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())?;
+        stream.set_read_timeout(Some(left)).expect("set a read timeout");
+        match stream.read(&mut byte) {
+            Ok(0) => return Some(Instant::now()),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(_) => return Some(Instant::now()),
+        }
+    }
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off_and_stalls_no_one() {
+    let server = Server::start(None, &[], &[]);
+    let mut slow = server.connect();
     slow.write_all(b"GET /v1/pools HTTP/1.1\r\nHost: x\r\nX-Slow: ").expect("write a partial head");
     let started = Instant::now();
-    assert!(get("/healthz").starts_with("HTTP/1.1 200"), "a slow client stalled another one");
+    assert!(server.get("/healthz", &[]).starts_with("HTTP/1.1 200"), "a slow client stalled another one");
 
-    slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let mut buffer = Vec::new();
-    let _ = slow.read_to_end(&mut buffer);
-    let waited = started.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(waited < Duration::from_secs(25), "the slow connection was kept for {waited:?}");
-    assert!(waited >= Duration::from_secs(5), "the connection was closed before any timeout: {waited:?}");
+    let closed = wait_for_close(&mut slow, started + Duration::from_secs(30));
+    let waited = closed.map(|at| at - started);
+    assert!(waited.is_some_and(|w| w < Duration::from_secs(25)), "the slow connection was kept for {waited:?}");
+    assert!(waited.is_some_and(|w| w >= Duration::from_secs(5)), "closed before any timeout: {waited:?}");
+}
+
+#[test]
+fn the_bearer_scheme_is_matched_whatever_its_case() {
+    let server = Server::start(None, &["--api-key", "key-one"], &[]);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let answer = server.get("/v1/pools", &[&format!("Authorization: {scheme} key-one")]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
+    }
+    for refused in ["Bearer key-two", "Basic key-one", "Bearerkey-one", "key-one", "Bearer"] {
+        let answer = server.get("/v1/pools", &[&format!("Authorization: {refused}")]);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{refused}: {answer}");
+    }
+    let log = server.stop();
+    assert!(!log.contains("key-one"), "a key reached the log:\n{log}");
 }
