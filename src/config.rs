@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "SESSION_POOL_MAX_SESSIONS", default_value_t = 2_000_000)]
     pub max_sessions: usize,
 
+    /// Seconds a client may take to send a request's head, counted from when it connects or its last
+    /// answer was written (fractions allowed); a connection that stays silent longer is closed.
+    #[arg(long, env = "SESSION_POOL_HEADER_TIMEOUT_SECS", default_value_t = 10.0, value_parser = positive_secs)]
+    pub header_timeout_secs: f64,
+
     /// Log format.
     #[arg(long, env = "SESSION_POOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -110,6 +115,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             max_pools: 1000,
             max_sessions: 2_000_000,
+            header_timeout_secs: 10.0,
             log_format: LogFormat::Text,
             max_pool_size: DEFAULT_MAX_POOL_SIZE,
             max_age_secs: session.max_age_secs,
@@ -151,6 +157,10 @@ impl Config {
         anyhow::ensure!(
             self.retired_retention_secs.is_finite() && (0.0..=1e9).contains(&self.retired_retention_secs),
             "--retired-retention-secs must be in 0..=1e9"
+        );
+        anyhow::ensure!(
+            self.header_timeout_secs > 0.0 && self.header_timeout_secs <= 1e9,
+            "--header-timeout-secs must be > 0 and at most 1e9"
         );
         anyhow::ensure!(self.max_pools >= 1, "--max-pools must be at least 1 (the default pool counts)");
         anyhow::ensure!(self.api_key.iter().all(|k| !k.is_empty()), "--api-key must not be empty");
@@ -221,6 +231,7 @@ mod tests {
         assert_eq!(parsed.retired_retention_secs, default.retired_retention_secs);
         assert_eq!(parsed.max_sessions, default.max_sessions);
         assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
+        assert_eq!(parsed.header_timeout_secs, default.header_timeout_secs);
         default.validate().unwrap();
     }
 
@@ -267,6 +278,7 @@ mod tests {
             ["session-pool", "--blocked-status-codes", "42"],
             ["session-pool", "--max-pool-size", "1000001"],
             ["session-pool", "--max-error-score", "nan"],
+            ["session-pool", "--header-timeout-secs", "0"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
         }

@@ -1,5 +1,5 @@
-//! Hostile and unlucky clients against the real binary: slow connections and the edge cases of the
-//! `Authorization` header.
+//! Hostile and unlucky clients against the real binary: slow and silent connections and the edge
+//! cases of the `Authorization` header.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -133,6 +133,23 @@ fn a_client_that_never_finishes_its_headers_is_cut_off_and_stalls_no_one() {
     let waited = closed.map(|at| at - started);
     assert!(waited.is_some_and(|w| w < Duration::from_secs(25)), "the slow connection was kept for {waited:?}");
     assert!(waited.is_some_and(|w| w >= Duration::from_secs(5)), "closed before any timeout: {waited:?}");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_or_half_an_http2_preface_is_closed_after_the_header_timeout() {
+    // Set through the environment, so a build without the setting still starts and fails here.
+    let server = Server::start(None, &[], &[("SESSION_POOL_HEADER_TIMEOUT_SECS", "1")]);
+    let mut silent = server.connect();
+    let mut half_preface = server.connect();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").expect("write half a preface");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    for (name, stream) in [("silent", &mut silent), ("half a preface", &mut half_preface)] {
+        let waited = wait_for_close(stream, deadline).map(|at| at - started);
+        assert!(waited.is_some(), "{name}: still open after {:?}", deadline - started);
+        assert!(waited.is_some_and(|w| w >= Duration::from_millis(900)), "{name}: closed too early: {waited:?}");
+    }
+    assert!(server.get("/healthz", &[]).starts_with("HTTP/1.1 200"));
 }
 
 #[test]
