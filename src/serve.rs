@@ -32,6 +32,15 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How often HTTP/2 connections are pinged, and how long a ping may go unanswered.
 pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
+/// Raises the soft limit on open files to the hard limit (the soft one is often 1024, the hard one far
+/// higher): every connection holds a descriptor.
+///
+/// # Errors
+/// The system refused to tell or to change the limit.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to finish
 /// (bound it from outside if it must end by a deadline).
 pub async fn serve(listener: TcpListener, app: App, header_read_timeout: Duration, shutdown: impl Future<Output = ()>) {

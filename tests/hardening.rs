@@ -1,5 +1,5 @@
-//! Hostile and unlucky clients against the real binary: slow and silent connections and the edge
-//! cases of the `Authorization` header.
+//! Hostile and unlucky clients against the real binary: slow and silent connections, the open-files
+//! limit, and the edge cases of the `Authorization` header.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -150,6 +150,20 @@ fn a_connection_that_sends_nothing_or_half_an_http2_preface_is_closed_after_the_
         assert!(waited.is_some_and(|w| w >= Duration::from_millis(900)), "{name}: closed too early: {waited:?}");
     }
     assert!(server.get("/healthz", &[]).starts_with("HTTP/1.1 200"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_raises_its_soft_open_files_limit_to_the_hard_one() {
+    let server = Server::start(Some("-S -n 256"), &[], &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).expect("read the limits");
+    let line = limits.lines().find(|line| line.starts_with("Max open files")).expect("a line for open files");
+    let numbers: Vec<&str> = line["Max open files".len()..].split_whitespace().take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_ne!(numbers[0], "256", "the soft limit was left as it was: {line}");
+    assert_eq!(numbers[0], numbers[1], "soft and hard limits differ: {line}");
+    let log = server.stop();
+    assert!(log.contains(&format!("open_files={}", numbers[0])), "the limit was not logged:\n{log}");
 }
 
 #[test]
