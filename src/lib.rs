@@ -13,7 +13,8 @@
 //! - [`interop`]: conversions between sessions and the documents that move pools in and out
 //!   (the own export form, Crawlee for Python's and for JavaScript's persisted pool states).
 //! - [`api`]: the axum router, one module per resource, the strict JSON extractors.
-//! - [`serve`]: the accept loop, with the header-read timeout counted from a connection's start.
+//! - [`serve`]: the accept loop: the header-read timeout counted from a connection's start, the cap
+//!   on open connections, the open-files limit.
 //! - [`error`]: `ApiError`, the only place that knows HTTP status codes (problem+json).
 //! - [`persist`]: the state on disk (redb), written incrementally, restored at start.
 //! - [`config`]: the flags and `SESSION_POOL_*` environment variables.
@@ -86,8 +87,9 @@ pub async fn run(
         tracing::info!("shutdown requested: draining in-flight requests");
         let _ = draining_tx.send(true);
     };
-    let header_read_timeout = Duration::from_secs_f64(state.config.header_timeout_secs);
-    let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), header_read_timeout, signal));
+    let limits = serve::Limits::from_config(&state.config);
+    tracing::info!(max_connections = limits.max_connections, "accepting connections");
+    let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), limits, signal));
 
     let restoring = {
         let (store, registry) = (Arc::clone(&store), Arc::clone(&state.registry));

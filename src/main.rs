@@ -66,7 +66,8 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    // Every connection holds a descriptor: take all the system grants.
+    // Every connection holds a descriptor: take all the system grants before sizing
+    // --max-connections on it.
     match session_pool::serve::raise_open_files_limit() {
         Ok(open_files) => tracing::info!(open_files, "open-files limit"),
         Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),

@@ -3,13 +3,16 @@
 //! `axum::serve` sets no timer on hyper, so a client that sends its headers a byte a minute keeps a
 //! connection (and its task) forever. Here every connection gets a header-read timeout, from the
 //! moment it is accepted (see `FirstBytesDeadline` below), and a bounded read buffer; a request body is
-//! bounded in size and in time by the handlers' body reader (`api::read_body`). Shutdown stops
-//! accepting, lets open connections finish their requests, and closes idle keep-alive connections at
-//! once.
+//! bounded in size and in time by the handlers' body reader (`api::read_body`). At most
+//! `--max-connections` are open at once, sized by default to the open-files limit, so a flood of
+//! connections is refused one by one instead of running the process out of descriptors. Shutdown
+//! stops accepting, lets open connections finish their requests, and closes idle keep-alive
+//! connections at once.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,18 +25,51 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
 use crate::api::hot::App;
+use crate::Config;
 
 /// The most a connection buffers while reading a request head (headers above this are refused).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How often HTTP/2 connections are pinged, and how long a ping may go unanswered.
 pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// File descriptors the default `--max-connections` leaves to the server itself: the listener, the
+/// state database and its lock, stdout, the runtime's epoll and wakers, with room to spare.
+pub const RESERVED_FILES: u64 = 64;
+
+const CONNECTIONS_OPEN: &str = "session_pool_http_connections_open";
+const CONNECTIONS_REFUSED: &str = "session_pool_http_connections_refused_total";
+
+/// The limits the accept loop puts on connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request's head, counted from when it connects or its last
+    /// answer was written.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The limits `config` asks for; an unset `--max-connections` is sized to the open-files limit
+    /// in force now.
+    pub fn from_config(config: &Config) -> Self {
+        let max_connections = config.max_connections.unwrap_or_else(|| {
+            let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((u64::MAX, u64::MAX));
+            soft.saturating_sub(RESERVED_FILES).max(1)
+        });
+        Self {
+            header_read_timeout: Duration::from_secs_f64(config.header_timeout_secs),
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS),
+        }
+    }
+}
 
 /// Raises the soft limit on open files to the hard limit (the soft one is often 1024, the hard one far
-/// higher): every connection holds a descriptor.
+/// higher), so the default `--max-connections` is as high as the system allows.
 ///
 /// # Errors
 /// The system refused to tell or to change the limit.
@@ -43,16 +79,26 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to finish
 /// (bound it from outside if it must end by a deadline).
-pub async fn serve(listener: TcpListener, app: App, header_read_timeout: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: App, limits: Limits, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(HTTP2_KEEP_ALIVE)
         .keep_alive_timeout(HTTP2_KEEP_ALIVE)
         .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = metrics::gauge!(CONNECTIONS_OPEN);
+    let refused = metrics::counter!(CONNECTIONS_REFUSED);
+    // Registered now, so a scrape shows them before the first connection ends or is refused.
+    open.increment(0.0);
+    refused.increment(0);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -67,8 +113,16 @@ pub async fn serve(listener: TcpListener, app: App, header_read_timeout: Duratio
             },
             () = &mut shutdown => break,
         };
+        // Full: close the connection at once rather than leave it in the kernel's backlog, so the
+        // client learns it now and the accept loop never waits on a slot (nor spins: each turn
+        // takes one connection off the backlog).
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            refused.increment(1);
+            continue;
+        };
+        let slot = Slot::new(permit, open.clone());
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(FirstBytesDeadline::new(stream, header_read_timeout));
+        let io = TokioIo::new(FirstBytesDeadline::new(stream, limits.header_read_timeout));
         let service =
             TowerToHyperService::new(app.clone().map_request(|request: Request<Incoming>| request.map(Body::new)));
         let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
@@ -77,10 +131,31 @@ pub async fn serve(listener: TcpListener, app: App, header_read_timeout: Duratio
             if let Err(e) = connection.await {
                 tracing::debug!("connection ended with an error: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection's place under `--max-connections`, given back and taken off the gauge of open
+/// connections when the connection's task ends, however it ends.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: metrics::Gauge,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, open: metrics::Gauge) -> Self {
+        open.increment(1.0);
+        Self { _permit: permit, open }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
 }
 
 /// What an HTTP/2 client sends first; hyper-util's `auto` reads until the bytes differ from it.

@@ -1,5 +1,5 @@
-//! Hostile and unlucky clients against the real binary: slow and silent connections, the open-files
-//! limit, and the edge cases of the `Authorization` header.
+//! Hostile and unlucky clients against the real binary: slow and silent connections, more connections
+//! than the process has file descriptors, and the edge cases of the `Authorization` header.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -121,6 +121,11 @@ fn wait_for_close(stream: &mut TcpStream, deadline: Instant) -> Option<Instant> 
     }
 }
 
+/// The value of an unlabelled sample in a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 #[test]
 fn a_client_that_never_finishes_its_headers_is_cut_off_and_stalls_no_one() {
     let server = Server::start(None, &[], &[]);
@@ -164,6 +169,54 @@ fn the_server_raises_its_soft_open_files_limit_to_the_hard_one() {
     assert_eq!(numbers[0], numbers[1], "soft and hard limits differ: {line}");
     let log = server.stop();
     assert!(log.contains(&format!("open_files={}", numbers[0])), "the limit was not logged:\n{log}");
+}
+
+#[test]
+fn more_silent_connections_than_file_descriptors_are_refused_without_starving_the_server() {
+    const SILENT: usize = 1100;
+    // The test itself holds all these sockets too.
+    rlimit::increase_nofile_limit(4096).expect("raise the test's own open-files limit");
+    // Long enough for all of them to be open at once: a connect now and then waits a second for a
+    // retransmitted SYN, so they are made from ten threads.
+    let server = Server::start(Some("-n 1024"), &[], &[("SESSION_POOL_HEADER_TIMEOUT_SECS", "5")]);
+
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = std::thread::scope(|scope| {
+        let threads: Vec<_> =
+            (0..10).map(|_| scope.spawn(|| (0..SILENT / 10).map(|_| server.connect()).collect::<Vec<_>>())).collect();
+        threads.into_iter().flat_map(|thread| thread.join().expect("connect")).collect()
+    });
+    let deadline = started + Duration::from_secs(20);
+    while !server.get("/healthz", &[]).starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "/healthz did not answer while {SILENT} silent connections were open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut still_open = 0;
+    for stream in &mut silent {
+        if wait_for_close(stream, deadline).is_none() {
+            still_open += 1;
+        }
+    }
+    assert_eq!(still_open, 0, "silent connections still open after {:?}", deadline - started);
+
+    let page = server.get("/metrics", &[]);
+    let refused = metric(&page, "session_pool_http_connections_refused_total");
+    let open = metric(&page, "session_pool_http_connections_open");
+    // A process limited to 1024 descriptors cannot hold 1100 connections: some must have been refused.
+    assert!(refused.is_some_and(|r| r >= (SILENT - 1024) as f64), "refused: {refused:?}\n{page}");
+    assert!(open.is_some_and(|open| (1.0..=2.0).contains(&open)), "open (this scrape included): {open:?}");
+    let log = server.stop();
+    let floods = log.lines().filter(|line| line.contains("Too many open files")).count();
+    assert_eq!(floods, 0, "the server ran out of descriptors:\n{log}");
+}
+
+#[test]
+fn the_connection_metrics_are_exported_from_the_start() {
+    let server = Server::start(None, &[], &[]);
+    let page = server.get("/metrics", &[]);
+    assert_eq!(metric(&page, "session_pool_http_connections_refused_total"), Some(0.0), "{page}");
+    let open = metric(&page, "session_pool_http_connections_open");
+    assert!(open.is_some_and(|open| open >= 1.0), "this scrape's own connection is open: {open:?}");
 }
 
 #[test]
