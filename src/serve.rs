@@ -8,6 +8,14 @@
 //! connections is refused one by one instead of running the process out of descriptors. Shutdown
 //! stops accepting, lets open connections finish their requests, and closes idle keep-alive
 //! connections at once.
+//!
+//! A head hyper cannot parse (400 for a bad request line or header, 431 for a head over
+//! [`MAX_HEAD_BYTES`] or past 100 headers) is answered by hyper itself with a bare status and
+//! `content-length: 0`, not problem+json: hyper writes that answer inside its HTTP/1 state machine
+//! (`Conn::on_parse_error` writes the head that `Http1Transaction::on_error` returns, with no body)
+//! before any service sees a request, and neither hyper 1.x's builders nor hyper-util offer a hook to
+//! give it a body. Rewriting hyper's bytes on the wire, or parsing every head a second time, would be
+//! a second HTTP parser for the sake of clients that sent malformed requests.
 
 use std::future::Future;
 use std::io;

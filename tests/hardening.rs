@@ -233,3 +233,25 @@ fn the_bearer_scheme_is_matched_whatever_its_case() {
     let log = server.stop();
     assert!(!log.contains("key-one"), "a key reached the log:\n{log}");
 }
+
+/// hyper answers these before the service sees a request, so without a problem+json body (see the
+/// `serve` module doc); what is checked is that the limits hold and the client gets an answer.
+#[test]
+fn heads_hyper_refuses_itself_are_answered_with_their_status() {
+    let server = Server::start(None, &[], &[]);
+    let raw = |request: &[u8]| -> String {
+        let mut stream = server.connect();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let _ = stream.write_all(request);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    // Too many headers rather than too many bytes: a head hyper reads whole is answered before the
+    // close, where unread bytes would make the kernel reset the connection over the answer.
+    let many: String = (0..120).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let answer = raw(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let answer = raw(b"GET /healthz\x01 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
