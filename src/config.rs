@@ -137,6 +137,16 @@ pub struct Config {
     #[arg(long, env = "SESSION_POOL_STORE", default_value = "memory", value_parser = store, hide_env_values = true)]
     pub store: Store,
 
+    /// Seconds a client may take to send a request's head, counted from when it connects or its last
+    /// answer was written (fractions allowed); a connection that stays silent longer is closed.
+    #[arg(long, env = "SESSION_POOL_HEADER_TIMEOUT_SECS", default_value_t = 10.0, value_parser = positive_secs)]
+    pub header_timeout_secs: f64,
+
+    /// Most connections open at once; past it a new connection is closed as soon as it is accepted.
+    /// Default: the open-files limit less what the server itself needs.
+    #[arg(long, env = "SESSION_POOL_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
     /// Log format.
     #[arg(long, env = "SESSION_POOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -184,6 +194,8 @@ impl Default for Config {
             max_pools: 1000,
             max_sessions: 2_000_000,
             store: Store::Memory,
+            header_timeout_secs: 10.0,
+            max_connections: None,
             log_format: LogFormat::Text,
             max_pool_size: DEFAULT_MAX_POOL_SIZE,
             max_age_secs: session.max_age_secs,
@@ -231,6 +243,11 @@ impl Config {
             self.retired_retention_secs.is_finite() && (0.0..=1e9).contains(&self.retired_retention_secs),
             "--retired-retention-secs must be in 0..=1e9"
         );
+        anyhow::ensure!(
+            self.header_timeout_secs > 0.0 && self.header_timeout_secs <= 1e9,
+            "--header-timeout-secs must be > 0 and at most 1e9"
+        );
+        anyhow::ensure!(self.max_connections != Some(0), "--max-connections must be at least 1");
         anyhow::ensure!(self.max_pools >= 1, "--max-pools must be at least 1 (the default pool counts)");
         anyhow::ensure!(self.api_key.iter().all(|k| !k.is_empty()), "--api-key must not be empty");
         Ok(())
@@ -325,6 +342,8 @@ mod tests {
         assert_eq!(parsed.retired_retention_secs, default.retired_retention_secs);
         assert_eq!(parsed.max_sessions, default.max_sessions);
         assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
+        assert_eq!(parsed.header_timeout_secs, default.header_timeout_secs);
+        assert_eq!(parsed.max_connections, default.max_connections);
         default.validate().unwrap();
     }
 
@@ -396,6 +415,8 @@ mod tests {
             ["session-pool", "--blocked-status-codes", "42"],
             ["session-pool", "--max-pool-size", "1000001"],
             ["session-pool", "--max-error-score", "nan"],
+            ["session-pool", "--header-timeout-secs", "0"],
+            ["session-pool", "--max-connections", "0"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
         }

@@ -13,7 +13,8 @@
 //! - [`interop`]: conversions between sessions and the documents that move pools in and out
 //!   (the own export form, Crawlee for Python's and for JavaScript's persisted pool states).
 //! - [`api`]: the axum router, one module per resource, the strict JSON extractors.
-//! - [`serve`]: the accept loop, with the header-read timeout hyper needs a timer for.
+//! - [`serve`]: the accept loop: the header-read timeout counted from a connection's start, the cap
+//!   on open connections, the open-files limit.
 //! - [`error`]: `ApiError`, the only place that knows HTTP status codes (problem+json).
 //! - [`persist`]: the state on disk (SQLite), written incrementally in bounded chunks by a thread of
 //!   its own, restored at start.
@@ -88,7 +89,9 @@ pub async fn run(
         tracing::info!("shutdown requested: draining in-flight requests");
         let _ = draining_tx.send(true);
     };
-    let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), signal));
+    let limits = serve::Limits::from_config(&state.config);
+    tracing::info!(max_connections = limits.max_connections, "accepting connections");
+    let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), limits, signal));
 
     let restoring = {
         let registry = Arc::clone(&state.registry);

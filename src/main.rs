@@ -91,6 +91,12 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
+    // Every connection holds a descriptor: take all the system grants before sizing
+    // --max-connections on it.
+    match session_pool::serve::raise_open_files_limit() {
+        Ok(open_files) => tracing::info!(open_files, "open-files limit"),
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

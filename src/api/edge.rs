@@ -281,8 +281,10 @@ impl<S> Admit<S> {
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                .map(str::trim);
+                // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are `Bearer`.
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+                .map(|(_, token)| token.trim());
             let valid = token.is_some_and(|token| {
                 keys.iter()
                     .fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes()))
