@@ -303,7 +303,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
             Some(b'{') => &bytes,
             Some(_) => return Err(ApiError::invalid("the body must be a JSON object")),
         };
-        strict_json::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest)
+        let parse = || strict_json::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest);
+        off_the_runtime_if(body.len() > LARGE_BODY_BYTES, parse)
+    }
+}
+
+/// A body above this is parsed off the runtime's worker (see [`off_the_runtime_if`]).
+const LARGE_BODY_BYTES: usize = 1024 * 1024;
+
+/// Runs `work` so that, when `large`, it does not hold up the other requests queued on this runtime
+/// worker: `block_in_place` hands them to another worker first. Work on one large pool (a fill of a
+/// million sessions, an import of a large document) so takes one thread, and every other request,
+/// `/healthz` and other pools included, goes on being served. Small work runs inline: handing off a
+/// worker costs more than it saves. On a single-threaded runtime (some tests) it always runs inline.
+pub fn off_the_runtime_if<R>(large: bool, work: impl FnOnce() -> R) -> R {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if large && multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 

@@ -510,8 +510,12 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         now = super::now();
         guard = state.registry.lock(pool, true, now).await?;
     }
-    acquire_locked(&mut guard, pool, lease, url, now, started)
+    // A fill of many sessions (a pool made large) takes a while: keep it off the other requests.
+    super::off_the_runtime_if(shortfall > LARGE_FILL, || acquire_locked(&mut guard, pool, lease, url, now, started))
 }
+
+/// A fill above this many sessions runs off the runtime's worker (about 10 ms of work).
+const LARGE_FILL: usize = 10_000;
 
 /// The acquire itself, in the locked pool; the answer, with the `Cookie` header for `url` when one
 /// was given, is written before the lock is let go.

@@ -127,11 +127,14 @@ async fn import_pool(
     AppJson(body): AppJson<Value>,
 ) -> Result<Response> {
     let name = check_pool_name(&pool)?;
-    let ImportDocument { format, pool_config, sessions } =
-        interop::parse_import(body, state.registry.defaults()).map_err(|e| ApiError::invalid(e.0))?;
-    for (index, session) in sessions.iter().enumerate() {
-        check_session_id(&session.id).map_err(|e| ApiError::invalid(format!("sessions[{index}]: {e}")))?;
-    }
+    let large = body.get("sessions").and_then(Value::as_array).is_some_and(|s| s.len() > LARGE_IMPORT);
+    let ImportDocument { format, pool_config, sessions } = super::off_the_runtime_if(large, || {
+        let document = interop::parse_import(body, state.registry.defaults()).map_err(|e| ApiError::invalid(e.0))?;
+        for (index, session) in document.sessions.iter().enumerate() {
+            check_session_id(&session.id).map_err(|e| ApiError::invalid(format!("sessions[{index}]: {e}")))?;
+        }
+        Ok::<_, ApiError>(document)
+    })?;
 
     state.registry.make_room(sessions.len(), now()).await;
     let now = now();
@@ -147,13 +150,16 @@ async fn import_pool(
     let (fresh, existing): (Vec<ImportedSession>, Vec<ImportedSession>) =
         sessions.into_iter().partition(|session| !guard.contains(&session.id));
     check_budget(&state, fresh.len())?;
-    let imported = adopt_all(&mut guard, fresh, now)?;
+    let imported = super::off_the_runtime_if(large, || adopt_all(&mut guard, fresh, now))?;
     let skipped = existing.iter().map(|session| Skipped { id: &session.id, reason: "exists" }).collect();
     let body = to_json(&ImportAnswer { imported, skipped })?;
     drop(guard);
     tracing::debug!(pool = name, format = format.as_str(), imported, created, "import");
     Ok(json_response(StatusCode::OK, body))
 }
+
+/// An import of more sessions than this runs off the runtime's worker.
+const LARGE_IMPORT: usize = 10_000;
 
 /// 409 `limit_reached` when `wanted` more sessions would pass `--max-sessions`.
 fn check_budget(state: &AppState, wanted: usize) -> Result<()> {

@@ -179,11 +179,34 @@ pub fn run(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
     )
 }
 
-/// Runs the server on `dir` expecting it to refuse to start; returns its stderr.
+/// Runs the server on `dir` expecting it to refuse to start; returns its stderr. A server that
+/// starts after all is killed after a while, and the test fails.
 pub fn refuses_to_start(dir: &Path) -> String {
-    let port = format!("127.0.0.1:{}", free_port());
-    let (status, _, stderr) = run(&["--listen".as_ref(), port.as_ref(), "--data-dir".as_ref(), dir.as_os_str()]);
+    let mut child = Command::new(BIN)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started on {dir:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(!status.success(), "the server started on {dir:?}");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
     stderr
 }
 
