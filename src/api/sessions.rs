@@ -511,7 +511,9 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         guard = state.registry.lock(pool, true, now).await?;
     }
     // A fill of many sessions (a pool made large) takes a while: keep it off the other requests.
-    super::off_the_runtime_if(shortfall > LARGE_FILL, || acquire_locked(&mut guard, pool, lease, url, now, started))
+    super::off_the_runtime_if(guard.fill_size() > LARGE_FILL, || {
+        acquire_locked(&mut guard, pool, lease, url, now, started)
+    })
 }
 
 /// A fill above this many sessions runs off the runtime's worker (about 10 ms of work).

@@ -782,6 +782,11 @@ impl Pool {
         usize::from(self.free.is_empty() && self.usable < self.config.max_pool_size as usize)
     }
 
+    /// How many sessions the next acquire creates to fill the pool (as of the last tick).
+    pub fn fill_size(&self) -> usize {
+        (self.config.max_pool_size as usize).saturating_sub(self.usable)
+    }
+
     /// The earliest time this pool may purge a session: its next purge, or its next expiry plus the
     /// retention (either may be a stale entry, which only makes the time early).
     fn next_release(&self) -> Option<Timestamp> {
