@@ -157,3 +157,13 @@ async fn a_second_process_on_a_data_dir_in_use_exits_saying_so() {
     assert!(first.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_saying_so_before_anything_is_served() {
+    let dir = temp_dir("a-file");
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let stderr = refuses_to_start(&dir);
+    assert!(stderr.contains("is not a directory"), "the message must say why: {stderr}");
+    assert_eq!(std::fs::read(&dir).unwrap(), b"not a directory");
+    let _ = std::fs::remove_file(&dir);
+}
