@@ -54,8 +54,8 @@ const FORMAT_1_STATE_FILE: &str = "state.redb";
 
 /// The most sessions one transaction writes or removes.
 pub const CHUNK: usize = 10_000;
-/// The most sessions taken from a pool in one hold of its lock.
-const SLICE: usize = 1_000;
+/// The most sessions taken (and encoded) from a pool in one hold of its lock.
+const SLICE: usize = 256;
 /// Pages given back to the file system per chunk while the file is mostly free space (4 KiB pages).
 const VACUUM_PAGES: u32 = 4_096;
 
@@ -225,6 +225,8 @@ pub struct WriteStats {
     pub bytes: usize,
     /// Whether changes are left for another chunk.
     pub more: bool,
+    /// Whether background work is left (sessions of deleted pools, free space to give back).
+    pub background: bool,
 }
 
 /// What a restore found.
@@ -318,12 +320,48 @@ impl Store {
     /// A damaged file or a record that cannot be read; the message names the file and the record.
     pub fn restore(&mut self, registry: &Registry, now: Timestamp) -> anyhow::Result<RestoreStats> {
         let conn = self.conn.take().context("the state is not open")?;
+        let restored = self.read_into(&conn, registry, now);
+        close_read_only(conn, &self.path);
+        let (pools, sessions, restored_pools) = restored?;
+        // What was just read is on disk already, but for what the clock removed on the way in
+        // (sessions past their retention); a pool that had no record (the `default` of a new
+        // directory) still has its config to write.
+        let mut removals = Vec::new();
+        for pool in registry.pools() {
+            let mut pool = pool.blocking_lock();
+            let key = pool.key();
+            loop {
+                let changes = pool.take_changes(usize::MAX);
+                removals.extend(changes.removed.into_iter().map(|id| Op::RemoveSession(key, id)));
+                if !changes.more {
+                    break;
+                }
+            }
+            if !restored_pools.contains(pool.name()) {
+                pool.mark_config_changed();
+            }
+        }
+        registry.take_removed_pools();
+        if !removals.is_empty() {
+            self.carry = Some(removals);
+        }
+        self.conn = Some(open_writable(&self.path, self.cache_kib)?);
+        Ok(RestoreStats { pools, sessions })
+    }
+
+    /// [`Store::restore`]'s reading: every pool and session of `conn` into `registry`.
+    fn read_into(
+        &mut self,
+        conn: &Connection,
+        registry: &Registry,
+        now: Timestamp,
+    ) -> anyhow::Result<(usize, usize, std::collections::HashSet<String>)> {
         let (mut pools, mut sessions) = (0, 0);
         let mut restored_pools = std::collections::HashSet::new();
         let mut current: Option<(PoolKey, crate::pool::PoolGuard)> = None;
         let mut shared: Option<Arc<SessionSettings>> = None;
         self.dead = read_state(
-            &conn,
+            conn,
             &self.path,
             |name, key, record| {
                 let config = PoolConfig {
@@ -361,19 +399,7 @@ impl Store {
             },
         )?;
         drop(current);
-        close_read_only(conn, &self.path);
-        // What was just read is on disk already; a pool that had no record (the `default` of a new
-        // directory) still has its config to write.
-        for pool in registry.pools() {
-            let mut pool = pool.blocking_lock();
-            while pool.take_changes(usize::MAX).more {}
-            if !restored_pools.contains(pool.name()) {
-                pool.mark_config_changed();
-            }
-        }
-        registry.take_removed_pools();
-        self.conn = Some(open_writable(&self.path, self.cache_kib)?);
-        Ok(RestoreStats { pools, sessions })
+        Ok((pools, sessions, restored_pools))
     }
 
     /// Writes one chunk: a chunk that failed before, or at most [`CHUNK`] sessions' changes taken
@@ -390,6 +416,15 @@ impl Store {
         match self.commit(&ops) {
             Ok(mut stats) => {
                 stats.more |= more;
+                if self.dead.is_empty() {
+                    // Failing to give space back loses nothing: say so, and go on.
+                    if let Some(conn) = &self.conn {
+                        match give_back_free_space(conn) {
+                            Ok(again) => stats.background |= again,
+                            Err(e) => tracing::warn!("cannot give free space of {} back: {e}", self.path.display()),
+                        }
+                    }
+                }
                 Ok(stats)
             }
             Err(e) => {
@@ -401,7 +436,7 @@ impl Store {
         }
     }
 
-    /// Writes chunks until nothing is left to write.
+    /// Writes chunks until no change is left to write (background work may remain).
     ///
     /// # Errors
     /// A chunk failed to write (it is kept for the next call).
@@ -424,8 +459,7 @@ impl Store {
         }
         let conn = self.conn.as_mut().context("the state is not open")?;
         if ops.is_empty() && self.dead.is_empty() {
-            let more = give_back_free_space(conn).with_context(|| format!("cannot compact {file}"))?;
-            return Ok(WriteStats { more, ..WriteStats::default() });
+            return Ok(WriteStats::default());
         }
         let txn = conn.transaction().with_context(|| format!("cannot write to {file}"))?;
         let mut stats = WriteStats::default();
@@ -441,7 +475,7 @@ impl Store {
                         txn.execute("DELETE FROM pools WHERE name = ?1 AND key = ?2", params![name, key.0])?;
                         newly_dead.push(key.0);
                     }
-                    Op::PutPool(name, key, record) => {
+                    Op::PutPool(name, key, record) if !self.dead.contains(&key.0) => {
                         let before: Option<i64> = txn
                             .query_row("SELECT key FROM pools WHERE name = ?1", [name], |row| row.get(0))
                             .optional()?;
@@ -454,6 +488,7 @@ impl Store {
                         )?;
                         stats.bytes += record.len();
                     }
+                    Op::PutPool(..) => {}
                     Op::RemoveSession(key, id) => {
                         remove_session.execute(params![key.0, &**id])?;
                         stats.sessions += 1;
@@ -468,17 +503,18 @@ impl Store {
                     }
                 }
             }
-            // Background work, in the same bounded transaction: the sessions of one deleted pool.
+            // Background work, in the same transaction and within the same bound: the sessions of one
+            // deleted pool.
             if let Some(&dead) = self.dead.first() {
+                let share = CHUNK.saturating_sub(ops.len()).max(SLICE);
                 let removed = txn.execute(
                     "DELETE FROM sessions WHERE pool = ?1 AND id IN (SELECT id FROM sessions WHERE pool = ?1 LIMIT ?2)",
-                    params![dead, CHUNK as i64],
+                    params![dead, share as i64],
                 )?;
-                if removed < CHUNK {
+                if removed < share {
                     cleared = Some(dead);
                 }
                 stats.sessions += removed;
-                stats.more |= removed > 0;
             }
         }
         txn.commit().with_context(|| format!("cannot commit to {file}"))?;
@@ -486,10 +522,7 @@ impl Store {
         if let Some(dead) = cleared {
             self.dead.remove(&dead);
         }
-        stats.more |= !self.dead.is_empty();
-        if self.dead.is_empty() {
-            stats.more |= give_back_free_space(conn).with_context(|| format!("cannot compact {file}"))?;
-        }
+        stats.background = !self.dead.is_empty();
         Ok(stats)
     }
 }
@@ -499,36 +532,52 @@ impl Store {
 /// small changes of the others. A backlog larger than a chunk is taken in id order, going on where
 /// `walks` says the previous chunk stopped. Returns the operations and whether changes were left.
 fn collect(registry: &Registry, limit: usize, walks: &mut HashMap<PoolKey, SessionId>) -> (Vec<Op>, bool) {
-    let mut ops: Vec<Op> =
-        registry.take_removed_pools().into_iter().map(|(name, key)| Op::RemovePool(name, key)).collect();
+    let mut ops = Vec::new();
+    for (name, key) in registry.take_removed_pools() {
+        walks.remove(&key);
+        ops.push(Op::RemovePool(name, key));
+    }
+    // A pool busy with long work (a fill, an import) is left for a later chunk rather than waited on.
     let mut pools: Vec<_> = registry
         .pools()
         .into_iter()
-        .map(|pool| {
-            let pending = pool.blocking_lock().pending_changes();
-            (pending, pool)
+        .filter_map(|pool| {
+            let pending = pool.try_lock().ok()?.pending_changes();
+            Some((pending, pool))
         })
         .collect();
     pools.sort_by_key(|(pending, _)| *pending);
     let mut room = limit;
     for (pending, pool) in pools {
-        if room == 0 {
-            return (ops, true);
-        }
+        let walking = pending > limit || walks.contains_key(&pool.blocking_lock().key());
+        // While a pool is walked in id order, what changed since the walk began sits at the end of its
+        // list: take some of that first, so it waits one chunk, not the whole walk.
+        let mut newest_first = if walking { SLICE } else { usize::MAX };
         loop {
+            if room == 0 {
+                return (ops, true);
+            }
             let mut pool = pool.blocking_lock();
+            if pool.is_deleted() {
+                break;
+            }
             let (name, key) = (pool.name().to_owned(), pool.key());
             let config = encode_pool(pool.config(), pool.created_at());
             let slice = room.min(SLICE);
-            let changes = if pending > limit || walks.contains_key(&key) {
+            let mut walk_ended = false;
+            let changes = if newest_first > 0 {
+                newest_first = newest_first.saturating_sub(slice);
+                pool.take_changes(slice)
+            } else {
                 let (changes, next) = pool.take_changes_by_id(walks.get(&key), slice);
                 match next {
                     Some(next) => walks.insert(key, next),
-                    None => walks.remove(&key),
+                    None => {
+                        walk_ended = true;
+                        walks.remove(&key)
+                    }
                 };
                 changes
-            } else {
-                pool.take_changes(slice)
             };
             if changes.config_changed {
                 ops.push(Op::PutPool(name, key, config));
@@ -539,7 +588,8 @@ fn collect(registry: &Registry, limit: usize, walks: &mut HashMap<PoolKey, Sessi
             if !changes.more {
                 break;
             }
-            if room == 0 {
+            if walk_ended {
+                // What changed during the walk waits for the next chunk (a new walk, or the list).
                 return (ops, true);
             }
         }
@@ -654,6 +704,12 @@ pub fn check(dir: &Path) -> anyhow::Result<CheckStats> {
         println!("note: {tail}; a server started on it keeps the last complete commit");
     }
     let conn = open_read_only(&path, 16 * 1024)?;
+    let checked = check_state(&conn, &path);
+    close_read_only(conn, &path);
+    checked
+}
+
+fn check_state(conn: &Connection, path: &Path) -> anyhow::Result<CheckStats> {
     let file = path.display();
     let mut problems = Vec::new();
     {
@@ -671,8 +727,8 @@ pub fn check(dir: &Path) -> anyhow::Result<CheckStats> {
     }
     let (mut pools, mut sessions) = (0, 0);
     let dead = read_state(
-        &conn,
-        &path,
+        conn,
+        path,
         |_, _, _| {
             pools += 1;
             Ok(())
@@ -690,7 +746,6 @@ pub fn check(dir: &Path) -> anyhow::Result<CheckStats> {
         let count: i64 = conn.query_row("SELECT count(*) FROM sessions WHERE pool = ?1", [key], |row| row.get(0))?;
         stats.orphans += usize::try_from(count).unwrap_or(0);
     }
-    close_read_only(conn, &path);
     Ok(stats)
 }
 
@@ -897,7 +952,7 @@ pub fn write_until_stopped(
     loop {
         loop {
             match write_recording(&mut store, registry) {
-                Ok(stats) if stats.more => continue,
+                Ok(stats) if stats.more || stats.background => continue,
                 Ok(_) => break,
                 Err(e) => {
                     metrics::counter!("session_pool_persist_errors_total").increment(1);

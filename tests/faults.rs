@@ -218,8 +218,9 @@ fn acknowledged_by(log: &std::sync::Mutex<Vec<(Instant, u64)>>, at: Instant) -> 
 }
 
 /// The margin a kill may lose: the persist interval (0.2 s) plus one chunk's write time, taken
-/// generously for an unoptimized build on a shared machine.
-const MAY_LOSE: Duration = Duration::from_millis(1000);
+/// generously for an unoptimized build on a shared two-core machine (a chunk of 10k sessions takes
+/// about 0.5 s there, twice that while other tests run; 60 ms in a release build).
+const MAY_LOSE: Duration = Duration::from_millis(2000);
 
 /// Starts a server, marks a session of a small pool without pause, does `big_work`, and kills the
 /// server with SIGKILL `then` later, checking first that the large write is `still_busy`. After a
@@ -256,7 +257,7 @@ async fn a_sigkill_during_the_first_write_of_a_large_pool_loses_only_the_last_in
     let server = kill_during(
         &dir,
         async |server| fill_pool(server, "big", size).await,
-        Duration::from_millis(2500),
+        Duration::from_millis(3500),
         async |server| server.metric("session_pool_persist_sessions_written_total").await < f64::from(size),
     )
     .await;

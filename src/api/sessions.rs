@@ -499,7 +499,8 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
             state.registry.make_room(grows, now).await;
             now = super::now();
             let mut guard = state.registry.lock(pool, true, now).await?;
-            return acquire_locked(&mut guard, pool, lease, url, now, started);
+            let large = guard.fill_size() > LARGE_FILL;
+            return super::off_the_runtime_if(large, || acquire_locked(&mut guard, pool, lease, url, now, started));
         }
         Err(e) => return Err(e.into()),
     };

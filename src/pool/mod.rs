@@ -602,6 +602,11 @@ impl Pool {
         self.key
     }
 
+    /// Whether the pool was deleted (a handle to it may outlive its place in the registry).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
     /// The pool's configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.config
@@ -703,7 +708,7 @@ impl Pool {
         let (config_changed, removed, room) = self.take_removals(limit);
         let mut slots = Vec::new();
         let mut next = after.cloned();
-        if let Some(room) = room {
+        if let Some(room) = room.filter(|room| *room > 0) {
             let start = after.map_or(Bound::Unbounded, Bound::Excluded);
             // Visit a bounded number of ids per call, dirty or not, so the lock is held briefly.
             let visited: Vec<SessionId> =
