@@ -542,14 +542,14 @@ fn collect(registry: &Registry, limit: usize, walks: &mut HashMap<PoolKey, Sessi
         .pools()
         .into_iter()
         .filter_map(|pool| {
-            let pending = pool.try_lock().ok()?.pending_changes();
-            Some((pending, pool))
+            let (pending, key) = pool.try_lock().map(|p| (p.pending_changes(), p.key())).ok()?;
+            Some((pending, key, pool))
         })
         .collect();
-    pools.sort_by_key(|(pending, _)| *pending);
+    pools.sort_by_key(|(pending, _, _)| *pending);
     let mut room = limit;
-    for (pending, pool) in pools {
-        let walking = pending > limit || walks.contains_key(&pool.blocking_lock().key());
+    for (pending, key, pool) in pools {
+        let walking = pending > limit || walks.contains_key(&key);
         // While a pool is walked in id order, what changed since the walk began sits at the end of its
         // list: take some of that first, so it waits one chunk, not the whole walk.
         let mut newest_first = if walking { SLICE } else { usize::MAX };
