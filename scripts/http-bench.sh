@@ -23,6 +23,9 @@
 # Environment (defaults in brackets):
 #   DURATION [10s] per scenario and round     ROUNDS [3]          WARMUP [2s]
 #   CONNECTIONS [64]   THREADS [2]   SESSIONS [1000]   LEASE_SECS [30]
+#   POOL_SIZE [1000]  the pool's max_pool_size; above SESSIONS, one acquire fills the pool and the runs
+#                     start once its first write is on disk (session_pool_persist_sessions_written_total)
+#   SESSION_POOL_BIN [target/release/session-pool]  another build to measure (e.g. an older commit's)
 #   BASELINE_PORT [18090]   SERVER_PORT [18080]   (127.0.0.1 only)
 #   SKIP_BUILD=1     use the binaries already in target/release
 #   SERVER_CPUS, WRK_CPUS   taskset CPU lists for the servers and for wrk (default: unpinned)
@@ -43,6 +46,7 @@ ROUNDS="${ROUNDS:-3}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 SESSIONS="${SESSIONS:-1000}"
+POOL_SIZE="${POOL_SIZE:-1000}"
 LEASE_SECS="${LEASE_SECS:-30}"
 BASELINE_PORT="${BASELINE_PORT:-18090}"
 SERVER_PORT="${SERVER_PORT:-18080}"
@@ -99,7 +103,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     echo "==> cargo build --release --locked --bin session-pool --example echo_baseline"
     cargo build --release --locked --bin session-pool --example echo_baseline
 fi
-SESSION_POOL_BIN=target/release/session-pool
+SESSION_POOL_BIN="${SESSION_POOL_BIN:-target/release/session-pool}"
 BASELINE_BIN=target/release/examples/echo_baseline
 [ -x "$SESSION_POOL_BIN" ] || die "$SESSION_POOL_BIN is missing"
 [ -x "$BASELINE_BIN" ] || die "$BASELINE_BIN is missing"
@@ -159,9 +163,10 @@ wait_for "$BASELINE_URL/echo" 200 -X POST "${JSON[@]}" -d '{"lease_id":null}'
 wait_for "$SP_URL/readyz" 200
 
 # ---- session-pool setup ---------------------------------------------------------------------------
-echo "==> PUT /v1/pools/$POOL {\"max_pool_size\": 1000}"
+case "$POOL_SIZE" in '' | *[!0-9]*) die "POOL_SIZE must be a whole number" ;; esac
+echo "==> PUT /v1/pools/$POOL {\"max_pool_size\": $POOL_SIZE}"
 code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
-    -d '{"max_pool_size": 1000}' "$SP_URL/v1/pools/$POOL")
+    -d "{\"max_pool_size\": $POOL_SIZE}" "$SP_URL/v1/pools/$POOL")
 case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT pool answered $code" ;; esac
 
 # The mark_good scenario's sessions: ids are ours (32 hex digits, like generated ones), created in one
@@ -187,6 +192,19 @@ created=$(grep -c '^201$' "$WORK/create.codes" || true)
     sort "$WORK/create.codes" | uniq -c >&2
     die "created $created of $SESSIONS sessions"
 }
+
+# A large pool: one acquire fills it; the runs start once its first write has settled.
+if [ "$POOL_SIZE" -gt "$SESSIONS" ]; then
+    echo "==> filling the pool to $POOL_SIZE sessions and waiting for its first write"
+    curl -s -o /dev/null -X POST "${JSON[@]}" -d '{}' --max-time 600 "$SP_URL/v1/pools/$POOL/acquire"
+    for i in $(seq 1 6000); do
+        written=$(curl -s --max-time 5 "$SP_URL/metrics" \
+            | awk '/^session_pool_persist_sessions_written_total/ {print int($2)}')
+        [ "${written:-0}" -ge "$POOL_SIZE" ] && break
+        [ "$i" -lt 6000 ] || die "the first write of $POOL_SIZE sessions did not finish within 10 minutes"
+        sleep 0.1
+    done
+fi
 
 # ---- wrk scripts ----------------------------------------------------------------------------------
 # A fixed POST body.
@@ -348,6 +366,7 @@ paired() {
 echo
 echo "==> summary: $CONNECTIONS connections, $THREADS wrk threads, $ROUNDS round(s) of ${DURATION_SECS}s" \
     "after ${WARMUP_SECS}s warm-up, $(nproc) CPUs${SERVER_CPUS:+, servers on CPUs $SERVER_CPUS}${WRK_CPUS:+, wrk on CPUs $WRK_CPUS}"
+echo "    $SESSION_POOL_BIN, pool of $POOL_SIZE sessions"
 echo "    requests/s and latencies are each scenario's median round; range is min-max over the rounds"
 echo "    load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)" \
     "(anything else busy on the machine skews every figure; compare ratios of one run)"
