@@ -1,108 +1,43 @@
 //! Hostile and unlucky clients against the real binary: slow and silent connections, more connections
 //! than the process has file descriptors, and the edge cases of the `Authorization` header.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_session-pool");
+use common::{eventually, sample as metric, Server, TempDir};
 
-/// The real binary on a free port and its own data directory; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    log: Option<JoinHandle<String>>,
+/// Starts the binary on a data directory of its own, keeping its log, as `launch` says.
+async fn start(name: &str, launch: impl FnOnce(common::Launch<'_>) -> common::Launch<'_>) -> (Server, TempDir) {
+    let dir = TempDir::new(name);
+    let server = launch(Server::on(&dir).logged()).start().await;
+    (server, dir)
 }
 
-impl Server {
-    /// Starts the binary with `args` and `env`, through `bash -c` with `ulimit` first when `ulimit` is
-    /// given (e.g. `-n 1024`), and waits until it is ready.
-    fn start(ulimit: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Server {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
-        let dir = std::env::temp_dir().join(format!(
-            "session-pool-hardening-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut command = match ulimit {
-            Some(limit) => {
-                let mut command = Command::new("bash");
-                command.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\""), BIN]);
-                command
-            }
-            None => Command::new(BIN),
-        };
-        command
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&dir)
-            .args(args)
-            .env_remove("SESSION_POOL_API_KEY")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = command.spawn().expect("start the server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut server = Server { child, port, dir, log: Some(std::thread::spawn(move || read_all(stdout))) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.get("/readyz", &[]).starts_with("HTTP/1.1 200") {
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            assert!(server.child.try_wait().expect("wait").is_none(), "the server exited");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    /// A plain HTTP/1.1 GET on a new connection; the whole answer, or "" when the connection failed or
-    /// was closed without one.
-    fn get(&self, path: &str, headers: &[&str]) -> String {
-        let attempt = || -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-            for header in headers {
-                request.push_str(header);
-                request.push_str("\r\n");
-            }
+/// A plain HTTP/1.1 GET on a new connection; the whole answer, or "" when the connection failed or was
+/// closed without one.
+fn get(server: &Server, path: &str, headers: &[&str]) -> String {
+    let attempt = || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for header in headers {
+            request.push_str(header);
             request.push_str("\r\n");
-            stream.write_all(request.as_bytes())?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer)?;
-            Ok(answer)
-        };
-        attempt().unwrap_or_default()
-    }
-
-    fn connect(&self) -> TcpStream {
-        TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_secs(5)).expect("connect")
-    }
-
-    /// Stops the server and returns what it logged.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.log.take().map(|log| log.join().unwrap_or_default()).unwrap_or_default()
-    }
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    attempt().unwrap_or_default()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn read_all(mut stdout: ChildStdout) -> String {
-    let mut log = String::new();
-    let _ = stdout.read_to_string(&mut log);
-    log
+fn connect(server: &Server) -> TcpStream {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], server.port).into(), Duration::from_secs(5)).expect("connect")
 }
 
 /// Waits until the server closes `stream` (EOF or a reset) and returns how long that took, or `None`
@@ -121,18 +56,13 @@ fn wait_for_close(stream: &mut TcpStream, deadline: Instant) -> Option<Instant> 
     }
 }
 
-/// The value of an unlabelled sample in a Prometheus text page.
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-#[test]
-fn a_client_that_never_finishes_its_headers_is_cut_off_and_stalls_no_one() {
-    let server = Server::start(None, &[], &[]);
-    let mut slow = server.connect();
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_finishes_its_headers_is_cut_off_and_stalls_no_one() {
+    let (server, _dir) = start("hardening", |launch| launch).await;
+    let mut slow = connect(&server);
     slow.write_all(b"GET /v1/pools HTTP/1.1\r\nHost: x\r\nX-Slow: ").expect("write a partial head");
     let started = Instant::now();
-    assert!(server.get("/healthz", &[]).starts_with("HTTP/1.1 200"), "a slow client stalled another one");
+    assert!(get(&server, "/healthz", &[]).starts_with("HTTP/1.1 200"), "a slow client stalled another one");
 
     let closed = wait_for_close(&mut slow, started + Duration::from_secs(30));
     let waited = closed.map(|at| at - started);
@@ -140,12 +70,12 @@ fn a_client_that_never_finishes_its_headers_is_cut_off_and_stalls_no_one() {
     assert!(waited.is_some_and(|w| w >= Duration::from_secs(5)), "closed before any timeout: {waited:?}");
 }
 
-#[test]
-fn a_connection_that_sends_nothing_or_half_an_http2_preface_is_closed_after_the_header_timeout() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sends_nothing_or_half_an_http2_preface_is_closed_after_the_header_timeout() {
     // Set through the environment, so a build without the setting still starts and fails here.
-    let server = Server::start(None, &[], &[("SESSION_POOL_HEADER_TIMEOUT_SECS", "1")]);
-    let mut silent = server.connect();
-    let mut half_preface = server.connect();
+    let (server, _dir) = start("hardening", |launch| launch.env("SESSION_POOL_HEADER_TIMEOUT_SECS", "1")).await;
+    let mut silent = connect(&server);
+    let mut half_preface = connect(&server);
     half_preface.write_all(b"PRI * HTTP/2.0\r\n").expect("write half a preface");
     let started = Instant::now();
     let deadline = started + Duration::from_secs(10);
@@ -154,13 +84,13 @@ fn a_connection_that_sends_nothing_or_half_an_http2_preface_is_closed_after_the_
         assert!(waited.is_some(), "{name}: still open after {:?}", deadline - started);
         assert!(waited.is_some_and(|w| w >= Duration::from_millis(900)), "{name}: closed too early: {waited:?}");
     }
-    assert!(server.get("/healthz", &[]).starts_with("HTTP/1.1 200"));
+    assert!(get(&server, "/healthz", &[]).starts_with("HTTP/1.1 200"));
 }
 
 #[cfg(target_os = "linux")]
-#[test]
-fn the_server_raises_its_soft_open_files_limit_to_the_hard_one() {
-    let server = Server::start(Some("-S -n 256"), &[], &[]);
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_raises_its_soft_open_files_limit_to_the_hard_one() {
+    let (server, _dir) = start("hardening", |launch| launch.ulimit("-S -n 256")).await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).expect("read the limits");
     let line = limits.lines().find(|line| line.starts_with("Max open files")).expect("a line for open files");
     let numbers: Vec<&str> = line["Max open files".len()..].split_whitespace().take(2).collect();
@@ -171,26 +101,28 @@ fn the_server_raises_its_soft_open_files_limit_to_the_hard_one() {
     assert!(log.contains(&format!("open_files={}", numbers[0])), "the limit was not logged:\n{log}");
 }
 
-#[test]
-fn more_silent_connections_than_file_descriptors_are_refused_without_starving_the_server() {
+#[tokio::test(flavor = "multi_thread")]
+async fn more_silent_connections_than_file_descriptors_are_refused_without_starving_the_server() {
     const SILENT: usize = 1100;
     // The test itself holds all these sockets too.
     rlimit::increase_nofile_limit(4096).expect("raise the test's own open-files limit");
     // Long enough for all of them to be open at once: a connect now and then waits a second for a
     // retransmitted SYN, so they are made from ten threads.
-    let server = Server::start(Some("-n 1024"), &[], &[("SESSION_POOL_HEADER_TIMEOUT_SECS", "5")]);
+    let (server, _dir) =
+        start("hardening", |launch| launch.ulimit("-n 1024").env("SESSION_POOL_HEADER_TIMEOUT_SECS", "5")).await;
 
     let started = Instant::now();
     let mut silent: Vec<TcpStream> = std::thread::scope(|scope| {
         let threads: Vec<_> =
-            (0..10).map(|_| scope.spawn(|| (0..SILENT / 10).map(|_| server.connect()).collect::<Vec<_>>())).collect();
+            (0..10).map(|_| scope.spawn(|| (0..SILENT / 10).map(|_| connect(&server)).collect::<Vec<_>>())).collect();
         threads.into_iter().flat_map(|thread| thread.join().expect("connect")).collect()
     });
     let deadline = started + Duration::from_secs(20);
-    while !server.get("/healthz", &[]).starts_with("HTTP/1.1 200") {
-        assert!(Instant::now() < deadline, "/healthz did not answer while {SILENT} silent connections were open");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(deadline - Instant::now(), &format!("/healthz answers while {SILENT} connections are open"), || {
+        let answered = get(&server, "/healthz", &[]).starts_with("HTTP/1.1 200");
+        async move { answered }
+    })
+    .await;
     let mut still_open = 0;
     for stream in &mut silent {
         if wait_for_close(stream, deadline).is_none() {
@@ -199,7 +131,7 @@ fn more_silent_connections_than_file_descriptors_are_refused_without_starving_th
     }
     assert_eq!(still_open, 0, "silent connections still open after {:?}", deadline - started);
 
-    let page = server.get("/metrics", &[]);
+    let page = get(&server, "/metrics", &[]);
     let refused = metric(&page, "session_pool_http_connections_refused_total");
     let open = metric(&page, "session_pool_http_connections_open");
     // A process limited to 1024 descriptors cannot hold 1100 connections: some must have been refused.
@@ -210,24 +142,24 @@ fn more_silent_connections_than_file_descriptors_are_refused_without_starving_th
     assert_eq!(floods, 0, "the server ran out of descriptors:\n{log}");
 }
 
-#[test]
-fn the_connection_metrics_are_exported_from_the_start() {
-    let server = Server::start(None, &[], &[]);
-    let page = server.get("/metrics", &[]);
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_metrics_are_exported_from_the_start() {
+    let (server, _dir) = start("hardening", |launch| launch).await;
+    let page = get(&server, "/metrics", &[]);
     assert_eq!(metric(&page, "session_pool_http_connections_refused_total"), Some(0.0), "{page}");
     let open = metric(&page, "session_pool_http_connections_open");
     assert!(open.is_some_and(|open| open >= 1.0), "this scrape's own connection is open: {open:?}");
 }
 
-#[test]
-fn the_bearer_scheme_is_matched_whatever_its_case() {
-    let server = Server::start(None, &["--api-key", "key-one"], &[]);
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bearer_scheme_is_matched_whatever_its_case() {
+    let (server, _dir) = start("hardening", |launch| launch.args(&["--api-key", "key-one"])).await;
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
-        let answer = server.get("/v1/pools", &[&format!("Authorization: {scheme} key-one")]);
+        let answer = get(&server, "/v1/pools", &[&format!("Authorization: {scheme} key-one")]);
         assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
     }
     for refused in ["Bearer key-two", "Basic key-one", "Bearerkey-one", "key-one", "Bearer"] {
-        let answer = server.get("/v1/pools", &[&format!("Authorization: {refused}")]);
+        let answer = get(&server, "/v1/pools", &[&format!("Authorization: {refused}")]);
         assert!(answer.starts_with("HTTP/1.1 401"), "{refused}: {answer}");
     }
     let log = server.stop();
@@ -236,11 +168,11 @@ fn the_bearer_scheme_is_matched_whatever_its_case() {
 
 /// hyper answers these before the service sees a request, so without a problem+json body (see the
 /// `serve` module doc); what is checked is that the limits hold and the client gets an answer.
-#[test]
-fn heads_hyper_refuses_itself_are_answered_with_their_status() {
-    let server = Server::start(None, &[], &[]);
+#[tokio::test(flavor = "multi_thread")]
+async fn heads_hyper_refuses_itself_are_answered_with_their_status() {
+    let (server, _dir) = start("hardening", |launch| launch).await;
     let raw = |request: &[u8]| -> String {
-        let mut stream = server.connect();
+        let mut stream = connect(&server);
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let _ = stream.write_all(request);
         let mut answer = Vec::new();

@@ -1,5 +1,6 @@
 //! The harness of the black-box tests: a [`TestApp`] runs the real server (`session_pool::run`) on
-//! `127.0.0.1:0` with a fresh data directory, and has one helper per endpoint. Helpers return the raw
+//! `127.0.0.1:0` with a fresh data directory, waits for it as every test does (`tests/common`), and
+//! has one helper per endpoint. Helpers return the raw
 //! [`Response`]; [`expect_json`] and [`assert_problem`] check status, content type and shape.
 
 use std::collections::BTreeSet;
@@ -12,6 +13,8 @@ use reqwest::{header, Method, Response};
 use serde_json::{json, Value};
 use session_pool::Config;
 use tokio::sync::oneshot;
+
+use crate::common::{temp_dir, wait_until_ready};
 
 /// Every key of API.md's Session object.
 pub const SESSION_KEYS: [&str; 22] = [
@@ -76,7 +79,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// The server with `Config::default()` changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let data_dir = std::env::temp_dir().join(unique("session-pool-test"));
+    let data_dir = temp_dir("api");
     std::fs::create_dir_all(&data_dir).expect("create the test data dir");
     let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
     configure(&mut config);
@@ -84,7 +87,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let addr = listener.local_addr().expect("local address");
     config.listen = addr;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let shutdown = async move {
             let _ = shutdown_rx.await;
         };
@@ -94,15 +97,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     });
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("build the HTTP client");
     let app = TestApp { addr, client, shutdown_tx: Some(shutdown_tx), data_dir };
-    for _ in 0..400 {
-        if let Ok(r) = app.client.get(app.url("/readyz")).send().await {
-            if r.status().as_u16() == 200 {
-                return app;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the server at {addr} did not become ready");
+    wait_until_ready(&app.client, &format!("http://{addr}"), || {
+        server.is_finished().then(|| "session_pool::run returned (its error is on stderr)".to_owned())
+    })
+    .await;
+    app
 }
 
 impl TestApp {

@@ -2,6 +2,9 @@
 //! `127.0.0.1:0` through [`helpers::spawn_app`] and talks to it over HTTP; a few property tests call
 //! the router directly with `oneshot`. One module per area.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod acquire;
 mod concurrency;
 mod cookies;

@@ -1,4 +1,6 @@
-//! The real binary as a process, for the tests that need one: durability, faults, signals.
+//! The one harness every test binary shares: the real binary as a process ([`Server`]), the wait for
+//! readiness that the in-process servers of `tests/api` use as well ([`wait_until_ready`]), and
+//! [`eventually`], the poll with a deadline that replaces sleeping and hoping.
 //! Each test binary that includes this module uses part of it.
 #![allow(dead_code)]
 
@@ -10,6 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_session-pool");
+
+/// How long a server may take to restore its state and answer `/readyz` with 200.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A fresh, empty directory path (not created) unique to this test process and call.
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -23,13 +28,140 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A [`temp_dir`] removed with everything in it when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        TempDir(temp_dir(name))
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("log"));
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Polls `condition` every 50 ms until it holds, failing after `timeout` with `what`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the server at `base` answers `GET /readyz` with 200. `stopped` is asked before each
+/// try and says why the server is gone, if it is, so a server that cannot start fails the test at
+/// once with its reason instead of at the deadline.
+pub async fn wait_until_ready(client: &reqwest::Client, base: &str, mut stopped: impl FnMut() -> Option<String>) {
+    let url = format!("{base}/readyz");
+    eventually(READY_TIMEOUT, &format!("{url} answers 200"), || {
+        if let Some(why) = stopped() {
+            panic!("the server stopped before it was ready: {why}");
+        }
+        let probe = client.get(&url).send();
+        async move { probe.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+}
+
+/// The value of an unlabelled sample in a Prometheus text page.
+pub fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// How to start a [`Server`]: flags, environment, an open-files limit, a log file.
+pub struct Launch<'a> {
+    dir: &'a Path,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    ulimit: Option<String>,
+    logged: bool,
+}
+
+impl Launch<'_> {
+    /// More flags.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable for the process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the binary through `bash -c 'ulimit LIMIT && exec ...'` (e.g. `-n 1024`).
+    pub fn ulimit(mut self, limit: &str) -> Self {
+        self.ulimit = Some(limit.to_owned());
+        self
+    }
+
+    /// Keeps the log (stdout) in a file beside the data directory; see [`Server::log_text`].
+    pub fn logged(mut self) -> Self {
+        self.logged = true;
+        self
+    }
+
+    /// Starts the binary and waits until `/readyz` answers 200.
+    pub async fn start(self) -> Server {
+        let port = free_port();
+        let log = self.logged.then(|| self.dir.with_extension("log"));
+        let stdout = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+            None => Stdio::null(),
+        };
+        let mut command = match &self.ulimit {
+            Some(limit) => {
+                let mut command = Command::new("bash");
+                command.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\""), BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(self.dir)
+            .args(&self.args)
+            .env_remove("SESSION_POOL_API_KEY")
+            .envs(self.env)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let mut server =
+            Server { child, port, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), log };
+        let client = server.client.clone();
+        let base = server.base.clone();
+        wait_until_ready(&client, &base, || server.exited()).await;
+        server
+    }
 }
 
 /// A server process on a data directory. Killed when dropped, so a failing test leaves none behind.
 pub struct Server {
     pub child: Child,
+    pub port: u16,
     pub base: String,
     pub client: reqwest::Client,
     /// Where its stdout (the log) goes, when the test asked for it.
@@ -37,48 +169,37 @@ pub struct Server {
 }
 
 impl Server {
+    /// How to start the binary on `dir`; [`Launch::start`] starts it.
+    pub fn on(dir: &Path) -> Launch<'_> {
+        Launch { dir, args: Vec::new(), env: Vec::new(), ulimit: None, logged: false }
+    }
+
     /// Starts the binary on `dir` with `extra` flags and waits until `/readyz` answers 200.
     pub async fn start(dir: &Path, extra: &[&str]) -> Server {
-        Self::spawn(dir, extra, None).await
+        Self::on(dir).args(extra).start().await
     }
 
     /// Like [`Server::start`], keeping the log in a file beside `dir`.
     pub async fn start_logged(dir: &Path, extra: &[&str]) -> Server {
-        let log = dir.with_extension("log");
-        Self::spawn(dir, extra, Some(log)).await
-    }
-
-    async fn spawn(dir: &Path, extra: &[&str], log: Option<PathBuf>) -> Server {
-        let port = free_port();
-        let stdout = match &log {
-            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
-            None => Stdio::null(),
-        };
-        let child = Command::new(BIN)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .env_remove("SESSION_POOL_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = server.client.get(format!("{}/readyz", server.base)).send().await {
-                if r.status() == 200 {
-                    return server;
-                }
-            }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        Self::on(dir).args(extra).logged().start().await
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Why the process is gone (its exit status and stderr), or `None` while it runs.
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().expect("wait")?;
+        Some(format!("{status}: {}", self.stderr()))
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        stderr
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -113,21 +234,14 @@ impl Server {
     /// The value of one unlabelled counter or gauge in `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.client.get(format!("{}/metrics", self.base)).send().await.expect("metrics").text().await;
-        let text = text.unwrap_or_default();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0.0)
+        sample(&text.unwrap_or_default(), name).unwrap_or(0.0)
     }
 
     /// Sends SIGTERM and waits (at most `timeout`) for the exit; returns the status and stderr.
     pub fn terminate_within(mut self, timeout: Duration) -> (ExitStatus, String) {
         signal(self.child.id(), "TERM");
         let status = wait_with_timeout(&mut self.child, timeout);
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
+        let stderr = self.stderr();
         (status, stderr)
     }
 
@@ -141,7 +255,14 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// What the server logged so far (for a server started with [`Server::start_logged`]).
+    /// Kills the process and returns what it logged (for a server started with [`Launch::logged`]).
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log_text()
+    }
+
+    /// What the server logged so far (for a server started with [`Launch::logged`]).
     pub fn log_text(&self) -> String {
         self.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
     }
@@ -208,17 +329,4 @@ pub fn refuses_to_start(dir: &Path) -> String {
         let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
     }
     stderr
-}
-
-/// Polls `condition` every 50 ms until it holds, failing after `timeout` with `what`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
