@@ -80,7 +80,7 @@ async fn a_full_disk_delays_persistence_and_loses_nothing_once_space_returns() {
     let data = disk.dir.join("data");
     let server = Server::start(&data, &["--persist-interval-secs", "0.2"]).await;
     create_sessions(&server, "p", 0..100).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_until_written(&server, 100.0).await;
 
     disk.fill();
     create_sessions(&server, "p", 100..400).await;
@@ -108,13 +108,14 @@ async fn a_full_disk_delays_persistence_and_loses_nothing_once_space_returns() {
 async fn a_final_write_on_a_full_disk_is_retried_and_succeeds_once_space_returns() {
     let Some(disk) = SmallDisk::mount("full-disk-final", 8) else { return };
     let data = disk.dir.join("data");
-    let server = Server::start(&data, &["--persist-interval-secs", "3600"]).await;
+    let server = Server::start_logged(&data, &["--persist-interval-secs", "3600"]).await;
     disk.fill();
     create_sessions(&server, "p", 0..300).await;
-    let pid = server.pid();
-    common::signal(pid, "TERM");
-    // The final write fails, and is retried while the server waits.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    common::signal(server.pid(), "TERM");
+    eventually(Duration::from_secs(20), "the final write fails and is retried", || async {
+        server.log_text().contains("final write of the state failed; retrying")
+    })
+    .await;
     disk.free();
     let (status, stderr) = server.terminate_within(Duration::from_secs(30));
     assert!(status.success(), "the retried final write should succeed: {status:?} {stderr}");
@@ -168,7 +169,7 @@ async fn deleting_a_large_pool_costs_io_in_proportion_once_and_the_file_shrinks(
     fill_pool(&server, "big", 100_000).await;
     wait_until_written(&server, 100_000.0).await;
     server.post("/v1/pools/small/sessions", json!({"id": "keep"})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_written(&server, 100_001.0).await;
     let size_before = state_size(&dir);
     let written_before = bytes_written(server.pid());
 
@@ -351,9 +352,9 @@ async fn a_write_cut_short_by_a_crash_is_rolled_back_and_said_so() {
     let dir = temp_dir("torn-wal");
     let server = Server::start(&dir, &["--persist-interval-secs", "0.1"]).await;
     server.post("/v1/pools/p/sessions", json!({"id": "first"})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_written(&server, 1.0).await;
     server.post("/v1/pools/p/sessions", json!({"id": "second"})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_written(&server, 2.0).await;
     server.kill9();
     // The crash tore the last commit: its final page never reached the disk.
     let wal = dir.join(format!("{STATE}-wal"));

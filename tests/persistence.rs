@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{refuses_to_start, temp_dir, Server};
+use common::{eventually, refuses_to_start, temp_dir, Server};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,13 +59,16 @@ async fn everything_survives_a_graceful_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deletions_survive_a_restart() {
     let dir = temp_dir("deletions");
-    let server = Server::start(&dir, &[]).await;
+    let server = Server::start(&dir, &["--persist-interval-secs", "0.2"]).await;
     server.post("/v1/pools/a/sessions", json!({"id": "x"})).await;
     server.post("/v1/pools/a/sessions", json!({"id": "y"})).await;
     server.post("/v1/pools/b/sessions", json!({"id": "z"})).await;
     server.post("/v1/pools/default/sessions", json!({"id": "d"})).await;
-    // Let one cycle write them, so the deletions below are deletions on disk.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // Once a cycle has written them, the deletions below are deletions on disk.
+    eventually(Duration::from_secs(20), "the four sessions are written", || async {
+        server.metric("session_pool_persist_sessions_written_total").await >= 4.0
+    })
+    .await;
     assert_eq!(server.call(reqwest::Method::DELETE, "/v1/pools/a/sessions/x", None).await.0, 204);
     assert_eq!(server.call(reqwest::Method::DELETE, "/v1/pools/b", None).await.0, 204);
     assert_eq!(server.call(reqwest::Method::DELETE, "/v1/pools/default", None).await.0, 204);
@@ -101,10 +104,18 @@ async fn a_sigkill_during_a_burst_of_writes_loses_at_most_the_last_interval() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually(Duration::from_secs(20), "the burst is under way", || async {
+        acknowledged.load(Ordering::SeqCst) >= 200
+    })
+    .await;
     let safely_persisted = acknowledged.load(Ordering::SeqCst);
-    // Several intervals later, everything acknowledged up to now is on disk.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Two cycles that began after this point have written the session: everything acknowledged up
+    // to now is on disk.
+    let written = server.metric("session_pool_persist_sessions_written_total").await;
+    eventually(Duration::from_secs(20), "two more cycles write the session", || async {
+        server.metric("session_pool_persist_sessions_written_total").await >= written + 2.0
+    })
+    .await;
     Command::new("kill").args(["-KILL", &server.child.id().to_string()]).status().expect("send SIGKILL");
     for writer in writers {
         let _ = writer.await;

@@ -1,9 +1,12 @@
 //! Every error code of API.md's table that this release has, and that a refused request changes
 //! nothing.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::eventually;
 use crate::helpers::{assert_problem, expect_json, id_of, spawn_app, spawn_app_with, unique_pool, TestApp};
 
 /// Sends `raw` as an `application/json` body.
@@ -383,16 +386,20 @@ async fn sessions_another_pool_purged_no_longer_count_against_max_sessions() {
         expect_json(app.retire(&a, id, None).await, 200).await;
     }
     assert_problem(app.create_session(&b, &json!({"id": "3"})).await, 409, "limit_reached").await;
-    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
-    app.new_session(&b, &json!({"id": "3"})).await;
+    eventually(Duration::from_millis(900), "a create in `b` finds `a`'s sessions past their retention", || async {
+        app.create_session(&b, &json!({"id": "3"})).await.status() == 201
+    })
+    .await;
     let acquired = app.acquired(&c).await;
     assert_eq!(app.pool_status(&c).await["session_count"], 1, "{acquired}");
     assert_eq!(app.pool_status(&a).await["session_count"], 0);
     // An acquire that creates its pool, once `b`'s session is due for purge.
     expect_json(app.retire(&b, "3", None).await, 200).await;
-    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     let d = unique_pool();
-    app.acquired(&d).await;
+    eventually(Duration::from_millis(900), "an acquire finds `b`'s session past its retention", || async {
+        app.acquire(&d).await.status() == 200
+    })
+    .await;
     assert_eq!(app.pool_status(&d).await["session_count"], 1);
 }
 

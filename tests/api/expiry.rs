@@ -4,7 +4,16 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_json, id_of, secs_to_nanos, spawn_app, ts, unique_pool};
+use crate::common::eventually;
+use crate::helpers::{expect_json, id_of, secs_to_nanos, spawn_app, ts, unique_pool, TestApp};
+
+/// Waits until a read of the session shows it retired as expired.
+async fn expired(app: &TestApp, pool: &str, id: &str) {
+    eventually(Duration::from_secs(10), "the session expires", || async {
+        app.session(pool, id).await["retired_reason"] == "expired"
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn expiry_is_visible_on_get_at_expires_at_without_any_call() {
@@ -13,7 +22,7 @@ async fn expiry_is_visible_on_get_at_expires_at_without_any_call() {
     let created = app.new_session(&pool, &json!({"max_age_secs": 1})).await;
     let id = id_of(&created);
     assert_eq!(ts(&created["expires_at"]) - ts(&created["created_at"]), secs_to_nanos(1.0));
-    tokio::time::sleep(Duration::from_millis(1150)).await;
+    expired(&app, &pool, &id).await;
     let s = app.session(&pool, &id).await;
     assert_eq!(s["is_expired"], true);
     assert_eq!(s["is_usable"], false);
@@ -45,7 +54,7 @@ async fn a_fractional_max_age_expires_too() {
     let created = app.new_session(&pool, &json!({"max_age_secs": 0.5})).await;
     assert_eq!(created["max_age_secs"], 0.5);
     assert_eq!(ts(&created["expires_at"]) - ts(&created["created_at"]), secs_to_nanos(0.5));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    expired(&app, &pool, &id_of(&created)).await;
     let s = app.session(&pool, &id_of(&created)).await;
     assert_eq!(s["retired_reason"], "expired");
     assert_eq!(s["retired_at"], created["expires_at"]);
@@ -60,7 +69,7 @@ async fn acquire_replaces_expired_sessions_and_never_returns_them() {
     assert_eq!(first["max_age_secs"], 0.5);
     let old = app.ids(&pool, "all").await;
     assert_eq!(old.len(), 2);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    expired(&app, &pool, &id_of(&first)).await;
     for _ in 0..10 {
         let s = app.acquired(&pool).await;
         assert!(!old.contains(&id_of(&s)), "handed out an expired session");
@@ -85,7 +94,10 @@ async fn a_session_used_up_before_expiry_keeps_its_first_reason() {
     let id = id_of(&s);
     let used = expect_json(app.mark_good(&pool, &id, None).await, 200).await;
     assert_eq!(used["retired_reason"], "max_usage_count");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    eventually(Duration::from_secs(10), "the session's max age passes", || async {
+        app.session(&pool, &id).await["is_expired"] == true
+    })
+    .await;
     let later = app.session(&pool, &id).await;
     assert_eq!(later["retired_reason"], "max_usage_count", "retirement is terminal");
     assert_eq!(later["retired_at"], used["retired_at"]);

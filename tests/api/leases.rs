@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::common::eventually;
 use crate::helpers::{
     assert_problem, assert_session_shape, expect_json, id_of, secs_to_nanos, spawn_app, ts, unique_pool, TestApp,
 };
@@ -305,9 +306,11 @@ async fn a_lease_frees_the_session_when_it_runs_out() {
     let app = spawn_app().await;
     let (pool, id, lease_id) = leased_one(&app, 1, 1.0).await;
     assert_problem(app.acquire(&pool).await, 503, "no_session_available").await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    eventually(Duration::from_secs(10), "the lease runs out", || async {
+        app.session(&pool, &id).await["leased_until"].is_null()
+    })
+    .await;
     let s = app.session(&pool, &id).await;
-    assert_eq!(s["leased_until"], Value::Null);
     assert_eq!(s["usage_count"], 0);
     assert_eq!(app.pool_status(&pool).await["leased_session_count"], 0);
     assert_eq!(app.ids(&pool, "leased").await.len(), 0);
@@ -323,7 +326,11 @@ async fn a_fractional_lease_runs_out_too() {
     let (pool, id, _) = leased_one(&app, 1, 0.5).await;
     let s = app.session(&pool, &id).await;
     assert!(ts(&s["leased_until"]) - ts(&s["created_at"]) >= secs_to_nanos(0.5));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Free before a whole second is over: the half second is not rounded up.
+    eventually(Duration::from_millis(950), "the half-second lease runs out", || async {
+        app.session(&pool, &id).await["leased_until"].is_null()
+    })
+    .await;
     assert_eq!(id_of(&app.acquired(&pool).await), id);
 }
 
@@ -334,9 +341,11 @@ async fn a_lease_ends_when_the_session_expires() {
     app.configure(&pool, &json!({"max_pool_size": 1, "session": {"max_age_secs": 1}})).await;
     let s = app.leased(&pool, 60.0).await;
     let id = id_of(&s);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    eventually(Duration::from_secs(10), "the leased session expires", || async {
+        app.session(&pool, &id).await["retired_reason"] == "expired"
+    })
+    .await;
     let s = app.session(&pool, &id).await;
-    assert_eq!(s["retired_reason"], "expired");
     assert_eq!(s["leased_until"], Value::Null);
     let status = app.pool_status(&pool).await;
     assert_eq!(status["leased_session_count"], 0);

@@ -1,9 +1,11 @@
 //! Sessions: their shape and defaults, create, read, delete and PATCH.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::common::eventually;
 use crate::helpers::{
     assert_problem, assert_session_shape, expect_json, id_of, num, secs_to_nanos, spawn_app, spawn_app_with, ts,
     unique_pool,
@@ -270,7 +272,10 @@ async fn retired_sessions_are_purged_after_the_retention() {
     let id = id_of(&app.new_session(&pool, &json!({})).await);
     let keep = id_of(&app.new_session(&pool, &json!({})).await);
     expect_json(app.retire(&pool, &id, None).await, 200).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    eventually(Duration::from_secs(10), "the retired session is purged", || async {
+        app.get_session(&pool, &id).await.status() == 404
+    })
+    .await;
     assert_problem(app.get_session(&pool, &id).await, 404, "session_not_found").await;
     let status = app.pool_status(&pool).await;
     assert_eq!(status["session_count"], 1);
