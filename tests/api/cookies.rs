@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, encode, expect_json, spawn_app, unique_pool, TestApp};
+use crate::helpers::{assert_problem, encode, expect_json, spawn_app, TestApp};
 
 async fn store(app: &TestApp, pool: &str, id: &str, url: &str, headers: &[&str]) -> Value {
     let body = json!({"url": url, "set_cookie": headers});
@@ -22,16 +22,10 @@ async fn header(app: &TestApp, pool: &str, id: &str, url: &str) -> String {
     sent(app, pool, id, url).await["cookie_header"].as_str().expect("cookie_header").to_owned()
 }
 
-async fn with_session(app: &TestApp, body: Value) -> (String, String) {
-    let pool = unique_pool();
-    let session = app.new_session(&pool, &body).await;
-    (pool, session["id"].as_str().expect("id").to_owned())
-}
-
 #[tokio::test]
 async fn set_cookie_headers_are_stored_as_a_browser_stores_them() {
     let app = spawn_app().await;
-    let (pool, id) = with_session(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let session = store(
         &app,
         &pool,
@@ -57,7 +51,7 @@ async fn set_cookie_headers_are_stored_as_a_browser_stores_them() {
 #[tokio::test]
 async fn what_a_browser_refuses_is_not_stored() {
     let app = spawn_app().await;
-    let (pool, id) = with_session(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let session = store(
         &app,
         &pool,
@@ -75,7 +69,7 @@ async fn what_a_browser_refuses_is_not_stored() {
 #[tokio::test]
 async fn max_age_wins_and_an_expired_cookie_deletes() {
     let app = spawn_app().await;
-    let (pool, id) = with_session(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let session = store(
         &app,
         &pool,
@@ -99,7 +93,7 @@ fn chrono_now() -> i64 {
 #[tokio::test]
 async fn cookies_go_out_in_rfc_6265_order() {
     let app = spawn_app().await;
-    let (pool, id) = with_session(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     store(&app, &pool, &id, "https://example.com/", &["z=1; Path=/", "y=2; Path=/a/b", "x=3; Path=/a"]).await;
     assert_eq!(header(&app, &pool, &id, "https://example.com/a/b/c").await, "y=2; x=3; z=1");
     let answer = sent(&app, &pool, &id, "https://example.com/a").await;
@@ -110,7 +104,7 @@ async fn cookies_go_out_in_rfc_6265_order() {
 #[tokio::test]
 async fn seeded_and_patched_cookies_live_in_the_same_jar() {
     let app = spawn_app().await;
-    let (pool, id) = with_session(&app, json!({"cookies": {"seed": "1"}})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"cookies": {"seed": "1"}})).await;
     store(&app, &pool, &id, "https://example.com/", &["server=2"]).await;
     let patch = json!({"cookies": [{"name": "patched", "value": "3", "domain": ".example.com"}]});
     expect_json(app.patch_session(&pool, &id, &patch).await, 200).await;
@@ -123,7 +117,7 @@ async fn seeded_and_patched_cookies_live_in_the_same_jar() {
 #[tokio::test]
 async fn crawlee_a_basic_cookie_takes_the_defaults() {
     let app = spawn_app().await;
-    let (pool, id) = with_session(&app, json!({"cookies": [{"name": "test", "value": "value"}]})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"cookies": [{"name": "test", "value": "value"}]})).await;
     let cookie = app.session(&pool, &id).await["cookies"][0].clone();
     assert_eq!(
         cookie,
@@ -138,7 +132,7 @@ async fn crawlee_a_cookie_with_all_attributes_comes_back_as_given() {
         "name": "test_cookie", "value": "test_value", "domain": "example.com", "path": "/test",
         "expires": 1735689600, "http_only": true, "secure": true, "same_site": "Strict"
     });
-    let (pool, id) = with_session(&app, json!({"cookies": [given.clone()]})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"cookies": [given.clone()]})).await;
     assert_eq!(app.session(&pool, &id).await["cookies"], json!([given]));
     // It expired on 2025-01-01, so no browser would send it any more.
     assert_eq!(header(&app, &pool, &id, "https://example.com/test").await, "");
@@ -151,7 +145,7 @@ async fn crawlee_cookies_of_one_name_for_different_domains_are_two_cookies() {
         {"name": "a", "value": "1", "domain": "test.io"},
         {"name": "a", "value": "2", "domain": "notest.io"}
     ]);
-    let (pool, id) = with_session(&app, json!({"cookies": cookies})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"cookies": cookies})).await;
     assert_eq!(app.session(&pool, &id).await["cookies"].as_array().unwrap().len(), 2);
     assert_eq!(header(&app, &pool, &id, "https://test.io/").await, "a=1");
     assert_eq!(header(&app, &pool, &id, "https://notest.io/").await, "a=2");
@@ -160,7 +154,7 @@ async fn crawlee_cookies_of_one_name_for_different_domains_are_two_cookies() {
 #[tokio::test]
 async fn bad_cookie_requests_are_invalid_and_change_nothing() {
     let app = spawn_app().await;
-    let (pool, id) = with_session(&app, json!({"cookies": {"keep": "1"}})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"cookies": {"keep": "1"}})).await;
     let path = format!("/v1/pools/{pool}/sessions/{id}/cookies");
     for body in [
         json!({"url": "not a url", "set_cookie": ["a=1"]}),

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::eventually;
-use crate::helpers::{assert_problem, expect_json, id_of, spawn_app, spawn_app_with, unique_pool, TestApp};
+use crate::helpers::{assert_problem, expect_json, spawn_app, spawn_app_with, unique_pool, TestApp};
 
 /// Sends `raw` as an `application/json` body.
 async fn send_raw(app: &TestApp, method: Method, path: &str, raw: &str) -> reqwest::Response {
@@ -35,8 +35,7 @@ async fn malformed_json_is_invalid_request() {
 #[tokio::test]
 async fn unknown_fields_are_refused_everywhere_and_the_detail_names_them() {
     let app = spawn_app().await;
-    let pool = unique_pool();
-    let id = id_of(&app.new_session(&pool, &json!({})).await);
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let s = format!("/v1/pools/{pool}/sessions/{id}");
     let cases: Vec<(Method, String, Value)> = vec![
         (Method::POST, format!("/v1/pools/{pool}/acquire"), json!({"bogus_field": 1})),
@@ -72,8 +71,7 @@ async fn unknown_fields_are_refused_everywhere_and_the_detail_names_them() {
 #[tokio::test]
 async fn a_value_of_the_wrong_type_is_refused_with_the_path_of_its_field() {
     let app = spawn_app().await;
-    let pool = unique_pool();
-    let id = id_of(&app.new_session(&pool, &json!({})).await);
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let s = format!("/v1/pools/{pool}/sessions/{id}");
     let cases: Vec<(Method, String, Value, &str)> = vec![
         (Method::POST, format!("/v1/pools/{pool}/acquire"), json!({"lease_secs": "30"}), "lease_secs"),
@@ -442,8 +440,7 @@ async fn the_default_body_limit_is_one_mebibyte() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_unsupported_media_type() {
     let app = spawn_app().await;
-    let pool = unique_pool();
-    let id = id_of(&app.new_session(&pool, &json!({})).await);
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let body = br#"{"lease_secs": 5}"#.to_vec();
     for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
         let resp = app.request(Method::POST, &format!("/v1/pools/{pool}/acquire"), ct, Some(body.clone())).await;
@@ -606,8 +603,7 @@ async fn without_a_key_anything_under_v1_is_401_and_with_one_unknown_paths_and_m
 #[tokio::test]
 async fn an_empty_object_declared_as_text_plain_is_unsupported_media_type() {
     let app = spawn_app().await;
-    let pool = unique_pool();
-    let id = id_of(&app.new_session(&pool, &json!({})).await);
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let resp = app
         .request(
             Method::POST,

@@ -272,6 +272,13 @@ impl TestApp {
 
     // Shorthands for the calls a test expects to succeed.
 
+    /// A new pool holding one session created with `body`: `(pool, id)`.
+    pub async fn session_in_new_pool(&self, body: &Value) -> (String, String) {
+        let pool = unique_pool();
+        let id = id_of(&self.new_session(&pool, body).await);
+        (pool, id)
+    }
+
     /// Acquire without a lease, expecting 200.
     pub async fn acquired(&self, pool: &str) -> Value {
         expect_json(self.acquire(pool).await, 200).await

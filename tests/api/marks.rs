@@ -22,17 +22,10 @@ async fn status(app: &TestApp, pool: &str, id: &str, body: Value) -> Value {
     r
 }
 
-/// A fresh session in a fresh pool, created with `body`.
-async fn fresh(app: &TestApp, body: Value) -> (String, String) {
-    let pool = unique_pool();
-    let s = app.new_session(&pool, &body).await;
-    (pool, id_of(&s))
-}
-
 #[tokio::test]
 async fn bad_bad_good_good_gives_error_score_one() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     bad(&app, &pool, &id).await;
     bad(&app, &pool, &id).await;
     assert_eq!(good(&app, &pool, &id).await["error_score"], 1.5);
@@ -45,7 +38,7 @@ async fn bad_bad_good_good_gives_error_score_one() {
 #[tokio::test]
 async fn reaching_max_error_score_retires_with_reason_blocked_and_a_further_good_changes_nothing() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     bad(&app, &pool, &id).await;
     bad(&app, &pool, &id).await;
     let s = bad(&app, &pool, &id).await;
@@ -64,7 +57,7 @@ async fn reaching_max_error_score_retires_with_reason_blocked_and_a_further_good
 #[tokio::test]
 async fn usage_count_reaching_the_maximum_with_mark_good_retires_with_reason_max_usage_count() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({"max_usage_count": 5})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_usage_count": 5})).await;
     for _ in 0..4 {
         good(&app, &pool, &id).await;
     }
@@ -84,7 +77,7 @@ async fn usage_count_reaching_the_maximum_with_mark_good_retires_with_reason_max
 #[tokio::test]
 async fn blocked_wins_over_max_usage_count_as_the_reason() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({"max_usage_count": 3})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_usage_count": 3})).await;
     bad(&app, &pool, &id).await;
     bad(&app, &pool, &id).await;
     let s = bad(&app, &pool, &id).await;
@@ -97,7 +90,7 @@ async fn blocked_wins_over_max_usage_count_as_the_reason() {
 #[tokio::test]
 async fn a_fractional_max_error_score_blocks_on_the_first_bad() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({"max_error_score": 0.5})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_error_score": 0.5})).await;
     let s = bad(&app, &pool, &id).await;
     assert_eq!(s["error_score"], 1.0, "the score is left as computed");
     assert_eq!(s["retired_reason"], "blocked");
@@ -106,7 +99,7 @@ async fn a_fractional_max_error_score_blocks_on_the_first_bad() {
 #[tokio::test]
 async fn retire_raises_error_score_to_the_maximum_and_keeps_usage_count() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({"max_error_score": 4})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_error_score": 4})).await;
     bad(&app, &pool, &id).await;
     good(&app, &pool, &id).await;
     let s = expect_json(app.retire(&pool, &id, None).await, 200).await;
@@ -123,7 +116,7 @@ async fn retire_raises_error_score_to_the_maximum_and_keeps_usage_count() {
 #[tokio::test]
 async fn marks_accept_no_body_an_empty_object_and_json_with_charset() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({"max_usage_count": 100})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_usage_count": 100})).await;
     let path = format!("/v1/pools/{pool}/sessions/{id}/mark_good");
     let no_body = app.request(reqwest::Method::POST, &path, None, None).await;
     expect_json(no_body, 200).await;
@@ -175,7 +168,7 @@ async fn a_retired_session_never_changes_whatever_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_mark_bad_calls_lose_no_update() {
     let app = std::sync::Arc::new(spawn_app().await);
-    let (pool, id) = fresh(&app, json!({"max_error_score": 1000, "max_usage_count": 1000})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_error_score": 1000, "max_usage_count": 1000})).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (app, pool, id) = (app.clone(), pool.clone(), id.clone());
@@ -197,7 +190,7 @@ async fn concurrent_mark_bad_calls_lose_no_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_marks_past_the_limit_retire_exactly_once_at_the_limit() {
     let app = std::sync::Arc::new(spawn_app().await);
-    let (pool, id) = fresh(&app, json!({"max_error_score": 5, "max_usage_count": 1000})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_error_score": 5, "max_usage_count": 1000})).await;
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (app, pool, id) = (app.clone(), pool.clone(), id.clone());
@@ -218,7 +211,7 @@ async fn concurrent_marks_past_the_limit_retire_exactly_once_at_the_limit() {
 async fn every_default_blocked_status_code_retires_with_reason_blocked_status_code() {
     let app = spawn_app().await;
     for (code, mark) in [(401, false), (403, false), (429, true)] {
-        let (pool, id) = fresh(&app, json!({})).await;
+        let (pool, id) = app.session_in_new_pool(&json!({})).await;
         bad(&app, &pool, &id).await;
         let r = status(&app, &pool, &id, json!({"status_code": code, "mark": mark})).await;
         assert_eq!(r["blocked"], true, "{code}");
@@ -235,7 +228,7 @@ async fn every_default_blocked_status_code_retires_with_reason_blocked_status_co
 #[tokio::test]
 async fn mark_true_counts_200_to_399_as_good_and_every_other_code_as_bad() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({"max_error_score": 1000, "max_usage_count": 1000})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({"max_error_score": 1000, "max_usage_count": 1000})).await;
     let mut expected_usage = 0;
     let mut expected_score = 0.0;
     for code in [400, 404, 500, 599, 100, 199, 418, 200, 204, 299, 301, 399, 400, 200] {
@@ -255,7 +248,7 @@ async fn mark_true_counts_200_to_399_as_good_and_every_other_code_as_bad() {
 #[tokio::test]
 async fn additional_blocked_status_codes_block_and_win_over_ignore() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let r = status(
         &app,
         &pool,
@@ -266,10 +259,10 @@ async fn additional_blocked_status_codes_block_and_win_over_ignore() {
     .await;
     assert_eq!(r["blocked"], true);
     assert_eq!(r["session"]["retired_reason"], "blocked_status_code");
-    let (pool, id) = fresh(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let r = status(&app, &pool, &id, json!({"status_code": 418, "additional_blocked_status_codes": [418]})).await;
     assert_eq!(r["blocked"], true);
-    let (pool, id) = fresh(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let r = status(
         &app,
         &pool,
@@ -295,7 +288,7 @@ async fn a_pool_with_an_empty_blocked_list_creates_sessions_that_never_block() {
 #[tokio::test]
 async fn status_codes_outside_100_to_599_are_refused_and_change_nothing() {
     let app = spawn_app().await;
-    let (pool, id) = fresh(&app, json!({})).await;
+    let (pool, id) = app.session_in_new_pool(&json!({})).await;
     let before = app.session(&pool, &id).await;
     for body in [
         json!({"status_code": 99}),
