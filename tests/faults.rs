@@ -108,7 +108,9 @@ async fn a_full_disk_delays_persistence_and_loses_nothing_once_space_returns() {
 async fn a_final_write_on_a_full_disk_is_retried_and_succeeds_once_space_returns() {
     let Some(disk) = SmallDisk::mount("full-disk-final", 8) else { return };
     let data = disk.dir.join("data");
-    let server = Server::start_logged(&data, &["--persist-interval-secs", "3600"]).await;
+    // The log lives off the small disk, or the line waited for could not be written.
+    let log = temp_dir("full-disk-final").with_extension("log");
+    let server = Server::on(&data).args(&["--persist-interval-secs", "3600"]).log_to(log.clone()).start().await;
     disk.fill();
     create_sessions(&server, "p", 0..300).await;
     common::signal(server.pid(), "TERM");
@@ -120,6 +122,7 @@ async fn a_final_write_on_a_full_disk_is_retried_and_succeeds_once_space_returns
     let (status, stderr) = server.terminate_within(Duration::from_secs(30));
     assert!(status.success(), "the retried final write should succeed: {status:?} {stderr}");
 
+    let _ = std::fs::remove_file(&log);
     let server = Server::start(&data, &[]).await;
     assert_eq!(session_count(&server, "p").await, 300, "acknowledged sessions were lost");
     assert!(server.terminate().success());

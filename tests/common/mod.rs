@@ -94,7 +94,7 @@ pub struct Launch<'a> {
     args: Vec<String>,
     env: Vec<(String, String)>,
     ulimit: Option<String>,
-    logged: bool,
+    log: Option<PathBuf>,
 }
 
 impl Launch<'_> {
@@ -117,15 +117,21 @@ impl Launch<'_> {
     }
 
     /// Keeps the log (stdout) in a file beside the data directory; see [`Server::log_text`].
-    pub fn logged(mut self) -> Self {
-        self.logged = true;
+    pub fn logged(self) -> Self {
+        let path = self.dir.with_extension("log");
+        self.log_to(path)
+    }
+
+    /// Keeps the log (stdout) in the file `path`, for a data directory whose disk is made to fail.
+    pub fn log_to(mut self, path: PathBuf) -> Self {
+        self.log = Some(path);
         self
     }
 
     /// Starts the binary and waits until `/readyz` answers 200.
     pub async fn start(self) -> Server {
         let port = free_port();
-        let log = self.logged.then(|| self.dir.with_extension("log"));
+        let log = self.log;
         let stdout = match &log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
             None => Stdio::null(),
@@ -171,7 +177,7 @@ pub struct Server {
 impl Server {
     /// How to start the binary on `dir`; [`Launch::start`] starts it.
     pub fn on(dir: &Path) -> Launch<'_> {
-        Launch { dir, args: Vec::new(), env: Vec::new(), ulimit: None, logged: false }
+        Launch { dir, args: Vec::new(), env: Vec::new(), ulimit: None, log: None }
     }
 
     /// Starts the binary on `dir` with `extra` flags and waits until `/readyz` answers 200.
