@@ -205,10 +205,9 @@ async fn a_malformed_report_is_refused_and_changes_nothing_the_mark_included() {
     assert_eq!(app.pool_status(&pool).await["leased_session_count"], 1, "the lease is still there");
 }
 
-/// A report whose session id is percent-encoded takes the router, not the direct way in for the
-/// per-page calls: both take the same fields.
+/// A report whose session id is percent-encoded is decoded and takes the same fields as any other.
 #[tokio::test]
-async fn the_router_takes_the_same_report_fields_as_the_direct_way() {
+async fn a_percent_encoded_session_id_takes_the_same_report_fields() {
     let app = spawn_app().await;
     for verb in VERBS {
         let pool = pool_with_one_session(&app, json!([])).await;
