@@ -181,7 +181,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn test_config() -> Config {
-    Config { data_dir: std::env::temp_dir().join(crate::helpers::unique("session-pool-oneshot")), ..Config::default() }
+    Config { data_dir: crate::common::temp_dir("oneshot"), ..Config::default() }
 }
 
 /// One request through `session_pool::app`, whatever service type it returns.

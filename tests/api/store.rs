@@ -7,10 +7,12 @@ use std::process::Command;
 use session_pool::config::Store;
 use session_pool::Config;
 
+use crate::common::{temp_dir, BIN};
+
 /// The binary with `args` and `env`; its exit success and its stderr.
 fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let data_dir = std::env::temp_dir().join(crate::helpers::unique("session-pool-store"));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_session-pool"));
+    let data_dir = temp_dir("store");
+    let mut command = Command::new(BIN);
     command.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir).args(args);
     command.env_remove("SESSION_POOL_STORE").envs(env.iter().copied());
     let output = command.output().expect("run the binary");
@@ -41,7 +43,7 @@ fn any_other_store_is_refused_naming_the_flag() {
 
 #[tokio::test]
 async fn run_refuses_a_redis_store_before_it_locks_the_data_dir() {
-    let data_dir = std::env::temp_dir().join(crate::helpers::unique("session-pool-store"));
+    let data_dir = temp_dir("store");
     let store: Store = "redis://127.0.0.1:6379/0".parse().expect("a Redis URL");
     let config = Config { data_dir: data_dir.clone(), store, ..Config::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
