@@ -77,7 +77,9 @@ pub async fn wait_until_ready(client: &reqwest::Client, base: &str, mut stopped:
         if let Some(why) = stopped() {
             panic!("the server stopped before it was ready: {why}");
         }
-        let probe = client.get(&url).send();
+        // Connection: close, so the probe leaves no idle connection behind in a server whose
+        // connections a test counts.
+        let probe = client.get(&url).header(reqwest::header::CONNECTION, "close").send();
         async move { probe.await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
