@@ -166,10 +166,11 @@ impl Pool {
     fn unfile(&mut self, slot: u32, state: State) {
         match state {
             State::Free => {
-                let pos = self.slots[slot as usize].tenant.as_ref().map_or(0, |t| t.free_pos);
-                self.free.swap_remove(pos as usize);
-                if let Some(&moved) = self.free.get(pos as usize) {
-                    self.set_free_pos(moved, pos);
+                if let Some(pos) = self.slots[slot as usize].tenant.as_ref().map(|t| t.free_pos) {
+                    self.free.swap_remove(pos as usize);
+                    if let Some(&moved) = self.free.get(pos as usize) {
+                        self.set_free_pos(moved, pos);
+                    }
                 }
                 self.usable -= 1;
             }
