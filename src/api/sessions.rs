@@ -25,7 +25,7 @@ use super::{
 };
 use crate::error::{ApiError, Result};
 use crate::json_int;
-use crate::pool::{validate_proxy_url, NewSession, PoolError, PoolGuard, StateFilter};
+use crate::pool::{validate_proxy_url, NewSession, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;
 use crate::session::{Cookie, Session, SessionSettings, StatusReport, Timestamp};
@@ -487,30 +487,7 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
     let url = request.url.as_deref().map(parse_url).transpose()?;
     let url = url.as_ref();
     let started = std::time::Instant::now();
-    let mut now = now();
-    // An acquire that could only answer 503 for want of places under --max-sessions first has the
-    // places purged elsewhere given back (`Registry::make_room`), with no pool lock held. A pool
-    // this call would create is created only afterwards, so nothing of the call shows before its
-    // one locked step; a pool that exists was only looked at.
-    let mut guard = match state.registry.lock(pool, false, now).await {
-        Ok(guard) => guard,
-        Err(PoolError::PoolNotFound(_)) => {
-            let grows = usize::from(state.registry.defaults().max_pool_size > 0);
-            state.registry.make_room(grows, now).await;
-            now = super::now();
-            let mut guard = state.registry.lock(pool, true, now).await?;
-            let large = guard.fill_size() > LARGE_FILL;
-            return super::off_the_runtime_if(large, || acquire_locked(&mut guard, pool, lease, url, now, started));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let shortfall = guard.shortfall(now);
-    if state.registry.should_make_room(shortfall, now) {
-        drop(guard);
-        state.registry.make_room(shortfall, now).await;
-        now = super::now();
-        guard = state.registry.lock(pool, true, now).await?;
-    }
+    let (mut guard, now) = state.registry.lock_for_acquire(pool, now).await?;
     // A fill of many sessions (a pool made large) takes a while: keep it off the other requests.
     super::off_the_runtime_if(guard.fill_size() > LARGE_FILL, || {
         acquire_locked(&mut guard, pool, lease, url, now, started)

@@ -4,9 +4,8 @@
 //! Export serializes the pool under its lock: the own form is exactly the PoolConfig and Session
 //! objects the rest of the API answers (without leases), the Crawlee form comes from
 //! [`crate::interop`]. Import is all or nothing: the whole document is parsed and checked before any
-//! pool is created or locked; the budget of `--max-sessions` is checked before the first session
-//! goes in, and should another request take the last places meanwhile, what went in is taken out
-//! again.
+//! pool is created or locked; then the registry makes room, locks the pool and puts the sessions in
+//! ([`crate::pool::Registry::lock_for_import`], [`Pool::import`]).
 
 use std::sync::Arc;
 
@@ -24,8 +23,8 @@ use super::sessions::SessionView;
 use super::{check_pool_name, check_session_id, json_response, now, to_json, AppJson, AppPath, AppQuery, AppState};
 use crate::error::{ApiError, Result};
 use crate::interop::{self, ImportDocument, ImportedSession};
-use crate::pool::{Pool, PoolError, PoolGuard};
-use crate::session::{Session, SessionId, SessionSettings, Timestamp};
+use crate::pool::{Imported, Incoming, Pool};
+use crate::session::{self, Session, SessionSettings, Timestamp};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -136,24 +135,11 @@ async fn import_pool(
         Ok::<_, ApiError>(document)
     })?;
 
-    state.registry.make_room(sessions.len(), now()).await;
-    let now = now();
-    let (mut guard, created) = match state.registry.lock(name, false, now).await {
-        Ok(guard) => (guard, false),
-        Err(PoolError::PoolNotFound(_)) => {
-            check_budget(&state, sessions.len())?;
-            state.registry.lock_or_create(name, pool_config, now).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    guard.tick(now);
-    let (fresh, existing): (Vec<ImportedSession>, Vec<ImportedSession>) =
-        sessions.into_iter().partition(|session| !guard.contains(&session.id));
-    check_budget(&state, fresh.len())?;
-    let imported = super::off_the_runtime_if(large, || adopt_all(&mut guard, fresh, now))?;
-    let skipped = existing.iter().map(|session| Skipped { id: &session.id, reason: "exists" }).collect();
-    let body = to_json(&ImportAnswer { imported, skipped })?;
+    let (mut guard, created, now) = state.registry.lock_for_import(name, pool_config, sessions.len(), now).await?;
+    let Imported { imported, skipped } = super::off_the_runtime_if(large, || guard.import(sessions, now))?;
     drop(guard);
+    let skipped = skipped.iter().map(|session| Skipped { id: &session.id, reason: "exists" }).collect();
+    let body = to_json(&ImportAnswer { imported, skipped })?;
     tracing::debug!(pool = name, format = format.as_str(), imported, created, "import");
     Ok(json_response(StatusCode::OK, body))
 }
@@ -161,69 +147,16 @@ async fn import_pool(
 /// An import of more sessions than this runs off the runtime's worker.
 const LARGE_IMPORT: usize = 10_000;
 
-/// 409 `limit_reached` when `wanted` more sessions would pass `--max-sessions`.
-fn check_budget(state: &AppState, wanted: usize) -> Result<()> {
-    let left = state.registry.sessions_left();
-    if wanted > left {
-        return Err(ApiError::LimitReached(format!(
-            "importing {wanted} sessions would pass --max-sessions ({left} more allowed); nothing was imported"
-        )));
-    }
-    Ok(())
-}
-
-/// Puts every session in the pool with its settings resolved over the pool's. Should one not go in
-/// (another request took the last places of `--max-sessions` since the check), the ones already in
-/// are taken out again, so the import changes nothing. Returns how many went in.
-fn adopt_all(pool: &mut PoolGuard, sessions: Vec<ImportedSession>, now: Timestamp) -> Result<usize> {
-    let base = Arc::clone(&pool.config().session);
-    let mut shared = SharedSettings::new(Arc::clone(&base));
-    let mut adopted: Vec<SessionId> = Vec::with_capacity(sessions.len());
-    for imported in sessions {
-        let outcome = imported
-            .settings
-            .resolve(&base)
-            .map_err(ApiError::from)
-            .map(|settings| imported.into_session(shared.get(settings), now))
-            .and_then(|session| {
-                let id = session.id.clone();
-                pool.adopt(session, true, now).map(|()| id).map_err(ApiError::from)
-            });
-        match outcome {
-            Ok(id) => adopted.push(id),
-            Err(e) => {
-                for id in &adopted {
-                    let _ = pool.delete(id, now);
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(adopted.len())
-}
-
-/// Hands out one `Arc` per distinct settings seen recently, so a million imported sessions with the
-/// pool's (or each other's) settings share them instead of holding a million copies.
-struct SharedSettings {
-    recent: Vec<Arc<SessionSettings>>,
-}
-
-impl SharedSettings {
-    const KEEP: usize = 8;
-
-    fn new(pool: Arc<SessionSettings>) -> Self {
-        Self { recent: vec![pool] }
+impl Incoming for ImportedSession {
+    fn id(&self) -> &str {
+        &self.id
     }
 
-    fn get(&mut self, settings: SessionSettings) -> Arc<SessionSettings> {
-        if let Some(known) = self.recent.iter().find(|known| ***known == settings) {
-            return Arc::clone(known);
-        }
-        let new = Arc::new(settings);
-        if self.recent.len() >= Self::KEEP {
-            self.recent.remove(1);
-        }
-        self.recent.push(Arc::clone(&new));
-        new
+    fn settings(&self, base: &SessionSettings) -> std::result::Result<SessionSettings, session::Error> {
+        self.settings.resolve(base)
+    }
+
+    fn into_session(self, settings: Arc<SessionSettings>, now: Timestamp) -> Session {
+        ImportedSession::into_session(self, settings, now)
     }
 }

@@ -8,7 +8,6 @@
 //! Usability is decided in one place, [`Session::unusable_reason`]; everything else asks it.
 
 pub mod cookie;
-pub mod id;
 pub mod jar;
 pub mod settings;
 
@@ -18,11 +17,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use cookie::{Cookie, SameSite};
-pub use id::SessionId;
 pub use settings::SessionSettings;
 
 /// An instant on the server's UTC clock.
 pub type Timestamp = DateTime<Utc>;
+
+/// A session id. Shared, not copied: the pool keeps it in its id map, its ordered set and the
+/// session itself. Ids are checked where they come in (the API layer), not here.
+pub type SessionId = Arc<str>;
 
 /// `at + delta`, or the latest representable instant when that overflows (imported documents may
 /// carry timestamps near chrono's limits; no arithmetic on them may panic).
@@ -107,29 +109,24 @@ pub enum Error {
 }
 
 /// One simulated user: identity, cookies, proxy, and the health record that decides its retirement.
-///
-/// `repr(C)`, so the fields stay in this order: the ones an acquire and a mark read come first and
-/// fit, with the pool's slot flags, in two cache lines; user data, cookies and the proxy, which only
-/// an answer reads, come last. A test in the pool pins this.
 #[derive(Debug, Clone)]
-#[repr(C)]
 pub struct Session {
     /// The session id, unique within its pool.
     pub id: SessionId,
-    /// Crawlee's error score: +1 per bad use, minus the decrement per good use, never below 0.
-    pub error_score: f64,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// `created_at + max_age`, fixed at creation.
+    pub expires_at: Timestamp,
     /// The limits it was created with; reconfiguring the pool does not change them.
     pub settings: Arc<SessionSettings>,
     /// Number of marks (good or bad) it has received.
     pub usage_count: u32,
-    /// `created_at + max_age`, fixed at creation.
-    pub expires_at: Timestamp,
+    /// Crawlee's error score: +1 per bad use, minus the decrement per good use, never below 0.
+    pub error_score: f64,
     /// The live lease, if a client holds it.
     pub lease: Option<Lease>,
     /// Set once, when it stops being usable.
     pub retirement: Option<Retirement>,
-    /// When it was created.
-    pub created_at: Timestamp,
     /// Free-form data of the client's (login state, fingerprint ...).
     pub user_data: serde_json::Map<String, serde_json::Value>,
     /// The session's cookies.
