@@ -184,7 +184,7 @@ fn test_config() -> Config {
     Config { data_dir: std::env::temp_dir().join(crate::helpers::unique("session-pool-oneshot")), ..Config::default() }
 }
 
-async fn call(app: &session_pool::api::hot::App, request: Request<Body>) -> (u16, String, Vec<u8>) {
+async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String, Vec<u8>) {
     let resp = app.clone().oneshot(request).await.expect("infallible");
     let status = resp.status().as_u16();
     let media = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
