@@ -3,6 +3,8 @@
 //! the router directly with `oneshot`. One module per area.
 
 mod acquire;
+#[path = "../common/mod.rs"]
+mod common;
 mod concurrency;
 mod cookies;
 mod errors;
@@ -12,6 +14,7 @@ mod ids;
 mod leases;
 mod list;
 mod marks;
+mod metrics;
 mod openapi;
 mod per_page;
 mod pools;
