@@ -168,49 +168,20 @@ pub fn off_the_runtime_if<R>(large: bool, work: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Reads the whole body within `limit`, refusing more than `--max-body-bytes`. A small body is
-/// usually complete when the handler starts, so the first poll finishes it and no timer is armed;
-/// only a body still in flight gets one (a timer per request showed in profiles of the hot path).
-/// A body of one frame, the common case, is taken as it is, without collecting it into a buffer.
+/// Reads the whole body within `limit`, refusing more than `--max-body-bytes` (a declared length over
+/// it before anything is read).
 async fn read_body(request: Request, state: &AppState, limit: Duration) -> Result<Bytes> {
-    let max = state.config.max_body_bytes;
-    let mut read = std::pin::pin!(collect_body(request.into_body(), max));
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))).await;
-    match first {
-        std::task::Poll::Ready(result) => result,
-        std::task::Poll::Pending => {
-            tokio::time::timeout(limit, read).await.map_err(|_| ApiError::RequestTimeout(limit.as_secs()))?
-        }
-    }
+    let read = collect_body(request.into_body(), state.config.max_body_bytes);
+    tokio::time::timeout(limit, read).await.map_err(|_| ApiError::RequestTimeout(limit.as_secs()))?
 }
 
-async fn collect_body(mut body: axum::body::Body, max: usize) -> Result<Bytes> {
-    use http_body_util::BodyExt;
-    let too_large = || ApiError::PayloadTooLarge(max);
-    if axum::body::HttpBody::size_hint(&body).lower() > max as u64 {
-        return Err(too_large());
+async fn collect_body(body: axum::body::Body, max: usize) -> Result<Bytes> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(max)),
+        Err(_) => Err(ApiError::invalid("the request body could not be read")),
     }
-    // One frame stays the `Bytes` it arrived in; only a body of several frames is copied together.
-    let mut first: Option<Bytes> = None;
-    let mut joined: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::invalid("the request body could not be read"))?;
-        let Ok(data) = frame.into_data() else { continue };
-        let held = first.as_ref().map_or(joined.len(), Bytes::len);
-        if held + data.len() > max {
-            return Err(too_large());
-        }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            None => joined.extend_from_slice(&data),
-            Some(previous) => {
-                joined.reserve(previous.len() + data.len());
-                joined.extend_from_slice(&previous);
-                joined.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
 }
 
 fn is_json_media_type(value: &str) -> bool {
