@@ -3,7 +3,7 @@
 //!
 //! tower-http does the generic parts: `Authorization` is marked sensitive, so nothing that prints
 //! headers shows a key; `x-request-id` is taken from the request or generated (a UUID v4) and set on
-//! the answer; the trace layer times the request and hands the answer to [`record`], which writes the
+//! the answer; the trace layer times the request and hands the answer to `record`, which writes the
 //! access log line and the HTTP metrics. A panic in a handler is a 500 `internal`. Ours is only the
 //! gate ([`admit`]): API keys and readiness, which no library knows.
 
@@ -60,7 +60,7 @@ pub fn wrap(router: Router<AppState>, state: AppState) -> Router<AppState> {
 }
 
 /// What the access log and the metrics say a request was: its method and the route template it
-/// matched (never the raw path, which holds ids). [`admit`] puts it on the answer for [`record`].
+/// matched (never the raw path, which holds ids). [`admit`] puts it on the answer for `record`.
 #[derive(Debug, Clone)]
 struct Seen {
     method: &'static str,
