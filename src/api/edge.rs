@@ -4,8 +4,8 @@
 //! tower-http does the generic parts: `Authorization` is marked sensitive, so nothing that prints
 //! headers shows a key; `x-request-id` is taken from the request or generated (a UUID v4) and set on
 //! the answer; the trace layer times the request and hands the answer to `record`, which writes the
-//! access log line and the HTTP metrics. A panic in a handler is a 500 `internal`. Ours is only the
-//! gate ([`admit`]): API keys and readiness, which no library knows.
+//! access log line and the HTTP metrics. A panic in a handler is a 500 `internal_error`. Ours is only
+//! the gate ([`admit`]): API keys and readiness, which no library knows.
 
 use std::time::Duration;
 
@@ -134,9 +134,10 @@ fn record(response: &Response, latency: Duration, _: &Span) {
         .record(latency.as_secs_f64());
     let request_id = response.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     let latency_ms = latency.as_secs_f64() * 1000.0;
-    let status = status.as_u16();
     // A 503 is the service saying "not now" (no free session, not ready), not a failure.
-    if response.status().is_server_error() && response.status() != StatusCode::SERVICE_UNAVAILABLE {
+    let failed = status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE;
+    let status = status.as_u16();
+    if failed {
         let cause = response.extensions().get::<InternalCause>().map_or("", |c| c.0.as_str());
         tracing::error!(target: ACCESS_TARGET, method, route, status, latency_ms, request_id, cause, "request failed");
     } else {
