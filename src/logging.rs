@@ -96,8 +96,8 @@ mod tests {
     fn request_failed() {
         tracing::error!(
             target: "session_pool::access",
-            method = "POST",
-            route = "/v1/pools/{pool}/acquire",
+            method = %"POST",
+            route = %"/v1/pools/{pool}/acquire",
             status = 500u16,
             latency_ms = 0.125,
             request_id = "r-1",
@@ -131,7 +131,10 @@ mod tests {
         let text = lines(LogFormat::Text, request_failed);
         let (time, rest) = text.split_once(' ').unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{text:?}");
-        assert!(rest.starts_with("ERROR session_pool::access: request failed method=\"POST\""), "{text:?}");
+        assert!(
+            rest.starts_with("ERROR session_pool::access: request failed method=POST route=/v1/pools/{pool}/acquire "),
+            "{text:?}"
+        );
         assert!(rest.contains(" status=500 latency_ms=0.125 request_id=\"r-1\""), "{text:?}");
         assert!(!text.contains('\u{1b}'), "{text:?}");
         assert_eq!(text.lines().count(), 1, "{text:?}");
