@@ -1,7 +1,7 @@
 //! `ApiError`, the only place that knows HTTP status codes, rendered as RFC 9457 problem details.
 //!
 //! Every error a client can see has a stable `type` code (API.md's table). Internal failures answer
-//! a generic 500; their cause goes to the log inside the request's span, never to the client.
+//! a generic 500; their cause goes to the request's access log line, never to the client.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -157,7 +157,7 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        // The cause of a 5xx travels to the trace layer, which logs it once in the request's span.
+        // The cause of a 5xx travels with the answer to the access log (`api::edge`), which logs it once.
         if let Self::Internal(cause) = self {
             response.extensions_mut().insert(InternalCause(format!("{cause:#}")));
         }

@@ -12,23 +12,27 @@
 //!   call O(1) or O(log n) in the pool's size.
 //! - [`interop`]: conversions between sessions and the documents that move pools in and out
 //!   (the own export form, Crawlee for Python's and for JavaScript's persisted pool states).
-//! - [`api`]: the axum router, one module per resource, the strict JSON extractors.
+//! - [`json_int`]: integers in JSON as JSON Schema sees them (`403.0` is `403`, `1.5` is refused).
+//! - [`clock`]: the server's clock and the one way an instant is written (RFC 3339).
+//! - [`api`]: the axum router, one module per resource, the strict JSON extractors; [`api::edge`]
+//!   is the middleware every request passes (request id, access log, metrics, keys, readiness).
 //! - [`serve`]: the accept loop: the header-read timeout counted from a connection's start, the cap
 //!   on open connections, the open-files limit.
 //! - [`error`]: `ApiError`, the only place that knows HTTP status codes (problem+json).
 //! - [`persist`]: the state on disk (SQLite), written incrementally in bounded chunks by a thread of
 //!   its own, restored at start.
 //! - [`config`]: the flags and `SESSION_POOL_*` environment variables.
+//! - [`logging`]: log lines, text or JSON, written by a background thread.
 //!
 //! The library never picks an address: [`run`] serves on the listener it is given.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod interop;
 pub mod json_int;
-pub mod logformat;
-pub mod logwriter;
+pub mod logging;
 pub mod persist;
 pub mod pool;
 pub mod serve;
@@ -95,7 +99,7 @@ pub async fn run(
 
     let restoring = {
         let registry = Arc::clone(&state.registry);
-        tokio::task::spawn_blocking(move || store.restore(&registry, api::now()).map(|stats| (store, stats)))
+        tokio::task::spawn_blocking(move || store.restore(&registry, clock::now()).map(|stats| (store, stats)))
     };
     let restored = tokio::select! {
         restored = restoring => restored.context("the restore task failed").and_then(|r| r),
@@ -155,7 +159,7 @@ async fn sweep(state: AppState) {
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        state.registry.tick_all(api::now()).await;
+        state.registry.tick_all(clock::now()).await;
         // Histogram samples queue up until upkeep folds them in; without a scrape they would grow.
         api::service::metrics_handle().run_upkeep();
     }

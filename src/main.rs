@@ -7,11 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use session_pool::config::LogFormat;
-use session_pool::logformat::LineFormat;
-use session_pool::logwriter;
 use session_pool::Config;
-use tracing_subscriber::EnvFilter;
 
 /// Keeps the sessions of a web-scraping cluster: Crawlee's Session/SessionPool as a shared HTTP
 /// service.
@@ -73,10 +69,11 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let _log_writer = match init_tracing(cli.config.log_format) {
+    // Dropped at the end of `main`, which writes out the lines still queued.
+    let _log_writer = match session_pool::logging::init(cli.config.log_format) {
         Ok(guard) => guard,
         Err(e) => {
-            eprintln!("session-pool: cannot start the log writer: {e}");
+            eprintln!("session-pool: cannot set up logging: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -101,20 +98,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     session_pool::run(listener, config, shutdown_signal()).await
-}
-
-/// Logs go to stdout through a background writer that batches (`session_pool::logwriter`), so a
-/// request never waits on a terminal or a pipe; the returned guard flushes what is queued when `main`
-/// ends.
-fn init_tracing(format: LogFormat) -> std::io::Result<logwriter::LogWriterGuard> {
-    let (writer, guard) = logwriter::spawn(std::io::stdout(), logwriter::FLUSH_INTERVAL, logwriter::QUEUE_LINES)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = match format {
-        LogFormat::Json => LineFormat::Json,
-        LogFormat::Text => LineFormat::Text,
-    };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).event_format(format).init();
-    Ok(guard)
 }
 
 /// Resolves on Ctrl-C or SIGTERM, whichever comes first.

@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use hyper::body::Incoming;
+use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -35,9 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
-use tower::ServiceExt;
 
-use crate::api::hot::App;
 use crate::Config;
 
 /// The most a connection buffers while reading a request head (headers above this are refused).
@@ -48,8 +44,10 @@ pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// state database and its lock, stdout, the runtime's epoll and wakers, with room to spare.
 pub const RESERVED_FILES: u64 = 64;
 
-const CONNECTIONS_OPEN: &str = "session_pool_http_connections_open";
-const CONNECTIONS_REFUSED: &str = "session_pool_http_connections_refused_total";
+/// The gauge of open connections.
+pub const CONNECTIONS_OPEN: &str = "session_pool_http_connections_open";
+/// The counter of connections closed at once past `--max-connections`.
+pub const CONNECTIONS_REFUSED: &str = "session_pool_http_connections_refused_total";
 
 /// The limits the accept loop puts on connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +85,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to finish
 /// (bound it from outside if it must end by a deadline).
-pub async fn serve(listener: TcpListener, app: App, limits: Limits, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -104,9 +102,6 @@ pub async fn serve(listener: TcpListener, app: App, limits: Limits, shutdown: im
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let open = metrics::gauge!(CONNECTIONS_OPEN);
     let refused = metrics::counter!(CONNECTIONS_REFUSED);
-    // Registered now, so a scrape shows them before the first connection ends or is refused.
-    open.increment(0.0);
-    refused.increment(0);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -131,8 +126,7 @@ pub async fn serve(listener: TcpListener, app: App, limits: Limits, shutdown: im
         let slot = Slot::new(permit, open.clone());
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(FirstBytesDeadline::new(stream, limits.header_read_timeout));
-        let service =
-            TowerToHyperService::new(app.clone().map_request(|request: Request<Incoming>| request.map(Body::new)));
+        let service = TowerToHyperService::new(app.clone());
         let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -1,222 +1,151 @@
-//! What every request passes through around its handler, as two hand-written tower services:
-//! [`Observe`] (request id, the log line and the HTTP metrics) around every route, and [`Admit`]
-//! (API keys and readiness) around `/v1`.
+//! What every request passes through around its handler: one stack, applied once to every route and
+//! the fallbacks ([`wrap`]).
 //!
-//! They were `axum::middleware::from_fn` functions plus tower-http's request-id and sensitive-header
-//! layers. Each `from_fn` boxes a future and clones the service it wraps on every request; under load
-//! the stack of five layers cost more than the acquire handler itself. These services do the same
-//! work with futures that are plain structs.
+//! tower-http does the generic parts: `Authorization` is marked sensitive, so nothing that prints
+//! headers shows a key; `x-request-id` is taken from the request or generated (a UUID v4) and set on
+//! the answer; the trace layer times the request and hands the answer to `record`, which writes the
+//! access log line and the HTTP metrics. A panic in a handler is a 500 `internal_error`. Ours is only
+//! the gate ([`admit`]): API keys and readiness, which no library knows.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{self as http, header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Histogram};
+use axum::Router;
 use subtle::ConstantTimeEq;
-use tower::{Layer, Service};
-use uuid::Uuid;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalCause};
 
 /// The target of the per-request log lines. A request that failed on the server (a 5xx other than
-/// 503) logs an error; every other request logs at debug, as tower-http's `TraceLayer` does, so the
-/// default level (`info`) shows what needs attention and the metrics count the rest.
+/// 503) logs an error; every other request logs at debug, as tower-http's `TraceLayer` does by
+/// default, so the default level (`info`) shows what needs attention and the metrics count the rest.
 /// `RUST_LOG=info,session_pool::access=debug` turns on a line per request.
 pub const ACCESS_TARGET: &str = "session_pool::access";
 
 /// The request id header: taken from the request when it has one, generated otherwise, and set on
-/// the response either way.
+/// the answer either way.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Layer of [`Observe`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ObserveLayer {
-    route: Option<&'static str>,
+/// `router` inside the middleware stack, outermost first: sensitive headers, request id, the trace
+/// layer (access log and metrics), the gate, the panic catcher. One `layer` call, so each route is
+/// wrapped once.
+pub fn wrap(router: Router<AppState>, state: AppState) -> Router<AppState> {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(Span::none())
+                    .on_request(())
+                    .on_response(record)
+                    .on_eos(())
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+            .layer(axum::middleware::from_fn_with_state(state, admit))
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+            })),
+    )
 }
 
-impl ObserveLayer {
-    /// For a service that serves one route and is reached without the router (which would record
-    /// the matched route in the request): its requests are labelled `route`.
-    pub fn fixed(route: &'static str) -> Self {
-        Self { route: Some(route) }
-    }
-}
-
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner, route: self.route }
-    }
-}
-
-/// One log line and the HTTP metrics per request: method, matched route (never the raw path, which
-/// holds ids), status, latency and request id; 5xx other than 503 at error level with the internal
-/// cause. No header is logged, and `Authorization` is marked sensitive for anything that prints
-/// headers, so neither keys nor tokens reach a log.
+/// What the access log and the metrics say a request was: its method and the route template it
+/// matched (never the raw path, which holds ids). [`admit`] puts it on the answer for `record`.
 #[derive(Debug, Clone)]
-pub struct Observe<S> {
-    inner: S,
-    /// The route label of every request, when fixed; else the router's matched route.
-    route: Option<&'static str>,
-}
-
-impl<S, B> Service<Request> for Observe<S>
-where
-    S: Service<Request, Response = http::Response<B>>,
-{
-    type Response = http::Response<B>;
-    type Error = S::Error;
-    type Future = ObserveFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        let started = Instant::now();
-        let headers = request.headers_mut();
-        if let header::Entry::Occupied(mut authorization) = headers.entry(header::AUTHORIZATION) {
-            authorization.iter_mut().for_each(|value| value.set_sensitive(true));
-        }
-        let request_id = headers.get(&REQUEST_ID).cloned().unwrap_or_else(new_request_id);
-        let method = request.method().clone();
-        let route = match self.route {
-            Some(route) => Some(RouteLabel::Fixed(route)),
-            None => request.extensions().get::<MatchedPath>().cloned().map(RouteLabel::Matched),
-        };
-        ObserveFuture { inner: self.inner.call(request), seen: Some(Seen { started, method, route, request_id }) }
-    }
-}
-
-/// A fresh UUID v4 as a header value, without an intermediate `String`.
-fn new_request_id() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
-/// What [`Observe`] remembers of a request until its response.
-#[derive(Debug)]
 struct Seen {
-    started: Instant,
-    method: Method,
-    route: Option<RouteLabel>,
-    request_id: HeaderValue,
+    method: &'static str,
+    route: Option<MatchedPath>,
 }
 
-/// The route template a request matched.
-#[derive(Debug)]
-enum RouteLabel {
-    /// As the router recorded it.
-    Matched(MatchedPath),
-    /// As the layer was built with.
-    Fixed(&'static str),
-}
+impl Seen {
+    fn of(request: &Request) -> Self {
+        Self { method: method_label(request.method()), route: request.extensions().get::<MatchedPath>().cloned() }
+    }
 
-pin_project_lite::pin_project! {
-    /// The response future of [`Observe`].
-    pub struct ObserveFuture<F> {
-        #[pin]
-        inner: F,
-        seen: Option<Seen>,
+    fn route_label(&self) -> &str {
+        self.route.as_ref().map_or("unmatched", MatchedPath::as_str)
     }
 }
 
-impl<F, B, E> Future for ObserveFuture<F>
-where
-    F: Future<Output = Result<http::Response<B>, E>>,
-{
-    type Output = Result<http::Response<B>, E>;
+/// The gate of every request under `/v1`, by its raw path, so it covers unknown paths too (an
+/// unknown `/v1` path answers 404 only to a client that may see it):
+/// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
+///   else 401 `unauthorized`; every key is compared in constant time, so timing tells nothing about
+///   which one nearly matched;
+/// - until the state is restored and once shutdown has begun, 503 `not_ready`.
+pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let seen = Seen::of(&request);
+    let mut response = match refusal(&state, &request) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(request).await,
+    };
+    response.extensions_mut().insert(seen);
+    response
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut result = ready!(this.inner.poll(cx));
-        if let (Some(seen), Ok(response)) = (this.seen.take(), result.as_mut()) {
-            let elapsed = seen.started.elapsed();
-            let route = match &seen.route {
-                Some(RouteLabel::Matched(matched)) => matched.as_str(),
-                Some(RouteLabel::Fixed(route)) => route,
-                None => "unmatched",
-            };
-            let status = response.status();
-            record_http_metrics(&seen.method, route, status.as_u16(), elapsed);
-            let request_id = seen.request_id.to_str().unwrap_or("");
-            let latency_ms = elapsed.as_secs_f64() * 1000.0;
-            let method = seen.method.as_str();
-            // A 503 is the service saying "not now" (no free session, not ready), not a failure.
-            if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-                let cause = response.extensions().get::<crate::error::InternalCause>().map_or("", |c| c.0.as_str());
-                tracing::error!(
-                    target: ACCESS_TARGET,
-                    method,
-                    route,
-                    status = status.as_u16(),
-                    latency_ms,
-                    request_id,
-                    cause,
-                    "request failed"
-                );
-            } else {
-                tracing::debug!(
-                    target: ACCESS_TARGET,
-                    method,
-                    route,
-                    status = status.as_u16(),
-                    latency_ms,
-                    request_id,
-                    "request"
-                );
-            }
-            response.headers_mut().insert(REQUEST_ID.clone(), seen.request_id);
+fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
+    let path = request.uri().path();
+    if !(path == "/v1" || path.starts_with("/v1/")) {
+        return None;
+    }
+    let keys = &state.config.api_key;
+    if !keys.is_empty() {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are `Bearer`.
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token.trim());
+        let valid = token.is_some_and(|token| {
+            keys.iter()
+                .fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes()))
+                .into()
+        });
+        if !valid {
+            return Some(ApiError::Unauthorized);
         }
-        Poll::Ready(result)
     }
+    (!state.lifecycle.is_ready()).then_some(ApiError::NotReady)
 }
 
-/// Metric handles per (route, method, status), cached per thread: once its thread has seen its
-/// kind, a request does no label allocation, no registry lookup and takes no lock (the metrics
-/// themselves are still shared). The kinds are bounded: routes are the router's templates (or
-/// `unmatched`), a method outside the standard ones is labelled `other`, and statuses are the
-/// server's own.
-fn record_http_metrics(method: &Method, route: &str, status: u16, elapsed: Duration) {
-    thread_local! {
-        static BY_ROUTE: RefCell<RouteHandles> = RefCell::default();
+/// The access log line and the HTTP metrics of one answer: method, matched route, status, latency
+/// and request id; a 5xx other than 503 at error level with its internal cause, anything else at
+/// debug. No header is logged.
+fn record(response: &Response, latency: Duration, _: &Span) {
+    let (method, route) =
+        response.extensions().get::<Seen>().map_or(("other", "unmatched"), |s| (s.method, s.route_label()));
+    let status = response.status();
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.to_owned(),
+        "status" => status.as_str().to_owned())
+    .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned())
+        .record(latency.as_secs_f64());
+    let request_id = response.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    // A 503 is the service saying "not now" (no free session, not ready), not a failure. The method
+    // and the route are ours and written as they are; the client's request id and the cause are
+    // quoted in text lines, so they cannot pose as other fields.
+    let failed = status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE;
+    let status = status.as_u16();
+    if failed {
+        let cause = response.extensions().get::<InternalCause>().map_or("", |c| c.0.as_str());
+        tracing::error!(target: ACCESS_TARGET, %method, %route, status, latency_ms, request_id, cause, "request failed");
+    } else {
+        tracing::debug!(target: ACCESS_TARGET, %method, %route, status, latency_ms, request_id, "request");
     }
-    let method = method_label(method);
-    let seconds = elapsed.as_secs_f64();
-    BY_ROUTE.with_borrow_mut(|by_route| {
-        let kinds = match by_route.get_mut(route) {
-            Some(kinds) => kinds,
-            None => by_route.entry(route.into()).or_default(),
-        };
-        let index = match kinds.iter().position(|(m, s, ..)| *m == method && *s == status) {
-            Some(index) => index,
-            None => {
-                let counter = metrics::counter!("http_requests_total", "method" => method,
-                    "route" => route.to_owned(), "status" => status.to_string());
-                let histogram =
-                    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned());
-                kinds.push((method, status, counter, histogram));
-                kinds.len() - 1
-            }
-        };
-        let (.., counter, histogram) = &kinds[index];
-        counter.increment(1);
-        histogram.record(seconds);
-    });
 }
-
-/// The handles of each (method, status) seen on a route, by route.
-type RouteHandles = HashMap<Box<str>, Vec<(&'static str, u16, Counter, Histogram)>, foldhash::fast::RandomState>;
 
 /// The method as a metric label: its name when it is a standard method, `other` for any extension
 /// method a client makes up (each would otherwise be a series of its own).
@@ -235,123 +164,12 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Layer of [`Admit`].
-#[derive(Debug, Clone)]
-pub struct AdmitLayer {
-    state: AppState,
-}
-
-impl AdmitLayer {
-    /// The gate for `state`'s keys and lifecycle.
-    pub fn new(state: AppState) -> Self {
-        Self { state }
-    }
-}
-
-impl<S> Layer<S> for AdmitLayer {
-    type Service = Admit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Admit { inner, state: self.state.clone() }
-    }
-}
-
-/// The gate of every request under `/v1`, by its raw path, so it covers unknown paths and any route
-/// however it is mounted (an unknown `/v1` path answers 404 only to a client that may see it):
-/// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
-///   else 401 `unauthorized`; keys are compared in constant time, every one of them, so timing tells
-///   nothing about which one nearly matched;
-/// - until the state is restored and once shutdown has begun, 503 `not_ready`.
-#[derive(Debug, Clone)]
-pub struct Admit<S> {
-    inner: S,
-    state: AppState,
-}
-
-impl<S> Admit<S> {
-    fn refusal(&self, request: &Request) -> Option<ApiError> {
-        let path = request.uri().path();
-        let gated = path == "/v1" || path.starts_with("/v1/");
-        if !gated {
-            return None;
-        }
-        let keys = &self.state.config.api_key;
-        if !keys.is_empty() {
-            let token = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are `Bearer`.
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
-                .map(|(_, token)| token.trim());
-            let valid = token.is_some_and(|token| {
-                keys.iter()
-                    .fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes()))
-                    .into()
-            });
-            if !valid {
-                return Some(ApiError::Unauthorized);
-            }
-        }
-        (!self.state.lifecycle.is_ready()).then_some(ApiError::NotReady)
-    }
-}
-
-impl<S> Service<Request> for Admit<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = AdmitFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        match self.refusal(&request) {
-            Some(refusal) => AdmitFuture::Refused { response: Some(refusal.into_response()) },
-            None => AdmitFuture::Admitted { inner: self.inner.call(request) },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`Admit`].
-    #[project = AdmitProj]
-    pub enum AdmitFuture<F> {
-        /// Refused before the handler.
-        Refused { response: Option<Response> },
-        /// Passed on.
-        Admitted { #[pin] inner: F },
-    }
-}
-
-impl<F, E> Future for AdmitFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AdmitProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| ApiError::NotReady.into_response())))
-            }
-            AdmitProj::Admitted { inner } => inner.poll(cx),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
     use axum::body::Body;
     use axum::routing::get;
-    use axum::Router;
     use tower::ServiceExt;
     use tracing::field::{Field, Visit};
     use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
@@ -359,26 +177,31 @@ mod tests {
 
     use super::*;
 
-    /// (level, target, message, status) of every event seen.
-    type Seen = Arc<Mutex<Vec<(tracing::Level, String, String, u64)>>>;
+    /// What the tests read of an event.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Event {
+        level: tracing::Level,
+        target: String,
+        message: String,
+        fields: Vec<(String, String)>,
+    }
+
+    type Seen = Arc<Mutex<Vec<Event>>>;
 
     struct Capture(Seen);
 
     #[derive(Default)]
     struct Fields {
         message: String,
-        status: u64,
+        fields: Vec<(String, String)>,
     }
 
     impl Visit for Fields {
-        fn record_u64(&mut self, field: &Field, value: u64) {
-            if field.name() == "status" {
-                self.status = value;
-            }
-        }
         fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
             if field.name() == "message" {
                 self.message = format!("{value:?}");
+            } else {
+                self.fields.push((field.name().to_owned(), format!("{value:?}")));
             }
         }
     }
@@ -388,42 +211,113 @@ mod tests {
             let mut fields = Fields::default();
             event.record(&mut fields);
             let meta = event.metadata();
-            self.0.lock().unwrap().push((*meta.level(), meta.target().to_owned(), fields.message, fields.status));
+            self.0.lock().unwrap().push(Event {
+                level: *meta.level(),
+                target: meta.target().to_owned(),
+                message: fields.message,
+                fields: fields.fields,
+            });
         }
     }
 
-    /// The events logged while serving one request to `path`, with the subscriber filtered at `level`.
+    /// The events logged while serving one request to `path` (with `headers`), with the subscriber
+    /// filtered at `level`, and the answer.
     async fn events_for(
         path: &str,
+        headers: &[(&str, &str)],
         level: tracing::level_filters::LevelFilter,
-    ) -> Vec<(tracing::Level, String, String, u64)> {
+    ) -> (Vec<Event>, Response) {
         let seen = Seen::default();
         let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&seen)).with_filter(level));
         let _guard = tracing::subscriber::set_default(subscriber);
-        let app = Router::new()
+        let state = AppState::new(crate::Config { api_key: vec!["key".into()], ..crate::Config::default() });
+        let routes = Router::new()
             .route("/ok", get(|| async { "ok" }))
             .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
             .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
-            .layer(ObserveLayer::default());
-        let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
-        assert!(response.headers().contains_key(&REQUEST_ID));
+            .route("/v1/ok/{id}", get(|| async { "ok" }))
+            .route("/panic", get(panics));
+        let app = wrap(routes, state.clone()).with_state(state);
+        let mut request = Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
         let events = seen.lock().unwrap().clone();
-        events
+        (events, response)
+    }
+
+    async fn panics() -> &'static str {
+        panic!("on purpose")
+    }
+
+    fn field<'a>(event: &'a Event, name: &str) -> &'a str {
+        event.fields.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn routine_requests_log_at_debug_under_the_access_target() {
         use tracing::level_filters::LevelFilter;
-        for (path, status) in [("/ok", 200), ("/busy", 503), ("/missing", 404)] {
-            let events = events_for(path, LevelFilter::DEBUG).await;
-            assert_eq!(events, [(tracing::Level::DEBUG, ACCESS_TARGET.to_owned(), "request".to_owned(), status)]);
-            assert!(events_for(path, LevelFilter::INFO).await.is_empty(), "{path} logged at info");
+        for (path, status) in [("/ok", "200"), ("/busy", "503"), ("/missing", "404")] {
+            let (events, _) = events_for(path, &[], LevelFilter::DEBUG).await;
+            assert_eq!(events.len(), 1, "{path}: {events:?}");
+            let event = &events[0];
+            assert_eq!(
+                (event.level, event.target.as_str(), event.message.as_str()),
+                (tracing::Level::DEBUG, ACCESS_TARGET, "request")
+            );
+            assert_eq!(field(event, "status"), status, "{path}");
+            assert!(events_for(path, &[], LevelFilter::INFO).await.0.is_empty(), "{path} logged at info");
         }
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn server_failures_log_an_error_at_the_default_level() {
-        let events = events_for("/fail", tracing::level_filters::LevelFilter::INFO).await;
-        assert_eq!(events, [(tracing::Level::ERROR, ACCESS_TARGET.to_owned(), "request failed".to_owned(), 500)]);
+    async fn a_line_names_the_method_the_route_template_and_the_request_id() {
+        let headers = [("x-request-id", "trace-7"), ("authorization", "Bearer key")];
+        let (events, response) = events_for("/v1/ok/abc", &headers, tracing::level_filters::LevelFilter::DEBUG).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[&REQUEST_ID], "trace-7");
+        let event = &events[0];
+        assert_eq!(field(event, "method"), "GET");
+        assert_eq!(field(event, "route"), "/v1/ok/{id}");
+        assert_eq!(field(event, "request_id"), "\"trace-7\"");
+        assert!(field(event, "latency_ms").parse::<f64>().is_ok_and(|ms| ms >= 0.0), "{event:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn server_failures_and_panics_log_an_error_at_the_default_level() {
+        for path in ["/fail", "/panic"] {
+            let (events, response) = events_for(path, &[], tracing::level_filters::LevelFilter::INFO).await;
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+            assert!(response.headers().contains_key(&REQUEST_ID), "{path}");
+            assert_eq!(events.len(), 1, "{path}: {events:?}");
+            assert_eq!((events[0].level, events[0].message.as_str()), (tracing::Level::ERROR, "request failed"));
+            assert_eq!(field(&events[0], "route"), path);
+        }
+        let (events, _) = events_for("/panic", &[], tracing::level_filters::LevelFilter::INFO).await;
+        assert!(field(&events[0], "cause").contains("panicked"), "{events:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_gate_takes_a_bearer_key_in_any_case_and_only_under_v1() {
+        use tracing::level_filters::LevelFilter;
+        for (authorization, status) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("Bearer key"), StatusCode::OK),
+            (Some("bEARER key"), StatusCode::OK),
+            (Some("Bearer  key "), StatusCode::OK),
+            (Some("Bearer kex"), StatusCode::UNAUTHORIZED),
+            (Some("Bearer ke"), StatusCode::UNAUTHORIZED),
+            (Some("Basic key"), StatusCode::UNAUTHORIZED),
+            (Some("key"), StatusCode::UNAUTHORIZED),
+        ] {
+            let headers: Vec<_> = authorization.iter().map(|a| ("authorization", *a)).collect();
+            let (_, response) = events_for("/v1/ok/x", &headers, LevelFilter::OFF).await;
+            assert_eq!(response.status(), status, "{authorization:?}");
+        }
+        let (_, response) = events_for("/v1/missing", &[], LevelFilter::OFF).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "an unknown /v1 path is gated too");
+        let (_, response) = events_for("/ok", &[], LevelFilter::OFF).await;
+        assert_eq!(response.status(), StatusCode::OK, "paths outside /v1 are open");
     }
 }

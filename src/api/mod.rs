@@ -6,8 +6,6 @@
 
 pub mod cookies;
 pub mod edge;
-pub mod hot;
-pub mod json_out;
 pub mod pools;
 pub mod service;
 pub mod sessions;
@@ -25,13 +23,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use chrono::{SecondsFormat, SubsecRound, Utc};
 use serde::de::DeserializeOwned;
-use tower_http::catch_panic::CatchPanicLayer;
 
+pub use crate::clock::{now, Rfc3339};
 use crate::error::{ApiError, Result};
 use crate::pool::{Registry, RegistryLimits};
-use crate::session::Timestamp;
 use crate::Config;
 
 /// How long a request body may take to arrive before the request is answered 408
@@ -111,172 +107,18 @@ impl AppState {
     }
 }
 
-/// What a panicking handler answers: 500 `internal`, its cause logged, never sent.
-pub type PanicResponse = fn(Box<dyn std::any::Any + Send + 'static>) -> Response;
-
-fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-}
-
-/// The layer that turns a panic in a handler into [`panic_response`].
-fn catch_panic_layer() -> CatchPanicLayer<PanicResponse> {
-    CatchPanicLayer::custom(panic_response as PanicResponse)
-}
-
-/// The whole application: every route, the 404/405 fallbacks and the middleware stack, with the
-/// direct way in for the calls a scraper makes per page ([`hot`]).
-pub fn app(state: AppState) -> hot::App {
-    let router = routes(state.clone());
-    hot::App::new(router, &state)
-}
-
-/// Every route, behind the middleware stack.
-pub fn routes(state: AppState) -> Router {
-    let v1 = Router::new()
+/// The whole application: every route and the 404/405 fallbacks, inside one middleware stack
+/// ([`edge::wrap`]).
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(service::router())
         .merge(pools::router())
         .merge(sessions::router())
         .merge(cookies::router())
-        .merge(transfer::router());
-    Router::new()
-        .merge(service::router())
-        .merge(v1)
+        .merge(transfer::router())
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // One layer stack around every route (each `Router::layer` call boxes every route once more,
-        // which costs every request an allocation and a copy of its future); `Admit` gates every
-        // path under `/v1`.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(edge::ObserveLayer::default())
-                .layer(catch_panic_layer())
-                .layer(edge::AdmitLayer::new(state.clone())),
-        )
-        .with_state(state)
-}
-
-/// The server's clock, at millisecond precision (what the API shows).
-pub fn now() -> Timestamp {
-    Utc::now().trunc_subsecs(3)
-}
-
-/// RFC 3339 in UTC with a `Z`, with as many fraction digits as the instant has.
-pub fn format_time(t: Timestamp) -> String {
-    Rfc3339(t).to_string()
-}
-
-/// How many fraction digits [`Rfc3339::write_fast`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fraction {
-    /// 0, 3, 6 or 9, as the instant needs (chrono's `SecondsFormat::AutoSi`): what the API shows.
-    AsNeeded,
-    /// Always 6, truncated: log lines, whose columns stay aligned.
-    Micros,
-}
-
-/// An instant written as RFC 3339 in UTC with a `Z` and 0, 3, 6 or 9 fraction digits, as needed
-/// (chrono's `SecondsFormat::AutoSi`). A session answer holds up to five of them, so the common case
-/// (years 0 to 9999, no leap second) is written digit by digit into a stack buffer: through
-/// `core::fmt` with padding it was the largest part of serializing a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rfc3339(pub Timestamp);
-
-impl Rfc3339 {
-    /// The longest text [`Rfc3339::write_fast`] produces: `9999-12-31T23:59:59.999999999Z`.
-    pub(crate) const FAST_LEN: usize = 30;
-
-    /// Writes the common case into `buf` with the fraction digits `fraction` asks for and returns
-    /// its length; `None` for what chrono writes (years outside 0-9999, leap seconds).
-    pub(crate) fn write_fast(self, buf: &mut [u8; Self::FAST_LEN], fraction: Fraction) -> Option<usize> {
-        use chrono::{Datelike, Timelike};
-        // Through the naive parts: each accessor of a `DateTime` converts it to local time first.
-        let (date, time) = (self.0.date_naive(), self.0.time());
-        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
-        let nanos = time.nanosecond();
-        if nanos >= 1_000_000_000 {
-            return None; // a leap second
-        }
-        let seconds = time.num_seconds_from_midnight();
-        /// "00" to "99", so digits are written two at a time.
-        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-                                    2021222324252627282930313233343536373839\
-                                    4041424344454647484950515253545556575859\
-                                    6061626364656667686970717273747576777879\
-                                    8081828384858687888990919293949596979899";
-        /// Writes the `out.len()` lowest decimal digits of `value`, zero-padded.
-        fn digits(out: &mut [u8], mut value: u32) {
-            let mut end = out.len();
-            while end >= 2 {
-                let pair = (value % 100) as usize * 2;
-                out[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
-                value /= 100;
-                end -= 2;
-            }
-            if end == 1 {
-                out[0] = b'0' + (value % 10) as u8;
-            }
-        }
-        digits(&mut buf[0..4], year);
-        buf[4] = b'-';
-        digits(&mut buf[5..7], date.month());
-        buf[7] = b'-';
-        digits(&mut buf[8..10], date.day());
-        buf[10] = b'T';
-        digits(&mut buf[11..13], seconds / 3600);
-        buf[13] = b':';
-        digits(&mut buf[14..16], seconds / 60 % 60);
-        buf[16] = b':';
-        digits(&mut buf[17..19], seconds % 60);
-        let (fraction, width) = match (fraction, nanos) {
-            (Fraction::Micros, n) => (n / 1_000, 6),
-            (Fraction::AsNeeded, 0) => (0, 0),
-            (Fraction::AsNeeded, n) if n % 1_000_000 == 0 => (n / 1_000_000, 3),
-            (Fraction::AsNeeded, n) if n % 1_000 == 0 => (n / 1_000, 6),
-            (Fraction::AsNeeded, n) => (n, 9),
-        };
-        let mut len = 19;
-        if width > 0 {
-            buf[19] = b'.';
-            digits(&mut buf[20..20 + width], fraction);
-            len = 20 + width;
-        }
-        buf[len] = b'Z';
-        Some(len + 1)
-    }
-}
-
-impl Rfc3339 {
-    /// Writes the instant as a JSON string.
-    pub fn write_json(self, out: &mut Vec<u8>) {
-        let mut buf = [0u8; Self::FAST_LEN];
-        match self.write_fast(&mut buf, Fraction::AsNeeded) {
-            Some(len) => {
-                out.push(b'"');
-                out.extend_from_slice(&buf[..len]);
-                out.push(b'"');
-            }
-            None => json_out::string(out, &self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-        }
-    }
-}
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; Self::FAST_LEN];
-        match self.write_fast(&mut buf, Fraction::AsNeeded) {
-            Some(len) => f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| std::fmt::Error)?),
-            None => f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-        }
-    }
-}
-
-impl serde::Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; Self::FAST_LEN];
-        match self.write_fast(&mut buf, Fraction::AsNeeded).map(|len| std::str::from_utf8(&buf[..len])) {
-            Some(Ok(text)) => serializer.serialize_str(text),
-            _ => serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-        }
-    }
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    edge::wrap(routes, state.clone()).with_state(state)
 }
 
 /// Seconds (fractions allowed) as a duration; callers validate the range first.
@@ -326,49 +168,20 @@ pub fn off_the_runtime_if<R>(large: bool, work: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Reads the whole body within `limit`, refusing more than `--max-body-bytes`. A small body is
-/// usually complete when the handler starts, so the first poll finishes it and no timer is armed;
-/// only a body still in flight gets one (a timer per request showed in profiles of the hot path).
-/// A body of one frame, the common case, is taken as it is, without collecting it into a buffer.
+/// Reads the whole body within `limit`, refusing more than `--max-body-bytes` (a declared length over
+/// it before anything is read).
 async fn read_body(request: Request, state: &AppState, limit: Duration) -> Result<Bytes> {
-    let max = state.config.max_body_bytes;
-    let mut read = std::pin::pin!(collect_body(request.into_body(), max));
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))).await;
-    match first {
-        std::task::Poll::Ready(result) => result,
-        std::task::Poll::Pending => {
-            tokio::time::timeout(limit, read).await.map_err(|_| ApiError::RequestTimeout(limit.as_secs()))?
-        }
-    }
+    let read = collect_body(request.into_body(), state.config.max_body_bytes);
+    tokio::time::timeout(limit, read).await.map_err(|_| ApiError::RequestTimeout(limit.as_secs()))?
 }
 
-async fn collect_body(mut body: axum::body::Body, max: usize) -> Result<Bytes> {
-    use http_body_util::BodyExt;
-    let too_large = || ApiError::PayloadTooLarge(max);
-    if axum::body::HttpBody::size_hint(&body).lower() > max as u64 {
-        return Err(too_large());
+async fn collect_body(body: axum::body::Body, max: usize) -> Result<Bytes> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(max)),
+        Err(_) => Err(ApiError::invalid("the request body could not be read")),
     }
-    // One frame stays the `Bytes` it arrived in; only a body of several frames is copied together.
-    let mut first: Option<Bytes> = None;
-    let mut joined: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::invalid("the request body could not be read"))?;
-        let Ok(data) = frame.into_data() else { continue };
-        let held = first.as_ref().map_or(joined.len(), Bytes::len);
-        if held + data.len() > max {
-            return Err(too_large());
-        }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            None => joined.extend_from_slice(&data),
-            Some(previous) => {
-                joined.reserve(previous.len() + data.len());
-                joined.extend_from_slice(&previous);
-                joined.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
 }
 
 fn is_json_media_type(value: &str) -> bool {
@@ -442,22 +255,17 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Serializes a view to JSON bytes.
+/// Serializes a view to JSON bytes, so a handler can write its answer while the pool is locked.
 ///
 /// # Errors
 /// `Internal` if serialization fails (it cannot for these types).
 pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    // A session answer is 500-1000 bytes: one allocation instead of serde_json's 128-byte start and
-    // three regrowths.
-    let mut body = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut body, value).map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(body)
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     /// A body that arrives in the given frames, with no size hint (like a chunked upload); then ends,
     /// or, when `stall`, sends nothing more, like a client that stopped mid-upload.
@@ -520,26 +328,6 @@ mod tests {
         assert_eq!(&whole[..], b"{}");
     }
 
-    proptest! {
-        #[test]
-        fn rfc3339_writes_what_chrono_writes(
-            secs in -70_000_000_000i64..300_000_000_000i64,
-            nanos in prop_oneof![Just(0u32), (0u32..1000).prop_map(|ms| ms * 1_000_000),
-                (0u32..1_000_000).prop_map(|us| us * 1000), 0u32..1_000_000_000, 1_000_000_000u32..2_000_000_000],
-        ) {
-            if let Some(t) = chrono::DateTime::from_timestamp(secs, nanos) {
-                let expected = t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-                prop_assert_eq!(Rfc3339(t).to_string(), expected.clone());
-                prop_assert_eq!(serde_json::to_string(&Rfc3339(t)).unwrap(), format!("\"{expected}\""));
-                let mut buf = [0u8; Rfc3339::FAST_LEN];
-                if let Some(len) = Rfc3339(t).write_fast(&mut buf, Fraction::Micros) {
-                    let micros = t.to_rfc3339_opts(SecondsFormat::Micros, true);
-                    prop_assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), micros);
-                }
-            }
-        }
-    }
-
     #[test]
     fn names_follow_the_contract() {
         assert!(check_pool_name("www.example.com").is_ok());
@@ -556,21 +344,6 @@ mod tests {
         assert!(check_session_id("..").is_err());
         assert!(check_session_id("...").is_ok());
         assert!(check_session_id("_").is_ok());
-    }
-
-    #[test]
-    fn timestamps_are_written_as_chrono_writes_them() {
-        use chrono::TimeZone;
-        for t in [
-            Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap(),
-            Utc.timestamp_opt(1_764_097_200, 123_000_000).unwrap(),
-            Utc.timestamp_opt(1_764_097_200, 123_456_000).unwrap(),
-            Utc.timestamp_opt(1_764_097_200, 123_456_789).unwrap(),
-            Utc.timestamp_opt(5, 1).unwrap(),
-            chrono::DateTime::<Utc>::MAX_UTC,
-        ] {
-            assert_eq!(Rfc3339(t).to_string(), t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
-        }
     }
 
     #[test]

@@ -10,7 +10,8 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use super::strict_json::Obj;
-use super::{check_pool_name, format_time, json_response, now, to_json, AppJson, AppPath, AppState};
+use super::{check_pool_name, json_response, now, to_json, AppJson, AppPath, AppState};
+use crate::clock::Rfc3339;
 use crate::error::Result;
 use crate::json_int;
 use crate::pool::{Pool, PoolConfig};
@@ -152,7 +153,7 @@ pub struct PoolStatus<'a> {
     usable_session_count: usize,
     retired_session_count: usize,
     leased_session_count: usize,
-    created_at: String,
+    created_at: Rfc3339,
 }
 
 impl<'a> PoolStatus<'a> {
@@ -167,7 +168,7 @@ impl<'a> PoolStatus<'a> {
             usable_session_count: counts.usable,
             retired_session_count: counts.retired,
             leased_session_count: counts.leased,
-            created_at: format_time(pool.created_at()),
+            created_at: Rfc3339(pool.created_at()),
         }
     }
 }

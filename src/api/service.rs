@@ -12,6 +12,8 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::ApiError;
+use crate::logging::DROPPED_LINES;
+use crate::serve::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED};
 
 /// The OpenAPI document of this build, embedded from the repository root.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
@@ -54,6 +56,7 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         }
     }
     metrics::gauge!("session_pool_sessions_held").set(state.registry.sessions_held() as f64);
+    crate::logging::export_dropped();
     let handle = metrics_handle();
     handle.run_upkeep();
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
@@ -76,13 +79,17 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         // and the other recorder is the one the process chose.
         let _ = metrics::set_global_recorder(recorder);
         describe_metrics();
+        register_at_zero();
         handle
     })
 }
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("session_pool_sessions", "Sessions held, by pool and state (usable, retired, leased).");
+    describe_gauge!(
+        "session_pool_sessions",
+        "Sessions held, by pool and state: usable, retired, and leased (a subset of usable)."
+    );
     describe_gauge!("session_pool_sessions_held", "Sessions held by all pools, against --max-sessions.");
     describe_counter!("session_pool_acquires_total", "Acquire calls, by pool and result (ok, exhausted).");
     describe_counter!("session_pool_marks_total", "Marks applied, by pool and outcome (good, bad).");
@@ -106,10 +113,31 @@ fn describe_metrics() {
         "Bytes of records written by persist cycles."
     );
     describe_counter!("session_pool_persist_errors_total", "Persist cycles that failed (their changes are retried).");
+    describe_counter!(DROPPED_LINES, "Log lines dropped because stdout could not keep up.");
+    describe_gauge!(CONNECTIONS_OPEN, "HTTP connections open.");
+    describe_counter!(CONNECTIONS_REFUSED, "HTTP connections closed at once, past --max-connections.");
     describe_counter!("http_requests_total", "HTTP requests, by method, matched route and status.");
     describe_histogram!(
         "http_request_duration_seconds",
         Unit::Seconds,
         "HTTP request latency, by method and matched route."
     );
+}
+
+/// The counters without labels, registered at 0 when the recorder is installed, so a scrape lists
+/// them before their first event and an alert on `increase()` sees that event. The counters labelled
+/// by pool are registered with their pool; those labelled by request or status code, once one is seen.
+pub const COUNTERS_AT_ZERO: [&str; 5] = [
+    "session_pool_persist_sessions_written_total",
+    "session_pool_persist_bytes_written_total",
+    "session_pool_persist_errors_total",
+    DROPPED_LINES,
+    CONNECTIONS_REFUSED,
+];
+
+fn register_at_zero() {
+    for name in COUNTERS_AT_ZERO {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!(CONNECTIONS_OPEN).increment(0.0);
 }

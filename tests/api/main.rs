@@ -6,6 +6,8 @@
 mod common;
 
 mod acquire;
+#[path = "../common/mod.rs"]
+mod common;
 mod concurrency;
 mod cookies;
 mod errors;
@@ -15,6 +17,7 @@ mod ids;
 mod leases;
 mod list;
 mod marks;
+mod metrics;
 mod openapi;
 mod per_page;
 mod pools;

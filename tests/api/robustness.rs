@@ -184,12 +184,7 @@ fn test_config() -> Config {
     Config { data_dir: crate::common::temp_dir("oneshot"), ..Config::default() }
 }
 
-/// One request through `session_pool::app`, whatever service type it returns.
-async fn call<S>(app: &S, request: Request<Body>) -> (u16, String, Vec<u8>)
-where
-    S: tower::Service<Request<Body>, Response = axum::response::Response> + Clone,
-    S::Error: std::fmt::Debug,
-{
+async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String, Vec<u8>) {
     let resp = app.clone().oneshot(request).await.expect("infallible");
     let status = resp.status().as_u16();
     let media = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

@@ -115,7 +115,7 @@ async fn http_metrics_label_routes_by_template_not_by_raw_path() {
     assert_eq!(app.get("/metrics").await.status().as_u16(), 200);
     let pool = unique_pool();
     let id = app.acquired(&pool).await["id"].as_str().unwrap().to_owned();
-    // The same route with a percent-encoded pool name is labelled with the same template.
+    // A percent-encoded name is decoded by the router and counted under the same template.
     let encoded = pool.replacen('p', "%70", 1);
     assert_ne!(encoded, pool);
     let resp = app.send_json(Method::POST, &format!("/v1/pools/{encoded}/sessions/{id}/mark_good"), None).await;
