@@ -39,8 +39,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::strict_json::field_of;
-use crate::json_int::{self, Int};
+use crate::json::int::{self as json_int, Int};
+use crate::json::strict::field_of;
 use crate::pool::{validate_proxy_url, PoolConfig};
 use crate::session::{
     self, Cookie, RetiredReason, Retirement, SameSite, Session, SessionId, SessionSettings, Timestamp,

@@ -26,7 +26,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod interop;
-pub mod json_int;
+pub mod json;
 pub mod logformat;
 pub mod logwriter;
 pub mod persist;

@@ -9,10 +9,10 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use super::strict_json::Obj;
 use super::{check_pool_name, format_time, json_response, now, to_json, AppJson, AppPath, AppState};
 use crate::error::Result;
-use crate::json_int;
+use crate::json::int as json_int;
+use crate::json::strict::Obj;
 use crate::pool::{Pool, PoolConfig};
 use crate::session::SessionSettings;
 

@@ -18,13 +18,13 @@ use serde_json::{Map, Value};
 
 use super::cookies::{cookie_header_for, parse_url, SetCookies};
 use super::pools::SessionSettingsInput;
-use super::strict_json::Obj;
 use super::{
     check_pool_name, check_session_id, json_response, now, secs_to_delta, to_json, AppJson, AppPath, AppQuery,
     AppState, Rfc3339,
 };
 use crate::error::{ApiError, Result};
-use crate::json_int;
+use crate::json::int as json_int;
+use crate::json::strict::Obj;
 use crate::pool::{validate_proxy_url, NewSession, PoolError, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::is_status_code;

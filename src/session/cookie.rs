@@ -40,7 +40,7 @@ pub struct Cookie {
     #[serde(default)]
     pub http_only: bool,
     /// Expiry in Unix seconds; `None` is a session cookie, kept for the life of the session.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::json_int::opt")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::json::int::opt")]
     pub expires: Option<i64>,
     /// The `SameSite` attribute, when the cookie has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
