@@ -40,11 +40,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::json::int::{self as json_int, Int};
-use crate::json::strict::field_of;
+use crate::json::strict::{field_of, split_off};
 use crate::pool::{validate_proxy_url, PoolConfig};
-use crate::session::{
-    self, Cookie, RetiredReason, Retirement, SameSite, Session, SessionId, SessionSettings, Timestamp,
-};
+use crate::session::settings::SettingsPatch;
+use crate::session::{Cookie, RetiredReason, Retirement, SameSite, Session, SessionId, SessionSettings, Timestamp};
 
 /// A document that cannot be imported, with a message naming the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,42 +78,6 @@ impl ImportFormat {
     }
 }
 
-/// Session settings as a document gives them: a missing one comes from the pool.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PartialSettings {
-    /// `max_age_secs`, when the document has it.
-    pub max_age_secs: Option<f64>,
-    /// `max_usage_count`, when the document has it.
-    pub max_usage_count: Option<u32>,
-    /// `max_error_score`, when the document has it.
-    pub max_error_score: Option<f64>,
-    /// `error_score_decrement`, when the document has it.
-    pub error_score_decrement: Option<f64>,
-    /// `blocked_status_codes`, when the document has them.
-    pub blocked_status_codes: Option<Vec<u16>>,
-}
-
-impl PartialSettings {
-    /// The settings with the gaps filled from `base`, validated.
-    ///
-    /// # Errors
-    /// [`session::Error::InvalidSetting`] naming the first field out of range.
-    pub fn resolve(&self, base: &SessionSettings) -> Result<SessionSettings, session::Error> {
-        let settings = SessionSettings {
-            max_age_secs: self.max_age_secs.unwrap_or(base.max_age_secs),
-            max_usage_count: self.max_usage_count.unwrap_or(base.max_usage_count),
-            max_error_score: self.max_error_score.unwrap_or(base.max_error_score),
-            error_score_decrement: self.error_score_decrement.unwrap_or(base.error_score_decrement),
-            blocked_status_codes: match &self.blocked_status_codes {
-                Some(codes) => Arc::from(codes.as_slice()),
-                None => Arc::clone(&base.blocked_status_codes),
-            },
-        };
-        settings.validate()?;
-        Ok(settings)
-    }
-}
-
 /// A retirement an own-form document records.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecordedRetirement {
@@ -132,7 +95,7 @@ pub struct ImportedSession {
     /// When it was created.
     pub created_at: Timestamp,
     /// Its settings; the missing ones come from the pool it lands in.
-    pub settings: PartialSettings,
+    pub settings: SettingsPatch,
     /// Uses so far.
     pub usage_count: u32,
     /// Error score, finite and >= 0.
@@ -226,7 +189,7 @@ pub fn parse_import(document: Value, defaults: &PoolConfig) -> Result<ImportDocu
     for (index, raw) in sessions.into_iter().enumerate() {
         let at = format!("sessions[{index}]");
         let session = match format {
-            ImportFormat::Own => typed::<OwnSessionDoc>(raw, &at)?.into_imported(),
+            ImportFormat::Own => OwnSessionDoc::parse(raw, &at),
             ImportFormat::CrawleePython => typed::<PythonSessionDoc>(raw, &at)?.into_imported(),
             ImportFormat::CrawleeJs => typed::<JsSessionDoc>(raw, &at)?.into_imported(),
         }
@@ -275,9 +238,8 @@ fn typed<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, DocumentError
 
 /// The checks every form shares: settings in range, a finite non-negative score, valid cookies.
 fn check_session(session: ImportedSession) -> Result<ImportedSession, DocumentError> {
-    // Each setting is checked on its own, so checking the given ones over any valid base finds every
-    // bad one; resolving over the pool's settings later cannot fail.
-    session.settings.resolve(&SessionSettings::default()).map_err(|e| DocumentError(e.to_string()))?;
+    // Resolving over the pool's settings later cannot fail (see SettingsPatch::validate).
+    session.settings.validate().map_err(|e| DocumentError(e.to_string()))?;
     check_time("created_at", session.created_at)?;
     if let Some(at) = session.retirement.and_then(|r| r.at) {
         check_time("retired_at", at)?;
@@ -312,32 +274,14 @@ fn check_time(field: &str, at: Timestamp) -> Result<(), DocumentError> {
 struct ConfigDoc {
     #[serde(default, deserialize_with = "json_int::opt")]
     max_pool_size: Option<u32>,
-    session: Option<SettingsDoc>,
+    session: Option<Map<String, Value>>,
     proxy_urls: Option<Vec<String>>,
     proxy_url_template: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct SettingsDoc {
-    max_age_secs: Option<f64>,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_usage_count: Option<u32>,
-    max_error_score: Option<f64>,
-    error_score_decrement: Option<f64>,
-    #[serde(default, deserialize_with = "json_int::opt_list")]
-    blocked_status_codes: Option<Vec<u16>>,
-}
-
 impl ConfigDoc {
     fn resolve(self, defaults: &PoolConfig) -> Result<PoolConfig, DocumentError> {
-        let session = self.session.unwrap_or_default();
-        let settings = PartialSettings {
-            max_age_secs: session.max_age_secs,
-            max_usage_count: session.max_usage_count,
-            max_error_score: session.max_error_score,
-            error_score_decrement: session.error_score_decrement,
-            blocked_status_codes: session.blocked_status_codes,
-        };
+        let settings = settings_of(self.session.unwrap_or_default(), "config.session")?;
         let config = PoolConfig {
             max_pool_size: self.max_pool_size.unwrap_or(defaults.max_pool_size),
             session: Arc::new(settings.resolve(&defaults.session).map_err(|e| DocumentError(format!("config: {e}")))?),
@@ -349,22 +293,20 @@ impl ConfigDoc {
     }
 }
 
-/// API.md's Session object; the derived fields (`expires_at`, `is_*`, `pool`, `leased_until`) are
+/// The settings among the fields of `object` (the others are ignored), checked for type.
+fn settings_of(mut object: Map<String, Value>, at: &str) -> Result<SettingsPatch, DocumentError> {
+    typed(Value::Object(split_off::<SettingsPatch>(&mut object)), at)
+}
+
+/// API.md's Session object but its settings (read apart, as a [`SettingsPatch`]); the derived fields (`expires_at`, `is_*`, `pool`, `leased_until`) are
 /// ignored: they follow from the others.
 #[derive(Debug, Deserialize)]
 struct OwnSessionDoc {
     id: String,
     created_at: Timestamp,
-    max_age_secs: Option<f64>,
     #[serde(default, deserialize_with = "json_int::opt")]
     usage_count: Option<u32>,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_usage_count: Option<u32>,
     error_score: Option<f64>,
-    max_error_score: Option<f64>,
-    error_score_decrement: Option<f64>,
-    #[serde(default, deserialize_with = "json_int::opt_list")]
-    blocked_status_codes: Option<Vec<u16>>,
     user_data: Option<Map<String, Value>>,
     cookies: Option<Vec<CookieDoc>>,
     proxy_url: Option<String>,
@@ -374,7 +316,14 @@ struct OwnSessionDoc {
 }
 
 impl OwnSessionDoc {
-    fn into_imported(self) -> Result<ImportedSession, DocumentError> {
+    /// Reads the session `raw`, at `at` in the document.
+    fn parse(mut raw: Value, at: &str) -> Result<ImportedSession, DocumentError> {
+        let settings = raw.as_object_mut().map(split_off::<SettingsPatch>).unwrap_or_default();
+        let settings = settings_of(settings, at)?;
+        typed::<Self>(raw, at)?.into_imported(settings)
+    }
+
+    fn into_imported(self, settings: SettingsPatch) -> Result<ImportedSession, DocumentError> {
         let reason = match self.retired_reason.as_deref() {
             Some(name) => Some(RetiredReason::parse(name).ok_or_else(|| {
                 DocumentError(format!(
@@ -389,13 +338,7 @@ impl OwnSessionDoc {
         Ok(ImportedSession {
             id: self.id,
             created_at: self.created_at,
-            settings: PartialSettings {
-                max_age_secs: self.max_age_secs,
-                max_usage_count: self.max_usage_count,
-                max_error_score: self.max_error_score,
-                error_score_decrement: self.error_score_decrement,
-                blocked_status_codes: self.blocked_status_codes,
-            },
+            settings,
             usage_count: self.usage_count.unwrap_or(0),
             error_score: self.error_score.unwrap_or(0.0),
             user_data: self.user_data.unwrap_or_default(),
@@ -474,7 +417,7 @@ impl PythonSessionDoc {
         Ok(ImportedSession {
             id: self.id,
             created_at: self.created_at,
-            settings: PartialSettings {
+            settings: SettingsPatch {
                 max_age_secs: self.max_age,
                 max_usage_count: self.max_usage_count,
                 max_error_score: self.max_error_score,
@@ -618,7 +561,7 @@ impl JsSessionDoc {
         Ok(ImportedSession {
             id: self.id,
             created_at,
-            settings: PartialSettings {
+            settings: SettingsPatch {
                 max_age_secs,
                 max_usage_count: self.max_usage_count,
                 max_error_score: self.max_error_score,
