@@ -82,6 +82,25 @@ impl<'de, A: DeserializeOwned, B: DeserializeOwned + Fields> Deserialize<'de> fo
     }
 }
 
+/// A struct read from a JSON object whose keys it does not list are ignored: for documents other
+/// systems write, where `T` itself (an API input) refuses unknown fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lenient<T>(pub T);
+
+impl<'de, T: DeserializeOwned + Fields> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_object(split_off::<T>(&mut Map::deserialize(d)?)).map(Lenient)
+    }
+}
+
+/// The fields serde knows of `T`, read from its unknown-field message: tests compare them with
+/// [`Fields::FIELDS`], so the list cannot drift from the struct.
+#[cfg(test)]
+pub(crate) fn serde_fields<T: DeserializeOwned>() -> Vec<String> {
+    let message = serde_json::from_str::<T>(r#"{"\u0000": 0}"#).err().map(|e| e.to_string()).unwrap_or_default();
+    message.split('`').skip(3).step_by(2).map(str::to_owned).collect()
+}
+
 /// Moves the keys `B` lists out of `object` into an object of their own.
 pub fn split_off<B: Fields>(object: &mut Map<String, Value>) -> Map<String, Value> {
     B::FIELDS.iter().filter_map(|name| object.remove_entry(*name)).collect()
@@ -246,6 +265,9 @@ mod tests {
         assert!(parse(r#"{"n": "2"}"#).unwrap_err().starts_with("invalid JSON body: n: invalid type: string"));
         assert!(parse(r#"{"id": "a", "m": 1}"#).unwrap_err().contains("unknown field `m`"));
         assert!(parse("[1]").is_err());
+        let lenient = from_slice::<Lenient<Group>>(br#"{"n": 1, "other": true}"#).unwrap();
+        assert_eq!(lenient, Lenient(Group { n: Some(1) }));
+        assert_eq!(serde_fields::<Group>(), Group::FIELDS);
         let Value::Object(mut object) = serde_json::json!({"id": "a", "n": 1, "other": true}) else { unreachable!() };
         assert_eq!(Value::Object(split_off::<Group>(&mut object)), serde_json::json!({"n": 1}));
         assert_eq!(Value::Object(object), serde_json::json!({"id": "a", "other": true}));
