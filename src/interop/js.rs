@@ -3,37 +3,27 @@
 
 use chrono::TimeDelta;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{DocumentError, ImportedSession};
-use crate::json::int as json_int;
+use super::{CrawleeRecord, DocumentError, ImportedSession};
 use crate::session::cookie::root_path;
-use crate::session::settings::SettingsPatch;
 use crate::session::{Cookie, SameSite, Timestamp};
 
-/// `SessionState` as Crawlee for JavaScript's `Session.getState()` writes it.
+/// `SessionState` as Crawlee for JavaScript's `Session.getState()` writes it: the [`CrawleeRecord`]
+/// and these.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct JsSessionDoc {
-    id: String,
     cookie_jar: Option<ToughJar>,
-    user_data: Option<Map<String, Value>>,
-    max_error_score: Option<f64>,
-    error_score_decrement: Option<f64>,
     expires_at: Option<Timestamp>,
-    created_at: Timestamp,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    usage_count: Option<u32>,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_usage_count: Option<u32>,
-    error_score: Option<f64>,
 }
 
 impl JsSessionDoc {
-    pub(super) fn into_imported(self) -> Result<ImportedSession, DocumentError> {
+    pub(super) fn into_imported(self, record: CrawleeRecord) -> Result<ImportedSession, DocumentError> {
+        let created_at = record.created_at;
         let max_age_secs = match self.expires_at {
             Some(expires_at) => {
-                let age = expires_at - self.created_at;
+                let age = expires_at - created_at;
                 if age <= TimeDelta::zero() {
                     return Err(DocumentError::new("expiresAt: must be after createdAt"));
                 }
@@ -41,29 +31,12 @@ impl JsSessionDoc {
             }
             None => None,
         };
-        let created_at = self.created_at;
         let cookies = self
             .cookie_jar
             .map(|jar| jar.cookies.into_iter().map(|c| c.into_cookie(created_at)).collect::<Result<Vec<_>, _>>())
             .transpose()?
             .unwrap_or_default();
-        Ok(ImportedSession {
-            id: self.id,
-            created_at,
-            settings: SettingsPatch {
-                max_age_secs,
-                max_usage_count: self.max_usage_count,
-                max_error_score: self.max_error_score,
-                error_score_decrement: self.error_score_decrement,
-                blocked_status_codes: None,
-            },
-            usage_count: self.usage_count.unwrap_or(0),
-            error_score: self.error_score.unwrap_or(0.0),
-            user_data: self.user_data.unwrap_or_default(),
-            cookies,
-            proxy_url: None,
-            retirement: None,
-        })
+        Ok(record.into_imported(max_age_secs, None, cookies))
     }
 }
 

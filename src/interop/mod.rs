@@ -46,10 +46,11 @@ use std::sync::Arc;
 
 use chrono::Datelike;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::json::int::Int;
-use crate::json::strict::field_of;
+use crate::json::int::{self as json_int, Int};
+use crate::json::strict::{field_of, split_off, Fields};
 use crate::pool::{validate_proxy_url, PoolConfig};
 use crate::session::settings::SettingsPatch;
 use crate::session::{Cookie, RetiredReason, Retirement, Session, SessionId, SessionSettings, Timestamp};
@@ -200,9 +201,18 @@ pub fn parse_import(document: Value, defaults: &PoolConfig) -> Result<ImportDocu
     for (index, raw) in sessions.into_iter().enumerate() {
         let at = format!("sessions[{index}]");
         let session = match format {
-            ImportFormat::Own => OwnSessionDoc::parse(raw, &at),
-            ImportFormat::CrawleePython => typed::<PythonSessionDoc>(raw, &at)?.into_imported(),
-            ImportFormat::CrawleeJs => typed::<JsSessionDoc>(raw, &at)?.into_imported(),
+            ImportFormat::Own => {
+                let (settings, doc) = typed_apart::<SettingsPatch, OwnSessionDoc>(raw, &at)?;
+                doc.into_imported(settings)
+            }
+            ImportFormat::CrawleePython => {
+                let (record, doc) = typed_apart::<CrawleeRecord, PythonSessionDoc>(raw, &at)?;
+                Ok(doc.into_imported(record))
+            }
+            ImportFormat::CrawleeJs => {
+                let (record, doc) = typed_apart::<CrawleeRecord, JsSessionDoc>(raw, &at)?;
+                doc.into_imported(record)
+            }
         }
         .and_then(check_session)
         .map_err(|e| DocumentError(format!("{at}: {e}")))?;
@@ -247,6 +257,76 @@ fn typed<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, DocumentError
     })
 }
 
+/// Deserializes the fields of the object `value` that `G` lists as `G`, and the others as `T`: a group
+/// of fields several forms share, read apart so that an error still names the field where it stands
+/// (`sessions[1].createdAt`).
+fn typed_apart<G: DeserializeOwned + Fields, T: DeserializeOwned>(
+    mut value: Value,
+    at: &str,
+) -> Result<(G, T), DocumentError> {
+    let group = value.as_object_mut().map(split_off::<G>).unwrap_or_default();
+    let rest = typed(value, at)?;
+    Ok((typed(Value::Object(group), at)?, rest))
+}
+
+/// What both Crawlee forms write of a session, under the same names (Crawlee for Python is a port
+/// of the JavaScript `Session`); each form adds its own age, cookies and status codes.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CrawleeRecord {
+    id: String,
+    user_data: Option<Map<String, Value>>,
+    max_error_score: Option<f64>,
+    error_score_decrement: Option<f64>,
+    created_at: Timestamp,
+    #[serde(default, deserialize_with = "json_int::opt")]
+    usage_count: Option<u32>,
+    #[serde(default, deserialize_with = "json_int::opt")]
+    max_usage_count: Option<u32>,
+    error_score: Option<f64>,
+}
+
+impl Fields for CrawleeRecord {
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "userData",
+        "maxErrorScore",
+        "errorScoreDecrement",
+        "createdAt",
+        "usageCount",
+        "maxUsageCount",
+        "errorScore",
+    ];
+}
+
+impl CrawleeRecord {
+    /// The session, with what the form gives besides the record.
+    fn into_imported(
+        self,
+        max_age_secs: Option<f64>,
+        blocked_status_codes: Option<Vec<u16>>,
+        cookies: Vec<Cookie>,
+    ) -> ImportedSession {
+        ImportedSession {
+            id: self.id,
+            created_at: self.created_at,
+            settings: SettingsPatch {
+                max_age_secs,
+                max_usage_count: self.max_usage_count,
+                max_error_score: self.max_error_score,
+                error_score_decrement: self.error_score_decrement,
+                blocked_status_codes,
+            },
+            usage_count: self.usage_count.unwrap_or(0),
+            error_score: self.error_score.unwrap_or(0.0),
+            user_data: self.user_data.unwrap_or_default(),
+            cookies,
+            proxy_url: None,
+            retirement: None,
+        }
+    }
+}
+
 /// The checks every form shares: settings in range, a finite non-negative score, valid cookies.
 fn check_session(session: ImportedSession) -> Result<ImportedSession, DocumentError> {
     // Resolving over the pool's settings later cannot fail (see SettingsPatch::validate).
@@ -285,6 +365,23 @@ mod tests {
 
     fn t0() -> Timestamp {
         DateTime::parse_from_rfc3339("2026-11-25T19:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_field_read_apart_is_named_where_it_stands() {
+        let message = |doc: Value| parse_import(doc, &PoolConfig::default()).unwrap_err().0;
+        let own = json!({"config": {}, "sessions": [{"id": "a", "created_at": "2026-11-25T19:00:00Z", "max_usage_count": 1.5}]});
+        let own = message(own);
+        assert!(own.starts_with("sessions[0].max_usage_count: invalid"), "{own}");
+        let python = json!({"maxPoolSize": 1, "sessions": [{"id": "a", "createdAt": "yesterday", "maxAge": "PT1M"}]});
+        assert!(message(python).starts_with("sessions[0].createdAt: "));
+        let config = json!({"config": {"session": {"max_age_secs": "long", "note": 1}}, "sessions": []});
+        assert!(message(config).starts_with("config.session: max_age_secs: invalid type"));
+    }
+
+    #[test]
+    fn the_crawlee_record_lists_its_fields() {
+        assert_eq!(crate::json::strict::serde_fields::<CrawleeRecord>(), CrawleeRecord::FIELDS);
     }
 
     #[test]

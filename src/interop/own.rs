@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{typed, DocumentError, ImportedSession, RecordedRetirement};
+use super::{DocumentError, ImportedSession, RecordedRetirement};
 use crate::json::int as json_int;
-use crate::json::strict::{split_off, Lenient};
+use crate::json::strict::Lenient;
 use crate::pool::PoolConfig;
 use crate::session::settings::SettingsPatch;
 use crate::session::{Cookie, RetiredReason, Timestamp};
@@ -54,14 +54,6 @@ pub(super) struct OwnSessionDoc {
 }
 
 impl OwnSessionDoc {
-    /// Reads the session `raw`, at `at` in the document.
-    pub(super) fn parse(mut raw: Value, at: &str) -> Result<ImportedSession, DocumentError> {
-        // Apart, so that an error still names the field where it stands (`sessions[1].max_age_secs`).
-        let settings = raw.as_object_mut().map(split_off::<SettingsPatch>).unwrap_or_default();
-        let settings = typed(Value::Object(settings), at)?;
-        typed::<Self>(raw, at)?.into_imported(settings)
-    }
-
     pub(super) fn into_imported(self, settings: SettingsPatch) -> Result<ImportedSession, DocumentError> {
         let reason = match self.retired_reason.as_deref() {
             Some(name) => Some(RetiredReason::parse(name).ok_or_else(|| {

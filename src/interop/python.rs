@@ -7,53 +7,27 @@ use chrono::{SecondsFormat, SubsecRound};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::{DocumentError, ImportedSession};
+use super::{CrawleeRecord, ImportedSession};
 use crate::json::int as json_int;
 use crate::json::strict::Lenient;
 use crate::pool::PoolConfig;
-use crate::session::settings::SettingsPatch;
 use crate::session::{Cookie, Session, Timestamp};
 
-/// `SessionModel` as Crawlee for Python persists it.
+/// `SessionModel` as Crawlee for Python persists it: the [`CrawleeRecord`] and these.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct PythonSessionDoc {
-    id: String,
     #[serde(default, deserialize_with = "duration_secs")]
     max_age: Option<f64>,
-    user_data: Option<Map<String, Value>>,
-    max_error_score: Option<f64>,
-    error_score_decrement: Option<f64>,
-    created_at: Timestamp,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    usage_count: Option<u32>,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_usage_count: Option<u32>,
-    error_score: Option<f64>,
     cookies: Option<Vec<Lenient<Cookie>>>,
     #[serde(default, deserialize_with = "json_int::opt_list")]
     blocked_status_codes: Option<Vec<u16>>,
 }
 
 impl PythonSessionDoc {
-    pub(super) fn into_imported(self) -> Result<ImportedSession, DocumentError> {
-        Ok(ImportedSession {
-            id: self.id,
-            created_at: self.created_at,
-            settings: SettingsPatch {
-                max_age_secs: self.max_age,
-                max_usage_count: self.max_usage_count,
-                max_error_score: self.max_error_score,
-                error_score_decrement: self.error_score_decrement,
-                blocked_status_codes: self.blocked_status_codes,
-            },
-            usage_count: self.usage_count.unwrap_or(0),
-            error_score: self.error_score.unwrap_or(0.0),
-            user_data: self.user_data.unwrap_or_default(),
-            cookies: self.cookies.unwrap_or_default().into_iter().map(|Lenient(c)| c).collect(),
-            proxy_url: None,
-            retirement: None,
-        })
+    pub(super) fn into_imported(self, record: CrawleeRecord) -> ImportedSession {
+        let cookies = self.cookies.unwrap_or_default().into_iter().map(|Lenient(c)| c).collect();
+        record.into_imported(self.max_age, self.blocked_status_codes, cookies)
     }
 }
 
