@@ -3,6 +3,10 @@
 //! [`MAX_DEPTH`] levels (API.md). serde_json's own recursion limit stops one level short of that,
 //! so it is replaced by an exact check made in the same pass as the duplicate check; the typed
 //! parse then runs only on documents known to be at most [`MAX_DEPTH`] deep.
+//!
+//! Inside a document: [`Obj`] insists on an object where a struct is expected, [`Split`] reads one
+//! object as two structs (fields several inputs share at their top level), [`Lenient`] ignores the
+//! keys a struct does not list (documents other systems write). Each names the offending field.
 
 use std::collections::HashSet;
 use std::fmt;
