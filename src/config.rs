@@ -1,18 +1,31 @@
 //! The server's settings: one `Config`, parsed by clap from flags and `SESSION_POOL_*` environment
 //! variables (flags win). Fields are plain and public so tests build a `Config` directly.
+//!
+//! Every range is checked by the flag's value parser, so a bad value is refused naming where it came
+//! from: the flag, or the variable ([`FromEnv`]); [`Config::validate`] repeats the checks for a
+//! `Config` built in code.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
+use clap::error::{ContextKind, ContextValue};
+use clap::parser::ValueSource;
+
 use crate::pool::{PoolConfig, DEFAULT_MAX_POOL_SIZE, MAX_POOL_SIZE_LIMIT};
 use crate::session::settings::{
     DEFAULT_ERROR_SCORE_DECREMENT, DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_ERROR_SCORE, DEFAULT_MAX_USAGE_COUNT,
+    MAX_AGE_LIMIT_SECS,
 };
 use crate::session::SessionSettings;
 
 /// Default address to listen on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The longest interval or timeout accepted, in seconds (about 31 years): a `Duration` and the
+/// clock stay in range.
+pub const MAX_SECS: f64 = 1e9;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -94,7 +107,7 @@ pub struct StatusCodes(pub Vec<u16>);
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to listen on (host:port).
-    #[arg(long, env = "SESSION_POOL_LISTEN", default_value = DEFAULT_LISTEN)]
+    #[arg(long, env = "SESSION_POOL_LISTEN", default_value = DEFAULT_LISTEN, value_parser = FromEnv(parsed::<SocketAddr>))]
     pub listen: SocketAddr,
 
     /// Directory where the state is persisted.
@@ -102,81 +115,86 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Seconds between two snapshots of the state (fractions allowed).
-    #[arg(long, env = "SESSION_POOL_PERSIST_INTERVAL_SECS", default_value_t = 5.0, value_parser = positive_secs)]
+    #[arg(long, env = "SESSION_POOL_PERSIST_INTERVAL_SECS", default_value_t = 5.0, value_parser = FromEnv(positive_secs))]
     pub persist_interval_secs: f64,
 
     /// Megabytes of page cache for the state file (SQLite's cache; memory the state costs on top of
     /// the sessions themselves).
-    #[arg(long, env = "SESSION_POOL_STORE_CACHE_MB", default_value_t = 16)]
+    #[arg(long, env = "SESSION_POOL_STORE_CACHE_MB", default_value_t = 16, value_parser = FromEnv(clap::value_parser!(u32)))]
     pub store_cache_mb: u32,
 
     /// Seconds a retired session stays readable before it is purged (fractions allowed).
-    #[arg(long, env = "SESSION_POOL_RETIRED_RETENTION_SECS", default_value_t = 600.0, value_parser = non_negative_secs)]
+    #[arg(long, env = "SESSION_POOL_RETIRED_RETENTION_SECS", default_value_t = 600.0,
+          value_parser = FromEnv(non_negative_secs))]
     pub retired_retention_secs: f64,
 
     /// API key clients must send as `Authorization: Bearer KEY` (repeatable; comma-separated in the
     /// environment). None means no authentication.
-    #[arg(long = "api-key", env = "SESSION_POOL_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    #[arg(long = "api-key", env = "SESSION_POOL_API_KEY", value_delimiter = ',', hide_env_values = true,
+          value_parser = FromEnv(api_key))]
     pub api_key: Vec<String>,
 
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "SESSION_POOL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "SESSION_POOL_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+          value_parser = FromEnv(parsed::<usize>))]
     pub max_body_bytes: usize,
 
     /// Most pools the server holds, `default` included.
-    #[arg(long, env = "SESSION_POOL_MAX_POOLS", default_value_t = 1000)]
+    #[arg(long, env = "SESSION_POOL_MAX_POOLS", default_value_t = 1000, value_parser = FromEnv(at_least_one))]
     pub max_pools: usize,
 
     /// Most sessions the server holds, all pools and retired sessions included.
-    #[arg(long, env = "SESSION_POOL_MAX_SESSIONS", default_value_t = 2_000_000)]
+    #[arg(long, env = "SESSION_POOL_MAX_SESSIONS", default_value_t = 2_000_000,
+          value_parser = FromEnv(parsed::<usize>))]
     pub max_sessions: usize,
 
     /// Where the state lives: `memory` (in this process, persisted in --data-dir) or
     /// `redis://HOST:PORT/DB` (also `rediss://`, credentials in the URL; not available in this build
     /// yet).
-    #[arg(long, env = "SESSION_POOL_STORE", default_value = "memory", value_parser = store, hide_env_values = true)]
+    #[arg(long, env = "SESSION_POOL_STORE", default_value = "memory", value_parser = FromEnv(store), hide_env_values = true)]
     pub store: Store,
 
     /// Seconds a client may take to send a request's head, counted from when it connects or its last
     /// answer was written (fractions allowed); a connection that stays silent longer is closed.
-    #[arg(long, env = "SESSION_POOL_HEADER_TIMEOUT_SECS", default_value_t = 10.0, value_parser = positive_secs)]
+    #[arg(long, env = "SESSION_POOL_HEADER_TIMEOUT_SECS", default_value_t = 10.0, value_parser = FromEnv(positive_secs))]
     pub header_timeout_secs: f64,
 
     /// Most connections open at once; past it a new connection is closed as soon as it is accepted.
     /// Default: the open-files limit less what the server itself needs.
-    #[arg(long, env = "SESSION_POOL_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SESSION_POOL_MAX_CONNECTIONS", value_parser = FromEnv(clap::value_parser!(u64).range(1..)))]
     pub max_connections: Option<u64>,
 
     /// Log format.
-    #[arg(long, env = "SESSION_POOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "SESSION_POOL_LOG_FORMAT", default_value = "text",
+          value_parser = FromEnv(EnumValueParser::<LogFormat>::new()))]
     pub log_format: LogFormat,
 
     /// Default pool size: how many usable sessions acquire fills a pool to (0..=1000000).
     #[arg(long, env = "SESSION_POOL_MAX_POOL_SIZE", default_value_t = DEFAULT_MAX_POOL_SIZE,
-          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_POOL_SIZE_LIMIT)))]
+          value_parser = FromEnv(clap::value_parser!(u32).range(0..=i64::from(MAX_POOL_SIZE_LIMIT))))]
     pub max_pool_size: u32,
 
     /// Default session lifetime in seconds (fractions allowed).
-    #[arg(long, env = "SESSION_POOL_MAX_AGE_SECS", default_value_t = DEFAULT_MAX_AGE_SECS, value_parser = positive_secs)]
+    #[arg(long, env = "SESSION_POOL_MAX_AGE_SECS", default_value_t = DEFAULT_MAX_AGE_SECS, value_parser = FromEnv(max_age))]
     pub max_age_secs: f64,
 
     /// Default number of uses before a session retires.
     #[arg(long, env = "SESSION_POOL_MAX_USAGE_COUNT", default_value_t = DEFAULT_MAX_USAGE_COUNT,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = FromEnv(clap::value_parser!(u32).range(1..)))]
     pub max_usage_count: u32,
 
     /// Default error score at which a session is blocked.
-    #[arg(long, env = "SESSION_POOL_MAX_ERROR_SCORE", default_value_t = DEFAULT_MAX_ERROR_SCORE, value_parser = positive_number)]
+    #[arg(long, env = "SESSION_POOL_MAX_ERROR_SCORE", default_value_t = DEFAULT_MAX_ERROR_SCORE, value_parser = FromEnv(positive_number))]
     pub max_error_score: f64,
 
     /// Default amount a good use takes off the error score.
     #[arg(long, env = "SESSION_POOL_ERROR_SCORE_DECREMENT", default_value_t = DEFAULT_ERROR_SCORE_DECREMENT,
-          value_parser = non_negative_number)]
+          value_parser = FromEnv(non_negative_number))]
     pub error_score_decrement: f64,
 
     /// Default status codes that retire a session at once (comma-separated; `none` for none).
     #[arg(long, env = "SESSION_POOL_BLOCKED_STATUS_CODES", default_value = "401,403,429",
-          value_parser = status_code_list)]
+          value_parser = FromEnv(status_code_list))]
     pub blocked_status_codes: StatusCodes,
 }
 
@@ -224,7 +242,8 @@ impl Config {
         }
     }
 
-    /// Checks what clap's parsers cannot see on their own (a `Config` built in code skips them).
+    /// Checks the ranges for a `Config` built in code, which skips clap's parsers (they refuse the
+    /// same values, naming the flag or the variable they came from), and refuses a Redis store.
     ///
     /// # Errors
     /// A message naming the flag.
@@ -236,16 +255,16 @@ impl Config {
         }
         self.pool_defaults().validate().map_err(|e| anyhow::anyhow!("invalid default pool setting: {e}"))?;
         anyhow::ensure!(
-            self.persist_interval_secs.is_finite() && self.persist_interval_secs > 0.0,
-            "--persist-interval-secs must be > 0"
+            self.persist_interval_secs > 0.0 && self.persist_interval_secs <= MAX_SECS,
+            "--persist-interval-secs must be > 0 and at most {MAX_SECS}"
         );
         anyhow::ensure!(
-            self.retired_retention_secs.is_finite() && (0.0..=1e9).contains(&self.retired_retention_secs),
-            "--retired-retention-secs must be in 0..=1e9"
+            (0.0..=MAX_SECS).contains(&self.retired_retention_secs),
+            "--retired-retention-secs must be in 0..={MAX_SECS}"
         );
         anyhow::ensure!(
-            self.header_timeout_secs > 0.0 && self.header_timeout_secs <= 1e9,
-            "--header-timeout-secs must be > 0 and at most 1e9"
+            self.header_timeout_secs > 0.0 && self.header_timeout_secs <= MAX_SECS,
+            "--header-timeout-secs must be > 0 and at most {MAX_SECS}"
         );
         anyhow::ensure!(self.max_connections != Some(0), "--max-connections must be at least 1");
         anyhow::ensure!(self.max_pools >= 1, "--max-pools must be at least 1 (the default pool counts)");
@@ -297,6 +316,64 @@ fn status_code_list(raw: &str) -> Result<StatusCodes, String> {
         .map(StatusCodes)
 }
 
+/// A flag's value parser that, when the value came from the flag's environment variable, makes the
+/// error name the variable: clap's message names only the flag, which the user may never have typed.
+#[derive(Debug, Clone)]
+pub struct FromEnv<P>(pub P);
+
+impl<P: TypedValueParser> TypedValueParser for FromEnv<P> {
+    type Value = P::Value;
+
+    fn parse_ref(&self, cmd: &clap::Command, arg: Option<&clap::Arg>, value: &OsStr) -> Result<P::Value, clap::Error> {
+        self.0.parse_ref(cmd, arg, value)
+    }
+
+    fn parse_ref_(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+        source: ValueSource,
+    ) -> Result<P::Value, clap::Error> {
+        self.0.parse_ref_(cmd, arg, value, source).map_err(|mut error| {
+            if let (ValueSource::EnvVariable, Some(arg)) = (source, arg) {
+                if let (Some(variable), Some(flag)) = (arg.get_env(), arg.get_long()) {
+                    let named = format!("{} (--{flag})", variable.to_string_lossy());
+                    error.insert(ContextKind::InvalidArg, ContextValue::String(named));
+                }
+            }
+            error
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        self.0.possible_values()
+    }
+}
+
+/// Any type read by its `FromStr`.
+fn parsed<T: std::str::FromStr>(raw: &str) -> Result<T, T::Err> {
+    raw.parse()
+}
+
+/// An API key: any text but the empty one (`a,,b` in the environment is a mistake, not a key).
+fn api_key(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        Err("an API key must not be empty".into())
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+/// A count of at least 1.
+fn at_least_one(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_number(raw: &str) -> Result<f64, String> {
     let value: f64 = raw.trim().parse().map_err(|_| format!("{raw:?} is not a number"))?;
     if value.is_finite() {
@@ -314,18 +391,30 @@ fn non_negative_number(raw: &str) -> Result<f64, String> {
     parse_number(raw).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("{raw} must be >= 0")) })
 }
 
+fn at_most(raw: &str, value: f64, limit: f64) -> Result<f64, String> {
+    if value <= limit {
+        Ok(value)
+    } else {
+        Err(format!("{raw} must be at most {limit}"))
+    }
+}
+
 fn positive_secs(raw: &str) -> Result<f64, String> {
-    positive_number(raw)
+    positive_number(raw).and_then(|v| at_most(raw, v, MAX_SECS))
 }
 
 fn non_negative_secs(raw: &str) -> Result<f64, String> {
-    non_negative_number(raw)
+    non_negative_number(raw).and_then(|v| at_most(raw, v, MAX_SECS))
+}
+
+fn max_age(raw: &str) -> Result<f64, String> {
+    positive_number(raw).and_then(|v| at_most(raw, v, MAX_AGE_LIMIT_SECS))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     #[derive(Parser)]
     struct Cli {
@@ -344,6 +433,7 @@ mod tests {
         assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
         assert_eq!(parsed.header_timeout_secs, default.header_timeout_secs);
         assert_eq!(parsed.max_connections, default.max_connections);
+        assert_eq!(parsed.log_format, default.log_format);
         default.validate().unwrap();
     }
 
@@ -417,8 +507,43 @@ mod tests {
             ["session-pool", "--max-error-score", "nan"],
             ["session-pool", "--header-timeout-secs", "0"],
             ["session-pool", "--max-connections", "0"],
+            // What validate refuses, the parsers refuse too (so the message can name the variable).
+            ["session-pool", "--max-age-secs", "4e8"],
+            ["session-pool", "--retired-retention-secs", "2e9"],
+            ["session-pool", "--header-timeout-secs", "2e9"],
+            ["session-pool", "--persist-interval-secs", "1e300"],
+            ["session-pool", "--max-pools", "0"],
+            ["session-pool", "--api-key", ""],
+            ["session-pool", "--log-format", "xml"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
         }
+        let huge = Config { persist_interval_secs: 1e300, ..Config::default() };
+        assert!(huge.validate().unwrap_err().to_string().starts_with("--persist-interval-secs"));
+    }
+
+    #[test]
+    fn an_invalid_value_from_the_environment_names_the_variable() {
+        // Each argument in turn reads PATH, which every test process has and no numeric, address,
+        // store or enum setting accepts; tests must not set variables of their own.
+        let base = Cli::command();
+        let mut accepted = Vec::new();
+        for arg in base.get_arguments().filter(|arg| arg.get_env().is_some()) {
+            let (id, flag) = (arg.get_id().clone(), arg.get_long().unwrap_or_default().to_owned());
+            let command = base.clone().mut_arg(&id, |arg| arg.env("PATH"));
+            match command.clone().try_get_matches_from(["session-pool"]) {
+                Ok(_) => accepted.push(id.to_string()),
+                Err(e) => {
+                    let message = e.to_string();
+                    assert!(message.contains(&format!("for 'PATH (--{flag})'")), "{id}: {message}");
+                }
+            }
+            // From the flag, the message names the flag, as clap writes it.
+            if let Err(e) = command.try_get_matches_from(["session-pool".to_owned(), format!("--{flag}=x!")]) {
+                let message = e.to_string();
+                assert!(message.contains(&format!("'--{flag} <")) && !message.contains("PATH"), "{id}: {message}");
+            }
+        }
+        assert_eq!(accepted, ["data_dir", "api_key"], "only these settings take any text");
     }
 }

@@ -31,7 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod interop;
-pub mod json_int;
+pub mod json;
 pub mod logging;
 pub mod persist;
 pub mod pool;

@@ -9,7 +9,6 @@ pub mod edge;
 pub mod pools;
 pub mod service;
 pub mod sessions;
-pub mod strict_json;
 pub mod transfer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 pub use crate::clock::{now, Rfc3339};
 use crate::error::{ApiError, Result};
+use crate::json::strict;
 use crate::pool::{Registry, RegistryLimits};
 use crate::Config;
 
@@ -145,7 +145,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
             Some(b'{') => &bytes,
             Some(_) => return Err(ApiError::invalid("the body must be a JSON object")),
         };
-        let parse = || strict_json::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest);
+        let parse = || strict::from_slice(body).map(AppJson).map_err(ApiError::InvalidRequest);
         off_the_runtime_if(body.len() > LARGE_BODY_BYTES, parse)
     }
 }

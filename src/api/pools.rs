@@ -9,12 +9,13 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use super::strict_json::Obj;
 use super::{check_pool_name, json_response, now, to_json, AppJson, AppPath, AppState};
 use crate::clock::Rfc3339;
 use crate::error::Result;
-use crate::json_int;
+use crate::json::int as json_int;
+use crate::json::strict::Obj;
 use crate::pool::{Pool, PoolConfig};
+use crate::session::settings::SettingsPatch;
 use crate::session::SessionSettings;
 
 /// Routes of this module.
@@ -24,66 +25,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/pools/{pool}", get(get_pool).put(put_pool).delete(delete_pool))
 }
 
-/// SessionSettings as a request gives them: every field optional, a missing one takes `defaults`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionSettingsInput {
-    max_age_secs: Option<f64>,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_usage_count: Option<u32>,
-    max_error_score: Option<f64>,
-    error_score_decrement: Option<f64>,
-    #[serde(default, deserialize_with = "json_int::opt_list")]
-    blocked_status_codes: Option<Vec<u16>>,
-}
-
-impl SessionSettingsInput {
-    /// Fills the gaps from `defaults`; the result is validated.
-    ///
-    /// # Errors
-    /// `invalid_request` naming a field out of range.
-    pub fn resolve(self, defaults: &SessionSettings) -> Result<SessionSettings> {
-        let settings = SessionSettings {
-            max_age_secs: self.max_age_secs.unwrap_or(defaults.max_age_secs),
-            max_usage_count: self.max_usage_count.unwrap_or(defaults.max_usage_count),
-            max_error_score: self.max_error_score.unwrap_or(defaults.max_error_score),
-            error_score_decrement: self.error_score_decrement.unwrap_or(defaults.error_score_decrement),
-            blocked_status_codes: match self.blocked_status_codes {
-                Some(codes) => Arc::from(codes),
-                None => Arc::clone(&defaults.blocked_status_codes),
-            },
-        };
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// Settings given field by field, as a create request carries them at its top level.
-    pub fn from_parts(
-        max_age_secs: Option<f64>,
-        max_usage_count: Option<u32>,
-        max_error_score: Option<f64>,
-        error_score_decrement: Option<f64>,
-        blocked_status_codes: Option<Vec<u16>>,
-    ) -> Self {
-        Self { max_age_secs, max_usage_count, max_error_score, error_score_decrement, blocked_status_codes }
-    }
-
-    /// Whether any field is given.
-    pub fn is_empty(&self) -> bool {
-        self.max_age_secs.is_none()
-            && self.max_usage_count.is_none()
-            && self.max_error_score.is_none()
-            && self.error_score_decrement.is_none()
-            && self.blocked_status_codes.is_none()
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolConfigInput {
     #[serde(default, deserialize_with = "json_int::opt")]
     max_pool_size: Option<u32>,
-    session: Option<Obj<SessionSettingsInput>>,
+    session: Option<Obj<SettingsPatch>>,
     proxy_urls: Option<Vec<String>>,
     proxy_url_template: Option<String>,
 }
@@ -102,33 +49,11 @@ impl PoolConfigInput {
     }
 }
 
-/// SessionSettings as responses show them.
-#[derive(Debug, Serialize)]
-pub struct SettingsView<'a> {
-    max_age_secs: f64,
-    max_usage_count: u32,
-    max_error_score: f64,
-    error_score_decrement: f64,
-    blocked_status_codes: &'a [u16],
-}
-
-impl<'a> From<&'a SessionSettings> for SettingsView<'a> {
-    fn from(s: &'a SessionSettings) -> Self {
-        Self {
-            max_age_secs: s.max_age_secs,
-            max_usage_count: s.max_usage_count,
-            max_error_score: s.max_error_score,
-            error_score_decrement: s.error_score_decrement,
-            blocked_status_codes: &s.blocked_status_codes,
-        }
-    }
-}
-
 /// PoolConfig as responses show it.
 #[derive(Debug, Serialize)]
 pub struct PoolConfigView<'a> {
     max_pool_size: u32,
-    session: SettingsView<'a>,
+    session: &'a SessionSettings,
     proxy_urls: &'a [String],
     proxy_url_template: Option<&'a str>,
 }
@@ -137,7 +62,7 @@ impl<'a> From<&'a PoolConfig> for PoolConfigView<'a> {
     fn from(c: &'a PoolConfig) -> Self {
         Self {
             max_pool_size: c.max_pool_size,
-            session: SettingsView::from(&*c.session),
+            session: &c.session,
             proxy_urls: &c.proxy_urls,
             proxy_url_template: c.proxy_url_template.as_deref(),
         }

@@ -17,18 +17,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::cookies::{cookie_header_for, parse_url, SetCookies};
-use super::pools::SessionSettingsInput;
-use super::strict_json::Obj;
 use super::{
     check_pool_name, check_session_id, json_response, now, secs_to_delta, to_json, AppJson, AppPath, AppQuery,
     AppState, Rfc3339,
 };
 use crate::error::{ApiError, Result};
-use crate::json_int;
+use crate::json::int as json_int;
+use crate::json::strict::{Obj, Split};
 use crate::pool::{validate_proxy_url, NewSession, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
-use crate::session::settings::is_status_code;
-use crate::session::{Cookie, Session, SessionSettings, StatusReport, Timestamp};
+use crate::session::settings::{is_status_code, SettingsPatch};
+use crate::session::{Cookie, Session, StatusReport, Timestamp};
 use url::Url;
 
 /// The longest lease, in seconds.
@@ -202,6 +201,9 @@ impl<'de> Deserialize<'de> for CookiesInput {
     }
 }
 
+/// A create request: the session's own fields, and its settings at the same level.
+type CreateBody = Split<CreateSessionRequest, SettingsPatch>;
+
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -230,13 +232,6 @@ struct CreateSessionRequest {
     cookies: Option<CookiesInput>,
     #[serde(default, deserialize_with = "explicit_null")]
     proxy_url: Option<Option<String>>,
-    max_age_secs: Option<f64>,
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_usage_count: Option<u32>,
-    max_error_score: Option<f64>,
-    error_score_decrement: Option<f64>,
-    #[serde(default, deserialize_with = "json_int::opt_list")]
-    blocked_status_codes: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -441,7 +436,7 @@ fn acquire_locked(
 async fn create_session(
     State(state): State<AppState>,
     AppPath(pool): AppPath<String>,
-    AppJson(request): AppJson<CreateSessionRequest>,
+    AppJson(Split(request, settings)): AppJson<CreateBody>,
 ) -> Result<Response> {
     let pool = check_pool_name(&pool)?;
     if let Some(id) = &request.id {
@@ -450,22 +445,13 @@ async fn create_session(
     if let Some(Some(url)) = &request.proxy_url {
         validate_proxy_url(url).map_err(|reason| ApiError::invalid(format!("proxy_url: {reason}")))?;
     }
-    let settings_input = SessionSettingsInput::from_parts(
-        request.max_age_secs,
-        request.max_usage_count,
-        request.max_error_score,
-        request.error_score_decrement,
-        request.blocked_status_codes,
-    );
     let cookies = request.cookies.unwrap_or_default().validated()?;
-    // Each field is checked on its own, so checking the given ones over any valid base finds every
-    // bad one before the pool is touched (or implicitly created).
-    settings_input.clone().resolve(&SessionSettings::default())?;
+    // Before the pool is touched (or implicitly created).
+    settings.validate()?;
     state.registry.make_room(1, now()).await;
     let now = now();
     let mut guard = state.registry.lock(pool, true, now).await?;
-    let settings =
-        if settings_input.is_empty() { None } else { Some(settings_input.resolve(&guard.config().session)?) };
+    let settings = if settings.is_empty() { None } else { Some(settings.resolve(&guard.config().session)?) };
     let new = NewSession {
         id: request.id,
         settings,

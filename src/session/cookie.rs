@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+use crate::json::strict::Fields;
 
 /// The `SameSite` attribute of a cookie; written `Lax`, `Strict` or `None` as Playwright does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,14 +41,20 @@ pub struct Cookie {
     #[serde(default)]
     pub http_only: bool,
     /// Expiry in Unix seconds; `None` is a session cookie, kept for the life of the session.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::json_int::opt")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::json::int::opt")]
     pub expires: Option<i64>,
     /// The `SameSite` attribute, when the cookie has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_site: Option<SameSite>,
 }
 
-fn root_path() -> String {
+impl Fields for Cookie {
+    const FIELDS: &'static [&'static str] =
+        &["name", "value", "domain", "path", "secure", "http_only", "expires", "same_site"];
+}
+
+/// The path of a cookie that gives none.
+pub(crate) fn root_path() -> String {
     "/".into()
 }
 
@@ -58,7 +65,7 @@ impl Cookie {
             name: name.into(),
             value: value.into(),
             domain: String::new(),
-            path: "/".into(),
+            path: root_path(),
             secure: false,
             http_only: false,
             expires: None,
@@ -112,6 +119,11 @@ pub fn upsert(jar: &mut Vec<Cookie>, cookie: Cookie) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_field_list_is_the_structs() {
+        assert_eq!(crate::json::strict::serde_fields::<Cookie>(), Cookie::FIELDS);
+    }
 
     #[test]
     fn upsert_replaces_by_domain_path_and_name_only() {

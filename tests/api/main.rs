@@ -6,8 +6,6 @@
 mod common;
 
 mod acquire;
-#[path = "../common/mod.rs"]
-mod common;
 mod concurrency;
 mod cookies;
 mod errors;

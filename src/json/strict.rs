@@ -3,11 +3,16 @@
 //! [`MAX_DEPTH`] levels (API.md). serde_json's own recursion limit stops one level short of that,
 //! so it is replaced by an exact check made in the same pass as the duplicate check; the typed
 //! parse then runs only on documents known to be at most [`MAX_DEPTH`] deep.
+//!
+//! Inside a document: [`Obj`] insists on an object where a struct is expected, [`Split`] reads one
+//! object as two structs (fields several inputs share at their top level), [`Lenient`] ignores the
+//! keys a struct does not list (documents other systems write). Each names the offending field.
 
 use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 /// The deepest nesting accepted: the top-level object or array is level 1.
 pub const MAX_DEPTH: usize = 128;
@@ -56,19 +61,66 @@ pub struct Obj<T>(pub T);
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::Object(serde_json::Map::deserialize(d)?);
-        match T::deserialize(&value) {
-            Ok(inner) => Ok(Obj(inner)),
-            // Again through the path tracker, so the message names the field inside this object.
-            Err(plain) => {
-                let tracked = serde_path_to_error::deserialize::<_, T>(&value).err();
-                Err(match tracked.as_ref().and_then(|e| Some((field_of(e)?, e.inner()))) {
-                    Some((path, inner)) => de::Error::custom(format_args!("{path}: {inner}")),
-                    None => de::Error::custom(plain),
-                })
-            }
-        }
+        from_object(Map::deserialize(d)?).map(Obj)
     }
+}
+
+/// A struct whose field names are listed, so that its fields can be told apart from others in one
+/// JSON object ([`Split`], [`split_off`]).
+pub trait Fields {
+    /// The names of the struct's fields as JSON spells them.
+    const FIELDS: &'static [&'static str];
+}
+
+/// One JSON object read as two structs: the keys `B` lists ([`Fields`]) go to `B`, the others to
+/// `A`. For a group of fields several inputs carry at their top level (session settings); serde's
+/// `flatten` would lose the field in its errors and cannot refuse unknown fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split<A, B>(pub A, pub B);
+
+impl<'de, A: DeserializeOwned, B: DeserializeOwned + Fields> Deserialize<'de> for Split<A, B> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut rest = Map::deserialize(d)?;
+        let own = split_off::<B>(&mut rest);
+        Ok(Split(from_object(rest)?, from_object(own)?))
+    }
+}
+
+/// A struct read from a JSON object whose keys it does not list are ignored: for documents other
+/// systems write, where `T` itself (an API input) refuses unknown fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lenient<T>(pub T);
+
+impl<'de, T: DeserializeOwned + Fields> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_object(split_off::<T>(&mut Map::deserialize(d)?)).map(Lenient)
+    }
+}
+
+/// The fields serde knows of `T`, read from its unknown-field message: tests compare them with
+/// [`Fields::FIELDS`], so the list cannot drift from the struct.
+#[cfg(test)]
+pub(crate) fn serde_fields<T: DeserializeOwned>() -> Vec<String> {
+    let message = serde_json::from_str::<T>(r#"{"\u0000": 0}"#).err().map(|e| e.to_string()).unwrap_or_default();
+    message.split('`').skip(3).step_by(2).map(str::to_owned).collect()
+}
+
+/// Moves the keys `B` lists out of `object` into an object of their own.
+pub fn split_off<B: Fields>(object: &mut Map<String, Value>) -> Map<String, Value> {
+    B::FIELDS.iter().filter_map(|name| object.remove_entry(*name)).collect()
+}
+
+/// `T` from a JSON object, the error naming the field inside it.
+fn from_object<T: DeserializeOwned, E: de::Error>(object: Map<String, Value>) -> Result<T, E> {
+    let value = Value::Object(object);
+    T::deserialize(&value).map_err(|plain| {
+        // Again through the path tracker, so the message names the field inside this object.
+        let tracked = serde_path_to_error::deserialize::<_, T>(&value).err();
+        match tracked.as_ref().and_then(|e| Some((field_of(e)?, e.inner()))) {
+            Some((path, inner)) => de::Error::custom(format_args!("{path}: {inner}")),
+            None => de::Error::custom(plain),
+        }
+    })
 }
 
 /// Accepts any JSON value whose maps have distinct keys and whose nesting stays within the limit.
@@ -142,7 +194,6 @@ impl<'de> Visitor<'de> for Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn nested(levels: usize) -> String {
         format!("{}{}", "[".repeat(levels), "]".repeat(levels))
@@ -195,6 +246,35 @@ mod tests {
         // Nothing to name: serde's own message, with its position.
         assert_eq!(detail("{"), "invalid JSON body: EOF while parsing an object at line 1 column 1");
         assert!(detail("{}").contains("missing field `list`"));
+    }
+
+    #[test]
+    fn a_split_object_gives_each_struct_its_keys_and_names_the_bad_field() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rest {
+            id: Option<String>,
+        }
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Group {
+            n: Option<u32>,
+        }
+        impl Fields for Group {
+            const FIELDS: &'static [&'static str] = &["n"];
+        }
+        let parse = |raw: &str| from_slice::<Split<Rest, Group>>(raw.as_bytes());
+        let both = parse(r#"{"id": "a", "n": 2}"#).unwrap();
+        assert_eq!(both, Split(Rest { id: Some("a".into()) }, Group { n: Some(2) }));
+        assert!(parse(r#"{"n": "2"}"#).unwrap_err().starts_with("invalid JSON body: n: invalid type: string"));
+        assert!(parse(r#"{"id": "a", "m": 1}"#).unwrap_err().contains("unknown field `m`"));
+        assert!(parse("[1]").is_err());
+        let lenient = from_slice::<Lenient<Group>>(br#"{"n": 1, "other": true}"#).unwrap();
+        assert_eq!(lenient, Lenient(Group { n: Some(1) }));
+        assert_eq!(serde_fields::<Group>(), Group::FIELDS);
+        let Value::Object(mut object) = serde_json::json!({"id": "a", "n": 1, "other": true}) else { unreachable!() };
+        assert_eq!(Value::Object(split_off::<Group>(&mut object)), serde_json::json!({"n": 1}));
+        assert_eq!(Value::Object(object), serde_json::json!({"id": "a", "other": true}));
     }
 
     #[test]
