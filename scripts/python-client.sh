@@ -20,7 +20,7 @@ BIN="$ROOT/target/release/session-pool"
 # Pinned test dependencies: the versions this suite was written and measured with.
 PINS=(
   "setuptools==80.9.0"
-  "crawlee==1.11.0"
+  "crawlee[parsel,beautifulsoup]==1.11.0"
   "scrapy==2.13.4"
   "httpx==0.29.0"
   "pytest==9.2.0"

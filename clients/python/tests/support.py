@@ -117,7 +117,9 @@ class Site:
     A request without the `sid` cookie is a session's first visit: the site issues a new token in
     `Set-Cookie` (use 1). A request with a token counts one more use of it; past `limit` uses the answer
     is 403. An unknown token is a 400. Every request is recorded with the proxy it came through (the
-    proxies add `X-Via-Proxy`) and the crawler that sent it (`X-Crawler`).
+    proxies add `X-Via-Proxy`) and the crawler that sent it (`X-Crawler`). The first visit also sets
+    `seen_<crawler>=1`: without an `X-Crawler` header that name is `seen_?`, which Python's cookie jar
+    keeps and the service's Cookie schema refuses (a client must not lose its report over it).
     """
 
     def __init__(self, limit: int, delay: float = 0.0) -> None:

@@ -184,3 +184,18 @@ async def test_bad_arguments_are_named(server: Server) -> None:
         RemoteSessionPool(url="localhost:8080")
     with pytest.raises(InvalidArgument, match="lease_secs"):
         RemoteSessionPool(url=server.url, lease_secs=0)
+
+
+async def test_user_data_changes_reach_the_service(server: Server, pool_name: str) -> None:
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=1) as sp:
+        session = await sp.get_session()
+        session.user_data["login"] = "alice"
+        session.mark_good()
+        await sp.flush()
+        again = await sp.get_session()
+        assert again.user_data == {"login": "alice"}
+        del again.user_data["login"]
+        again.user_data["plan"] = "pro"
+        again.mark_good()
+    with SessionPoolClient(server.url) as c:
+        assert c.get_session(pool_name, session.id).user_data == {"plan": "pro"}

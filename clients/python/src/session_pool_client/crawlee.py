@@ -18,7 +18,9 @@ waits for what is still pending.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -29,7 +31,7 @@ from crawlee.sessions._models import SessionPoolModel
 
 from . import _models
 from ._client import AsyncSessionPoolClient, SessionPoolClient, check_lease_secs, check_pool
-from ._errors import InvalidArgument, PoolNotFound, SessionNotFound, SessionPoolError
+from ._errors import InvalidArgument, InvalidRequest, PoolNotFound, SessionNotFound, SessionPoolError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -49,8 +51,29 @@ _SETTING_ARGS = {"max_age", "max_error_score", "error_score_decrement", "max_usa
 _CookieKey = tuple[str, str, str]
 
 
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_COOKIE_VALUE = re.compile(r"^[^;\x00-\x1f\x7f-\x9f]*$")
+_COOKIE_DOMAIN = re.compile(r"^[^;\s\x00-\x1f\x7f-\xa0]*$")
+_COOKIE_PATH = re.compile(r"^/[^;\x00-\x1f\x7f-\x9f]*$")
+
+
+def _storable(cookie: dict[str, Any]) -> bool:
+    """Whether the service takes this cookie (its Cookie schema). Python's cookie jar keeps names and
+    values a browser would refuse; sending one would make the service refuse the whole report."""
+    return bool(
+        _COOKIE_NAME.match(cookie["name"])
+        and _COOKIE_VALUE.match(cookie.get("value", ""))
+        and _COOKIE_DOMAIN.match(cookie.get("domain", ""))
+        and _COOKIE_PATH.match(cookie.get("path", "/"))
+    )
+
+
 def _cookie_state(session: Session) -> dict[_CookieKey, dict[str, Any]]:
-    return {(c.get("domain", ""), c.get("path", "/"), c["name"]): dict(c) for c in session.cookies.get_cookies_as_dicts()}
+    return {
+        (c.get("domain", ""), c.get("path", "/"), c["name"]): dict(c)
+        for c in session.cookies.get_cookies_as_dicts()
+        if _storable(c)
+    }
 
 
 class RemoteSession(Session):
@@ -81,6 +104,7 @@ class RemoteSession(Session):
         self._lease_id = remote.lease.id if remote.lease else None
         self._proxy_url = remote.proxy_url
         self._reported_cookies = _cookie_state(self)
+        self._reported_user_data = copy.deepcopy(dict(remote.user_data))
         self._blocked_by: tuple[int, set[int]] | None = None
 
     @property
@@ -98,6 +122,15 @@ class RemoteSession(Session):
         changed = [c for key, c in now.items() if self._reported_cookies.get(key) != c]
         self._reported_cookies = now
         return changed
+
+    def _user_data_patch(self) -> dict[str, Any] | None:
+        """A JSON merge patch from the user data last reported to what it is now (None: unchanged)."""
+        now = copy.deepcopy(dict(self.user_data))
+        old = self._reported_user_data
+        patch: dict[str, Any] = {k: v for k, v in now.items() if k not in old or old[k] != v}
+        patch.update({k: None for k in old if k not in now})
+        self._reported_user_data = now
+        return patch or None
 
     def _retire_locally(self) -> None:
         if not self.is_usable:
@@ -436,10 +469,19 @@ class RemoteSessionPool(SessionPool):
         client = self._client
         lease_id = session._lease_id
         cookies = session._cookies_changed() or None
+        user_data = session._user_data_patch()
         blocked = session._blocked_by if kind == "retire" else None
         session._blocked_by = None
 
-        def send() -> Awaitable[Any]:
+        async def send(with_cookies: bool = True) -> Any:
+            nonlocal user_data
+            if user_data is not None:
+                # Reports carry no user data: a changed `session.user_data` costs one PATCH, before the report.
+                await client.patch_session(self._pool, session.id, user_data=user_data)
+                user_data = None
+            return await report(cookies if with_cookies else None)
+
+        def report(cookies: list[dict[str, Any]] | None) -> Awaitable[Any]:
             if blocked is not None:
                 code, ignored = blocked
                 return client.report_status_code(
@@ -464,12 +506,19 @@ class RemoteSessionPool(SessionPool):
             del self._chains[session_id]
 
     async def _send_after(
-        self, previous: asyncio.Task[None] | None, send: Callable[[], Awaitable[Any]], session_id: str, kind: str
+        self, previous: asyncio.Task[None] | None, send: Callable[..., Awaitable[Any]], session_id: str, kind: str
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         try:
-            await send()
+            try:
+                await send()
+            except InvalidRequest as e:
+                if "cookie" not in e.detail:
+                    raise
+                # The mark matters more than a cookie the service would not store: send it without them.
+                logger.warning(f"{kind} of session {session_id}: cookies refused ({e.detail}); reporting without them")
+                await send(with_cookies=False)
         except SessionNotFound:
             logger.debug(f"{kind} of session {session_id}: the session is gone from the service")
         except SessionPoolError as e:
