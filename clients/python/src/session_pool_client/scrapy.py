@@ -131,7 +131,7 @@ class SessionPoolMiddleware:
             return response
         self._inc(f"blocked/{response.status}")
         retry = get_retry_request(
-            request, spider=spider, reason=f"session {session_id} blocked ({response.status})",
+            request, spider=spider, reason=f"session blocked ({response.status})",
         )
         if retry is None:
             return response
