@@ -336,3 +336,63 @@ def test_every_problem_type_of_the_spec_has_a_class() -> None:
     assert codes == set(PROBLEM_TYPES)
     for code, cls in PROBLEM_TYPES.items():
         assert issubclass(cls, ApiError) and cls.code == code
+
+
+def session_json(leased_until: str | None, usage_count: int = 0) -> dict:
+    return {
+        "id": "s1", "pool": "p", "created_at": "2026-11-25T19:00:00Z", "expires_at": "2026-11-25T19:50:00Z",
+        "max_age_secs": 3000, "usage_count": usage_count, "max_usage_count": 50, "error_score": 0.0,
+        "max_error_score": 3.0, "error_score_decrement": 0.5, "blocked_status_codes": [401, 403, 429],
+        "user_data": {}, "cookies": [], "proxy_url": None, "is_blocked": False, "is_expired": False,
+        "is_max_usage_count_reached": False, "is_usable": True, "retired": False, "retired_reason": None,
+        "retired_at": None, "leased_until": leased_until,
+    }
+
+
+@pytest.mark.parametrize("arrived", [False, True], ids=["lost-on-the-way", "answer-lost"])
+def test_a_report_with_its_lease_learns_whether_it_arrived(arrived: bool) -> None:
+    from session_pool_client import Lease
+    from session_pool_client._models import _ts
+    lease = Lease(id="L1", expires_at=_ts("2026-11-25T19:00:30.123Z"))
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.method == "POST" and len(calls) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response", request=request)
+        if request.method == "GET":  # the session: still under the lease unless the report arrived
+            return httpx.Response(200, json=session_json(None if arrived else "2026-11-25T19:00:30.123Z", int(arrived)))
+        assert json.loads(request.content)["lease_id"] == "L1"
+        return httpx.Response(200, json=session_json(None, 1))
+
+    with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+        result = c.mark_good("p", "s1", lease_id=lease)
+    assert result.usage_count == 1 and result.leased_until is None
+    path = "/v1/pools/p/sessions/s1"
+    if arrived:  # not sent twice: the session read shows the lease ended
+        assert calls == [f"POST {path}/mark_good", f"GET {path}"]
+    else:
+        assert calls == [f"POST {path}/mark_good", f"GET {path}", f"POST {path}/mark_good"]
+    calls.clear()
+    with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+        with pytest.raises(ServiceUnavailable):
+            c.mark_good("p", "s1", lease_id="L1")  # a bare lease id cannot be checked: not repeated
+    assert calls == [f"POST {path}/mark_good"]
+
+
+def test_an_acquire_whose_answer_was_lost_is_repeated_only_when_asked() -> None:
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            raise httpx.ReadError("connection reset", request=request)
+        return httpx.Response(200, json=session_json(None))
+
+    with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+        with pytest.raises(ServiceUnavailable):
+            c.acquire("p", lease_secs=5)
+        assert len(calls) == 1
+        calls.clear()
+        assert c.acquire("p", lease_secs=5, retry_lost_answers=True).id == "s1"
+        assert len(calls) == 2

@@ -12,8 +12,11 @@ Retries. A call is repeated only when repeating it cannot do anything twice:
   connection): retried only for the calls that are safe to repeat, the ones marked *idempotent* in their
   docstrings: every GET, `put_pool`, `delete_pool`, `delete_session`, `patch_session`, `store_cookies`,
   `retire`, and `report_status_code` without `mark`. `acquire`, `create_session`, `mark_good`,
-  `mark_bad`, `release`, `report_status_code(mark=True)` and `import_pool` are never repeated after the
-  request may have reached the service: the error is raised (`ServiceUnavailable`).
+  `mark_bad`, `release`, `report_status_code(mark=True)` and `import_pool` are not repeated blindly after
+  the request may have reached the service. A report given its lease as the `Lease` object
+  (`lease_id=session.lease`) can tell: the client reads the session, and sends the report again only
+  while the session still shows that lease (a report that arrived would have ended it); otherwise the
+  session it read is the result. Without that, the error is raised (`ServiceUnavailable`).
 
 `acquire(wait_secs=...)` also waits for `503 no_session_available`, honouring `Retry-After`, until the
 caller's deadline.
@@ -28,6 +31,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -39,6 +43,7 @@ from ._errors import (
     NoSessionAvailable,
     NotReady,
     ServiceUnavailable,
+    SessionPoolError,
     UnexpectedResponse,
     error_for_problem,
 )
@@ -46,6 +51,7 @@ from ._models import (
     Cookie,
     CookiesForUrl,
     ImportResult,
+    Lease,
     PoolConfig,
     PoolStatus,
     Session,
@@ -159,11 +165,11 @@ def _cookies_json(cookies: Any) -> Any:
 
 
 def _report_body(
-    lease_id: str | None, url: str | None, set_cookie: list[str] | None, cookies: Any
+    lease_id: str | Lease | None, url: str | None, set_cookie: list[str] | None, cookies: Any
 ) -> dict[str, Any] | None:
     body: dict[str, Any] = {}
     if lease_id is not None:
-        body["lease_id"] = lease_id
+        body["lease_id"] = lease_id.id if isinstance(lease_id, Lease) else lease_id
     if (url is None) != (set_cookie is None):
         raise InvalidArgument("url and set_cookie come together: give both (the page and its Set-Cookie headers) or neither")
     if url is not None:
@@ -190,6 +196,9 @@ class _Call(Generic[T]):
     params: dict[str, Any] | None = None
     ok: tuple[int, ...] = (200,)
     on_error: Callable[[Exception], Exception] | None = field(default=None)
+    # A report that ends a lease can tell whether it arrived: while the session still shows that lease
+    # (its expiry), it did not. (the session's path, the lease's expiry, the result made of the session)
+    lease_check: tuple[str, datetime, Callable[[Session], Any]] | None = None
 
 
 def _json(parse: Callable[[dict[str, Any]], T]) -> Callable[[httpx.Response], T]:
@@ -311,9 +320,12 @@ class _Base:
 
     def _c_mark(self, what: str, pool: str, session_id: str, lease_id, url, set_cookie, cookies) -> _Call[Session]:
         body = _report_body(lease_id, url, set_cookie, cookies)
-        return _Call(
+        call = _Call(
             "POST", self._session_path(pool, session_id, f"/{what}"), _json(Session.from_json), what == "retire", json=body
         )
+        if isinstance(lease_id, Lease):
+            call.lease_check = (self._session_path(pool, session_id), lease_id.expires_at, lambda s: s)
+        return call
 
     def _c_release(self, pool: str, session_id: str, lease_id: str) -> _Call[Session]:
         if not isinstance(lease_id, str) or not lease_id:
@@ -348,13 +360,21 @@ class _Base:
         if mark:
             body["mark"] = True
         body.update(_report_body(lease_id, url, set_cookie, cookies) or {})
-        return _Call(
+        call = _Call(
             "POST",
             self._session_path(pool, session_id, "/status_code"),
             _json(StatusCodeResult.from_json),
             not mark,
             json=body,
         )
+        if isinstance(lease_id, Lease) and mark:
+
+            def recovered(session: Session) -> StatusCodeResult:
+                blocking = (set(session.blocked_status_codes) - set(ignore or ())) | set(additional or ())
+                return StatusCodeResult(blocked=status_code in blocking, session=session)
+
+            call.lease_check = (self._session_path(pool, session_id), lease_id.expires_at, recovered)
+        return call
 
     def _c_store_cookies(self, pool: str, session_id: str, url: str, set_cookie: list[str]) -> _Call[Session]:
         body = _report_body(None, url, set_cookie, None)
@@ -478,6 +498,23 @@ class _Retry(Exception):
         self.cause = cause
 
 
+class _CheckLease(_Retry):
+    """The answer to a lease-ending report was lost: read the session to learn whether it arrived."""
+
+
+def _after_check(base: _Base, call: _Call[Any], session: Session, cause: Exception, attempts: int) -> Any:
+    """The result of a report whose answer was lost, from the session read afterwards; raises `_Resend`
+    when the report did not arrive (the session still shows the lease)."""
+    assert call.lease_check is not None
+    _, expires_at, recover = call.lease_check
+    if session.leased_until is not None and session.leased_until == expires_at:
+        return _RESEND
+    return recover(session)
+
+
+_RESEND = object()
+
+
 def _classify(
     base: _Base, call: _Call[Any], outcome: httpx.Response | Exception, attempt: int, deadline: float
 ) -> Any:
@@ -488,6 +525,8 @@ def _classify(
         delay = _backoff(attempt)
         if retryable and now + delay < deadline:
             raise _Retry(delay, outcome)
+        if call.lease_check and isinstance(outcome, _MAYBE_SENT) and now + delay < deadline:
+            raise _CheckLease(delay, outcome)
         if isinstance(outcome, (httpx.TransportError,)):
             raise base._unreachable(call, outcome, attempt + 1) from None
         raise outcome
@@ -559,9 +598,24 @@ class SessionPoolClient(_Base):
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
                 return _classify(self, call, outcome, attempt, deadline)
+            except _CheckLease as check:
+                time.sleep(check.delay)
+                attempt += 1
+                session = self._read_for_check(call, check.cause, attempt, deadline)
+                result = _after_check(self, call, session, check.cause, attempt)
+                if result is not _RESEND:
+                    return result
             except _Retry as retry:
                 time.sleep(retry.delay)
                 attempt += 1
+
+    def _read_for_check(self, call: _Call[Any], cause: Exception, attempts: int, deadline: float) -> Session:
+        assert call.lease_check is not None
+        read = _Call("GET", call.lease_check[0], _json(Session.from_json), True)
+        try:
+            return self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
+        except SessionPoolError:
+            raise self._unreachable(call, cause, attempts) from None
 
     # Service
     def healthz(self) -> dict[str, Any]:
@@ -600,23 +654,33 @@ class SessionPoolClient(_Base):
 
     # Sessions
     def acquire(
-        self, pool: str, *, lease_secs: float | None = None, url: str | None = None, wait_secs: float = 0.0
+        self, pool: str, *, lease_secs: float | None = None, url: str | None = None, wait_secs: float = 0.0,
+        retry_lost_answers: bool = False,
     ) -> Session:
         """`POST /v1/pools/{pool}/acquire` (not idempotent: never repeated once the request may have
         arrived). With `lease_secs` the session is leased (`session.lease`); with `url` the answer carries
         `session.cookie_header` for that page. `wait_secs` > 0 waits that long at most for a session when
         the service answers `no_session_available` (or `not_ready`), honouring its `Retry-After`; then
-        `NoSessionAvailable` is raised."""
+        `NoSessionAvailable` is raised. `retry_lost_answers=True` also repeats an acquire whose answer was
+        lost (the connection broke after the request was sent), within the same deadline: a lease it may
+        have taken stays unused until it runs out (`lease_secs`), which crawlers prefer to losing a page."""
         call = self._c_acquire(pool, lease_secs, url)
         deadline = time.monotonic() + wait_secs
+        lost_deadline = time.monotonic() + max(self.retry_timeout, wait_secs)
+        attempt = 0
         while True:
             try:
-                return self._run(call, retry_timeout=max(self.retry_timeout, wait_secs))
+                return self._run(call, retry_timeout=max(0.0, lost_deadline - time.monotonic()))
             except NoSessionAvailable as e:
                 delay = _wait_delay(e, deadline)
                 if delay is None:
                     raise
                 time.sleep(delay)
+            except ServiceUnavailable:
+                attempt += 1
+                if not retry_lost_answers or time.monotonic() + _backoff(attempt) >= lost_deadline:
+                    raise
+                time.sleep(_backoff(attempt))
 
     def create_session(
         self,
@@ -666,22 +730,23 @@ class SessionPoolClient(_Base):
         return self._run(self._c_delete_session(pool, session_id))
 
     def mark_good(
-        self, pool: str, session_id: str, *, lease_id: str | None = None, url: str | None = None,
+        self, pool: str, session_id: str, *, lease_id: str | Lease | None = None, url: str | None = None,
         set_cookie: list[str] | None = None, cookies: Any = None,
     ) -> Session:
         """`POST .../mark_good` (not idempotent). With the current `lease_id` it also ends the lease;
-        `url` + `set_cookie` and/or `cookies` store the page's cookies in the same call."""
+        `url` + `set_cookie` and/or `cookies` store the page's cookies in the same call. Give the lease as
+        the `Lease` object (`session.lease`) and a lost answer is recovered safely (module docstring)."""
         return self._run(self._c_mark("mark_good", pool, session_id, lease_id, url, set_cookie, cookies))
 
     def mark_bad(
-        self, pool: str, session_id: str, *, lease_id: str | None = None, url: str | None = None,
+        self, pool: str, session_id: str, *, lease_id: str | Lease | None = None, url: str | None = None,
         set_cookie: list[str] | None = None, cookies: Any = None,
     ) -> Session:
         """`POST .../mark_bad` (not idempotent); arguments as `mark_good`."""
         return self._run(self._c_mark("mark_bad", pool, session_id, lease_id, url, set_cookie, cookies))
 
     def retire(
-        self, pool: str, session_id: str, *, lease_id: str | None = None, url: str | None = None,
+        self, pool: str, session_id: str, *, lease_id: str | Lease | None = None, url: str | None = None,
         set_cookie: list[str] | None = None, cookies: Any = None,
     ) -> Session:
         """`POST .../retire` (idempotent: retiring twice is retiring once); arguments as `mark_good`."""
@@ -693,7 +758,7 @@ class SessionPoolClient(_Base):
         return self._run(self._c_release(pool, session_id, lease_id))
 
     def report_status_code(
-        self, pool: str, session_id: str, status_code: int, *, mark: bool = False, lease_id: str | None = None,
+        self, pool: str, session_id: str, status_code: int, *, mark: bool = False, lease_id: str | Lease | None = None,
         additional_blocked_status_codes: list[int] | None = None,
         ignore_http_error_status_codes: list[int] | None = None,
         url: str | None = None, set_cookie: list[str] | None = None, cookies: Any = None,
@@ -728,10 +793,10 @@ def _wait_delay(error: NoSessionAvailable, deadline: float) -> float | None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return None
-    delay = error.retry_after if error.retry_after is not None else 0.5
-    # Retry-After is whole seconds; a lease often ends sooner, so look again well before it runs out.
-    delay = max(0.02, min(delay, 0.25 + random.random() * 0.25, remaining))
-    return delay
+    delay = error.retry_after if error.retry_after is not None else 1.0
+    # Wait what the service asks for, spread by up to 10% so that waiting crawlers do not come back as
+    # one herd; never past the caller's deadline (then one last look at it).
+    return max(0.01, min(delay * (1 + random.random() / 10), remaining))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -785,9 +850,24 @@ class AsyncSessionPoolClient(_Base):
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
                 return _classify(self, call, outcome, attempt, deadline)
+            except _CheckLease as check:
+                await asyncio.sleep(check.delay)
+                attempt += 1
+                session = await self._read_for_check(call, check.cause, attempt, deadline)
+                result = _after_check(self, call, session, check.cause, attempt)
+                if result is not _RESEND:
+                    return result
             except _Retry as retry:
                 await asyncio.sleep(retry.delay)
                 attempt += 1
+
+    async def _read_for_check(self, call: _Call[Any], cause: Exception, attempts: int, deadline: float) -> Session:
+        assert call.lease_check is not None
+        read = _Call("GET", call.lease_check[0], _json(Session.from_json), True)
+        try:
+            return await self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
+        except SessionPoolError:
+            raise self._unreachable(call, cause, attempts) from None
 
     async def healthz(self) -> dict[str, Any]:
         """See `SessionPoolClient.healthz`."""
@@ -822,19 +902,27 @@ class AsyncSessionPoolClient(_Base):
         return await self._run(self._c_delete_pool(pool))
 
     async def acquire(
-        self, pool: str, *, lease_secs: float | None = None, url: str | None = None, wait_secs: float = 0.0
+        self, pool: str, *, lease_secs: float | None = None, url: str | None = None, wait_secs: float = 0.0,
+        retry_lost_answers: bool = False,
     ) -> Session:
         """See `SessionPoolClient.acquire`."""
         call = self._c_acquire(pool, lease_secs, url)
         deadline = time.monotonic() + wait_secs
+        lost_deadline = time.monotonic() + max(self.retry_timeout, wait_secs)
+        attempt = 0
         while True:
             try:
-                return await self._run(call, retry_timeout=max(self.retry_timeout, wait_secs))
+                return await self._run(call, retry_timeout=max(0.0, lost_deadline - time.monotonic()))
             except NoSessionAvailable as e:
                 delay = _wait_delay(e, deadline)
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
+            except ServiceUnavailable:
+                attempt += 1
+                if not retry_lost_answers or time.monotonic() + _backoff(attempt) >= lost_deadline:
+                    raise
+                await asyncio.sleep(_backoff(attempt))
 
     async def create_session(
         self,
@@ -885,21 +973,21 @@ class AsyncSessionPoolClient(_Base):
         return await self._run(self._c_delete_session(pool, session_id))
 
     async def mark_good(
-        self, pool: str, session_id: str, *, lease_id: str | None = None, url: str | None = None,
+        self, pool: str, session_id: str, *, lease_id: str | Lease | None = None, url: str | None = None,
         set_cookie: list[str] | None = None, cookies: Any = None,
     ) -> Session:
         """See `SessionPoolClient.mark_good`."""
         return await self._run(self._c_mark("mark_good", pool, session_id, lease_id, url, set_cookie, cookies))
 
     async def mark_bad(
-        self, pool: str, session_id: str, *, lease_id: str | None = None, url: str | None = None,
+        self, pool: str, session_id: str, *, lease_id: str | Lease | None = None, url: str | None = None,
         set_cookie: list[str] | None = None, cookies: Any = None,
     ) -> Session:
         """See `SessionPoolClient.mark_bad`."""
         return await self._run(self._c_mark("mark_bad", pool, session_id, lease_id, url, set_cookie, cookies))
 
     async def retire(
-        self, pool: str, session_id: str, *, lease_id: str | None = None, url: str | None = None,
+        self, pool: str, session_id: str, *, lease_id: str | Lease | None = None, url: str | None = None,
         set_cookie: list[str] | None = None, cookies: Any = None,
     ) -> Session:
         """See `SessionPoolClient.retire`."""
@@ -910,7 +998,7 @@ class AsyncSessionPoolClient(_Base):
         return await self._run(self._c_release(pool, session_id, lease_id))
 
     async def report_status_code(
-        self, pool: str, session_id: str, status_code: int, *, mark: bool = False, lease_id: str | None = None,
+        self, pool: str, session_id: str, status_code: int, *, mark: bool = False, lease_id: str | Lease | None = None,
         additional_blocked_status_codes: list[int] | None = None,
         ignore_http_error_status_codes: list[int] | None = None,
         url: str | None = None, set_cookie: list[str] | None = None, cookies: Any = None,

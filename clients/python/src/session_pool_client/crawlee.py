@@ -101,7 +101,7 @@ class RemoteSession(Session):
         # An empty list blocks nothing in the service; Crawlee's constructor would read it as "defaults".
         self._blocked_status_codes = set(remote.blocked_status_codes)
         self._remote_pool = remote_pool
-        self._lease_id = remote.lease.id if remote.lease else None
+        self._lease = remote.lease
         self._proxy_url = remote.proxy_url
         self._reported_cookies = _cookie_state(self)
         self._reported_user_data = copy.deepcopy(dict(remote.user_data))
@@ -115,7 +115,7 @@ class RemoteSession(Session):
     @property
     def lease_id(self) -> str | None:
         """The lease this session was acquired with; the first report ends it."""
-        return self._lease_id
+        return self._lease.id if self._lease else None
 
     def _cookies_changed(self) -> list[dict[str, Any]]:
         now = _cookie_state(self)
@@ -426,7 +426,9 @@ class RemoteSessionPool(SessionPool):
             status = await self._client.get_pool(self._pool)
             if status.config.max_pool_size is not None and status.usable_session_count < status.config.max_pool_size:
                 await self._create_one()
-        remote = await self._client.acquire(self._pool, lease_secs=self._lease_secs, wait_secs=self._acquire_timeout)
+        remote = await self._client.acquire(
+            self._pool, lease_secs=self._lease_secs, wait_secs=self._acquire_timeout, retry_lost_answers=True
+        )
         self._proxy_urls[remote.id] = remote.proxy_url
         return RemoteSession(remote_pool=self, remote=remote)
 
@@ -467,7 +469,7 @@ class RemoteSessionPool(SessionPool):
         if not self._active or self._client is None:
             raise RuntimeError(f"The {type(self).__name__} is not active: the report of session {session.id} is lost.")
         client = self._client
-        lease_id = session._lease_id
+        lease_id = session._lease  # the Lease object: a report whose answer is lost can be checked
         cookies = session._cookies_changed() or None
         user_data = session._user_data_patch()
         blocked = session._blocked_by if kind == "retire" else None

@@ -93,11 +93,12 @@ class SessionPoolMiddleware:
             return None
         # Always a new session: a retried request arrives here again with the old one in its meta.
         session = await self.client.acquire(
-            self.pool, lease_secs=self.lease_secs, url=request.url, wait_secs=self.acquire_timeout
+            self.pool, lease_secs=self.lease_secs, url=request.url, wait_secs=self.acquire_timeout,
+            retry_lost_answers=True,
         )
         self._inc("acquired")
         request.meta["session_id"] = session.id
-        request.meta[_LEASE] = session.lease.id if session.lease else None
+        request.meta[_LEASE] = session.lease  # the Lease object: a report whose answer is lost can be checked
         request.meta["dont_merge_cookies"] = True
         if session.cookie_header:
             request.headers["Cookie"] = session.cookie_header
@@ -145,7 +146,7 @@ class SessionPoolMiddleware:
         session_id = request.meta["session_id"]
         try:
             if isinstance(exception, IgnoreRequest):  # dropped, not a failure of the session
-                await self.client.release(self.pool, session_id, lease_id)
+                await self.client.release(self.pool, session_id, lease_id.id)
                 return None
             await self.client.mark_bad(self.pool, session_id, lease_id=lease_id)
             self._inc("marked_bad")
