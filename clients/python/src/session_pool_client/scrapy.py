@@ -8,6 +8,8 @@
     SESSION_POOL_POOL = "shop"                    # default "default"
     SESSION_POOL_LEASE_SECS = 60
     SESSION_POOL_ENABLED = True
+    SESSION_POOL_ACQUIRE_TIMEOUT = 120            # seconds a request waits for a free session
+    SESSION_POOL_RETRY_TIMEOUT = 60               # seconds a call is retried while the service is away
 
 Each request (unless `meta["session_pool"] = False`) gets a session leased from the pool: its `Cookie`
 header comes from the session's jar for the request URL and its proxy (`meta["proxy"]`) from the
