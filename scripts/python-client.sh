@@ -26,6 +26,8 @@ PINS=(
   "pytest==9.2.0"
   "pytest-asyncio==1.5.0"
   "pyyaml==6.0.4"
+  "mypy==2.4.1"
+  "ruff==0.17.6"
 )
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -54,8 +56,12 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 [[ -x "$BIN" ]] || die "$BIN is missing (run cargo build --release)"
 
-say "pytest clients/python/tests"
 cd clients/python
+say "ruff and mypy: the package ships py.typed, so its types must hold"
+"$ROOT/$VENV/bin/ruff" check --no-cache --select F,E9,B,UP --line-length 130 src tests
+"$ROOT/$VENV/bin/mypy" --no-incremental --ignore-missing-imports src/session_pool_client
+
+say "pytest clients/python/tests"
 export SESSION_POOL_BIN="$BIN"
 unset SESSION_POOL_URL SESSION_POOL_API_KEY
 exec "$ROOT/$VENV/bin/python" -m pytest -p no:cacheprovider -q -rA --durations=8 tests "$@"

@@ -49,7 +49,7 @@ def test_overhead_per_page(tmp_path: Path, kind: str) -> None:
         report = [r["report"] * 1000 for r in records if "report" in r]
         assert len(acquire) == PAGES and len(report) == PAGES
         if kind == "scrapy":
-            per_page = [a + r for a, r in zip(acquire, report)]  # both on the request's path
+            per_page = [a + r for a, r in zip(acquire, report, strict=True)]  # both on the request's path
         else:
             per_page = acquire  # Crawlee's report is sent in the background
         figures = {

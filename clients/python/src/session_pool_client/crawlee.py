@@ -21,9 +21,10 @@ import asyncio
 import copy
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from crawlee.proxy_configuration import ProxyConfiguration
 from crawlee.sessions import Session, SessionPool
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from crawlee import Request
+    from crawlee.sessions._cookies import CookieParam
 
 __all__ = ["RemoteSession", "RemoteSessionPool", "SessionProxyConfiguration"]
 
@@ -57,7 +59,7 @@ _COOKIE_DOMAIN = re.compile(r"^[^;\s\x00-\x1f\x7f-\xa0]*$")
 _COOKIE_PATH = re.compile(r"^/[^;\x00-\x1f\x7f-\x9f]*$")
 
 
-def _storable(cookie: dict[str, Any]) -> bool:
+def _storable(cookie: Mapping[str, Any]) -> bool:
     """Whether the service takes this cookie (its Cookie schema). Python's cookie jar keeps names and
     values a browser would refuse; sending one would make the service refuse the whole report."""
     return bool(
@@ -96,7 +98,7 @@ class RemoteSession(Session):
             usage_count=remote.usage_count,
             max_usage_count=remote.max_usage_count,
             error_score=remote.error_score,
-            cookies=[c.to_json() for c in remote.cookies],  # the same keys as Crawlee's CookieParam
+            cookies=cast("list[CookieParam]", [c.to_json() for c in remote.cookies]),  # CookieParam's keys
         )
         # An empty list blocks nothing in the service; Crawlee's constructor would read it as "defaults".
         self._blocked_status_codes = set(remote.blocked_status_codes)
@@ -228,11 +230,11 @@ class RemoteSessionPool(SessionPool):
         settings = dict(create_session_settings or {})
         self._pool_settings = {k: v for k, v in settings.items() if k in _SETTING_ARGS}
         self._makes_sessions = create_session_function is not None or any(k not in _SETTING_ARGS for k in settings)
-        self._client_args = {"url": url, "api_key": api_key, "timeout": timeout, "retry_timeout": retry_timeout}
+        self._url, self._api_key, self._timeout, self._retry_timeout = url, api_key, timeout, retry_timeout
         # Fail now on a bad URL or key setting, not at the first page.
         self._client: AsyncSessionPoolClient | None = None
         self._sync_client: SessionPoolClient | None = None
-        SessionPoolClient(**self._client_args).close()
+        self._new_sync_client().close()
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._proxy_urls: dict[str, str | None] = {}
@@ -253,6 +255,9 @@ class RemoteSessionPool(SessionPool):
         assert self._client is not None
         return self._client
 
+    def _new_sync_client(self) -> SessionPoolClient:
+        return SessionPoolClient(self._url, api_key=self._api_key, timeout=self._timeout, retry_timeout=self._retry_timeout)
+
     def _require_active(self) -> None:
         if not self._active:
             raise RuntimeError(f"The {type(self).__name__} is not active.")
@@ -260,7 +265,7 @@ class RemoteSessionPool(SessionPool):
     def _sync(self) -> SessionPoolClient:
         self._require_active()
         if self._sync_client is None:
-            self._sync_client = SessionPoolClient(**self._client_args)
+            self._sync_client = self._new_sync_client()
         return self._sync_client
 
     # -- the pool's configuration ----------------------------------------------------------------------
@@ -319,25 +324,27 @@ class RemoteSessionPool(SessionPool):
     async def _create_one(self) -> None:
         assert self._client is not None
         session = self._make_local()
-        state = session.get_state()
-        body = {
-            "id": session.id,
-            "user_data": dict(session.user_data),
-            "cookies": list(session.cookies.get_cookies_as_dicts()),
-            "max_age_secs": state.max_age.total_seconds(),
-            "max_usage_count": state.max_usage_count,
-            "max_error_score": state.max_error_score,
-            "error_score_decrement": state.error_score_decrement,
-            "blocked_status_codes": sorted(state.blocked_status_codes),
-        }
-        await self._client.create_session(self._pool, **body)
+        state = session.get_state(as_dict=False)
+        await self._client.create_session(
+            self._pool,
+            id=session.id,
+            user_data=dict(session.user_data),
+            cookies=[dict(c) for c in session.cookies.get_cookies_as_dicts() if _storable(c)],
+            max_age_secs=state.max_age.total_seconds(),
+            max_usage_count=state.max_usage_count,
+            max_error_score=state.max_error_score,
+            error_score_decrement=state.error_score_decrement,
+            blocked_status_codes=sorted(state.blocked_status_codes),
+        )
 
     # -- context ----------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> RemoteSessionPool:
         if self._active:
             raise RuntimeError(f"The {type(self).__name__} is already active.")
-        client = AsyncSessionPoolClient(**self._client_args)
+        client = AsyncSessionPoolClient(
+            self._url, api_key=self._api_key, timeout=self._timeout, retry_timeout=self._retry_timeout
+        )
         try:
             status = await self._configure_with(client)
             if self._fill_on_start:
@@ -412,7 +419,7 @@ class RemoteSessionPool(SessionPool):
         client = self._sync()
         document = {
             "maxPoolSize": self._max_pool_size,
-            "sessions": [session.get_state().model_dump(mode="json", by_alias=True)],
+            "sessions": [session.get_state(as_dict=False).model_dump(mode="json", by_alias=True)],
         }
         result = client.import_pool(self._pool, document)
         if result.skipped:
@@ -500,7 +507,7 @@ class RemoteSessionPool(SessionPool):
         task = asyncio.get_running_loop().create_task(self._send_after(previous, send, session.id, kind))
         self._chains[session.id] = task
         self._pending.add(task)
-        task.add_done_callback(lambda t, sid=session.id: self._done(t, sid))
+        task.add_done_callback(partial(self._done, session_id=session.id))
 
     def _done(self, task: asyncio.Task[None], session_id: str) -> None:
         self._pending.discard(task)
@@ -539,7 +546,7 @@ class SessionProxyConfiguration(ProxyConfiguration):
 
     def __init__(self, session_pool: RemoteSessionPool) -> None:
         self._session_pool = session_pool
-        super().__init__(new_url_function=self._url_for_session)
+        super().__init__(new_url_function=cast(Any, self._url_for_session))
 
     async def _url_for_session(self, session_id: str | None, request: Request | None) -> str | None:
         if session_id is None:
