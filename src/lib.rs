@@ -10,11 +10,12 @@
 //!   No HTTP, no clock: time comes in as `now`.
 //! - [`pool`]: a pool of sessions and the registry of named pools: the structures that keep every
 //!   call O(1) or O(log n) in the pool's size.
-//! - [`interop`]: conversions between sessions and the documents that move pools in and out
-//!   (the own export form, Crawlee for Python's and for JavaScript's persisted pool states).
-//! - [`json_int`]: integers in JSON as JSON Schema sees them (`403.0` is `403`, `1.5` is refused).
+//! - [`interop`]: conversions between sessions and the documents that move pools in and out, one
+//!   file per form (the own export form, Crawlee for Python's and for JavaScript's pool states).
+//! - [`json`]: the JSON rules every input shares: strict parsing (duplicate keys, depth, errors that
+//!   name the field path) and integers as JSON Schema counts them (`403.0` is `403`). No HTTP.
 //! - [`clock`]: the server's clock and the one way an instant is written (RFC 3339).
-//! - [`api`]: the axum router, one module per resource, the strict JSON extractors; [`api::edge`]
+//! - [`api`]: the axum router, one module per resource, the extractors built on [`json`]; [`api::edge`]
 //!   is the middleware every request passes (request id, access log, metrics, keys, readiness).
 //! - [`serve`]: the accept loop: the header-read timeout counted from a connection's start, the cap
 //!   on open connections, the open-files limit.
