@@ -13,7 +13,7 @@
 # rounds of its ratio to the baseline of the same round ("paired %", the steadier figure on a shared
 # machine):
 #   a) baseline   POST /echo {"lease_id":null}
-#   b) acquire    POST /v1/pools/bench/acquire {}              (pool max_pool_size 1000, no lease)
+#   b) acquire    POST /v1/pools/bench/acquire {}              (pool max_pool_size POOL_SIZE, no lease)
 #   c) mark_good  POST /v1/pools/bench/sessions/<id>/mark_good {} cycling over SESSIONS ids created
 #                 beforehand with max_usage_count 1e9 and max_error_score 1e9, so none ever retires
 #   d) acquire+mark_good with a lease, as a scraper does: acquire {"lease_secs":LEASE_SECS}, then
@@ -26,6 +26,10 @@
 #   POOL_SIZE [1000]  the pool's max_pool_size; above SESSIONS, one acquire fills the pool and the runs
 #                     start once its first write is on disk (session_pool_persist_sessions_written_total)
 #   SESSION_POOL_BIN [target/release/session-pool]  another build to measure (e.g. an older commit's)
+#   COMPARE_BIN      a second build (e.g. an older commit's), served beside the first on SERVER_PORT+1
+#                    and measured in the same rounds: (b)-(d) run against both, and the summary adds
+#                    each scenario's paired ratio of the two builds (the median over rounds of
+#                    SESSION_POOL_BIN's requests/s over COMPARE_BIN's)
 #   BASELINE_PORT [18090]   SERVER_PORT [18080]   (127.0.0.1 only)
 #   SKIP_BUILD=1     use the binaries already in target/release
 #   SERVER_CPUS, WRK_CPUS   taskset CPU lists for the servers and for wrk (default: unpinned)
@@ -95,6 +99,7 @@ WRK_PIN=()
 port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 port_busy "$BASELINE_PORT" && die "port $BASELINE_PORT is in use (set BASELINE_PORT)"
 port_busy "$SERVER_PORT" && die "port $SERVER_PORT is in use (set SERVER_PORT)"
+[ -z "${COMPARE_BIN:-}" ] || ! port_busy "$((SERVER_PORT + 1))" || die "port $((SERVER_PORT + 1)) is in use (set SERVER_PORT)"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
@@ -104,6 +109,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release --locked --bin session-pool --example echo_baseline
 fi
 SESSION_POOL_BIN="${SESSION_POOL_BIN:-target/release/session-pool}"
+COMPARE_BIN="${COMPARE_BIN:-}"
+[ -z "$COMPARE_BIN" ] || [ -x "$COMPARE_BIN" ] || die "$COMPARE_BIN is missing"
 BASELINE_BIN=target/release/examples/echo_baseline
 [ -x "$SESSION_POOL_BIN" ] || die "$SESSION_POOL_BIN is missing"
 [ -x "$BASELINE_BIN" ] || die "$BASELINE_BIN is missing"
@@ -111,6 +118,7 @@ BASELINE_BIN=target/release/examples/echo_baseline
 # ---- servers --------------------------------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/http-bench.XXXXXX")"
 DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/http-bench-data.XXXXXX")"
+CMP_DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/http-bench-data.XXXXXX")"
 PIDS=()
 cleanup() {
     local pid
@@ -127,7 +135,7 @@ cleanup() {
             { head -n 200 "$log"; echo "[...]"; tail -n 200 "$log"; } >"$RESULTS_DIR/$(basename "$log")" 2>/dev/null || true
         done
     fi
-    rm -rf "$WORK" "$DATA_DIR"
+    rm -rf "$WORK" "$DATA_DIR" "$CMP_DATA_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -135,6 +143,7 @@ trap 'exit 143' TERM
 
 BASELINE_URL="http://$HOST:$BASELINE_PORT"
 SP_URL="http://$HOST:$SERVER_PORT"
+CMP_URL="http://$HOST:$((SERVER_PORT + 1))"
 
 echo "==> starting echo_baseline on $BASELINE_URL"
 "${SERVER_PIN[@]}" "$BASELINE_BIN" "$HOST:$BASELINE_PORT" >"$WORK/echo_baseline.log" 2>&1 &
@@ -143,6 +152,12 @@ echo "==> starting session-pool on $SP_URL (data dir $DATA_DIR)"
 "${SERVER_PIN[@]}" "$SESSION_POOL_BIN" --listen "$HOST:$SERVER_PORT" --data-dir "$DATA_DIR" \
     >"$WORK/session-pool.log" 2>&1 &
 PIDS+=("$!")
+if [ -n "$COMPARE_BIN" ]; then
+    echo "==> starting $COMPARE_BIN on $CMP_URL (data dir $CMP_DATA_DIR)"
+    "${SERVER_PIN[@]}" "$COMPARE_BIN" --listen "$HOST:$((SERVER_PORT + 1))" --data-dir "$CMP_DATA_DIR" \
+        >"$WORK/compare.log" 2>&1 &
+    PIDS+=("$!")
+fi
 
 # wait_for URL EXPECTED_STATUS [curl args...]: poll for up to 30 s.
 wait_for() {
@@ -160,51 +175,57 @@ wait_for() {
 }
 JSON=(-H 'content-type: application/json')
 wait_for "$BASELINE_URL/echo" 200 -X POST "${JSON[@]}" -d '{"lease_id":null}'
-wait_for "$SP_URL/readyz" 200
 
 # ---- session-pool setup ---------------------------------------------------------------------------
 case "$POOL_SIZE" in '' | *[!0-9]*) die "POOL_SIZE must be a whole number" ;; esac
-echo "==> PUT /v1/pools/$POOL {\"max_pool_size\": $POOL_SIZE}"
-code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
-    -d "{\"max_pool_size\": $POOL_SIZE}" "$SP_URL/v1/pools/$POOL")
-case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT pool answered $code" ;; esac
+# setup URL: the pool, the mark_good scenario's sessions and, for a large pool, its fill, on one server.
+setup() {
+    local url="$1" code i id created written
+    wait_for "$url/readyz" 200
+    echo "==> PUT /v1/pools/$POOL {\"max_pool_size\": $POOL_SIZE}"
+    code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
+        -d "{\"max_pool_size\": $POOL_SIZE}" "$url/v1/pools/$POOL")
+    case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT pool answered $code" ;; esac
 
-# The mark_good scenario's sessions: ids are ours (32 hex digits, like generated ones), created in one
-# curl process over one keep-alive connection.
-echo "==> creating $SESSIONS sessions for mark_good"
-: >"$WORK/ids.txt"
-: >"$WORK/create.curl"
-for i in $(seq 1 "$SESSIONS"); do
-    id=$(printf 'b%031x' "$i")
-    echo "$id" >>"$WORK/ids.txt"
-    [ "$i" -eq 1 ] || echo next >>"$WORK/create.curl"
-    cat >>"$WORK/create.curl" <<EOF
-url = "$SP_URL/v1/pools/$POOL/sessions"
+    # The mark_good scenario's sessions: ids are ours (32 hex digits, like generated ones), created in one
+    # curl process over one keep-alive connection.
+    echo "==> creating $SESSIONS sessions for mark_good"
+    : >"$WORK/ids.txt"
+    : >"$WORK/create.curl"
+    for i in $(seq 1 "$SESSIONS"); do
+        id=$(printf 'b%031x' "$i")
+        echo "$id" >>"$WORK/ids.txt"
+        [ "$i" -eq 1 ] || echo next >>"$WORK/create.curl"
+        cat >>"$WORK/create.curl" <<EOF
+url = "$url/v1/pools/$POOL/sessions"
 header = "content-type: application/json"
 data = "{\"id\":\"$id\",\"max_usage_count\":1000000000,\"max_error_score\":1e9}"
 output = "/dev/null"
 write-out = "%{http_code}\n"
 EOF
-done
-curl -s -K "$WORK/create.curl" >"$WORK/create.codes"
-created=$(grep -c '^201$' "$WORK/create.codes" || true)
-[ "$created" = "$SESSIONS" ] || {
-    sort "$WORK/create.codes" | uniq -c >&2
-    die "created $created of $SESSIONS sessions"
-}
-
-# A large pool: one acquire fills it; the runs start once its first write has settled.
-if [ "$POOL_SIZE" -gt "$SESSIONS" ]; then
-    echo "==> filling the pool to $POOL_SIZE sessions and waiting for its first write"
-    curl -s -o /dev/null -X POST "${JSON[@]}" -d '{}' --max-time 600 "$SP_URL/v1/pools/$POOL/acquire"
-    for i in $(seq 1 6000); do
-        written=$(curl -s --max-time 5 "$SP_URL/metrics" \
-            | awk '/^session_pool_persist_sessions_written_total/ {print int($2)}')
-        [ "${written:-0}" -ge "$POOL_SIZE" ] && break
-        [ "$i" -lt 6000 ] || die "the first write of $POOL_SIZE sessions did not finish within 10 minutes"
-        sleep 0.1
     done
-fi
+    curl -s -K "$WORK/create.curl" >"$WORK/create.codes"
+    created=$(grep -c '^201$' "$WORK/create.codes" || true)
+    [ "$created" = "$SESSIONS" ] || {
+        sort "$WORK/create.codes" | uniq -c >&2
+        die "created $created of $SESSIONS sessions"
+    }
+
+    # A large pool: one acquire fills it; the runs start once its first write has settled.
+    if [ "$POOL_SIZE" -gt "$SESSIONS" ]; then
+        echo "==> filling the pool to $POOL_SIZE sessions and waiting for its first write"
+        curl -s -o /dev/null -X POST "${JSON[@]}" -d '{}' --max-time 600 "$url/v1/pools/$POOL/acquire"
+        for i in $(seq 1 6000); do
+            written=$(curl -s --max-time 5 "$url/metrics" \
+                | awk '/^session_pool_persist_sessions_written_total/ {print int($2)}')
+            [ "${written:-0}" -ge "$POOL_SIZE" ] && break
+            [ "$i" -lt 6000 ] || die "the first write of $POOL_SIZE sessions did not finish within 10 minutes"
+            sleep 0.1
+        done
+    fi
+}
+setup "$SP_URL"
+[ -z "$COMPARE_BIN" ] || setup "$CMP_URL"
 
 # ---- wrk scripts ----------------------------------------------------------------------------------
 # A fixed POST body.
@@ -292,11 +313,15 @@ EOF
 # Each round runs the four scenarios in turn, so slow phases of a noisy machine spread over all of
 # them; the summary takes each scenario's median round.
 SCENARIOS=(baseline acquire mark_good acquire_mark)
+[ -z "$COMPARE_BIN" ] || SCENARIOS+=(cmp_acquire cmp_mark_good cmp_acquire_mark)
 declare -A LABEL=(
     [baseline]="(a) baseline POST /echo"
     [acquire]="(b) acquire"
     [mark_good]="(c) mark_good"
     [acquire_mark]="(d) acquire(lease)+mark_good"
+    [cmp_acquire]="(b) acquire, compared build"
+    [cmp_mark_good]="(c) mark_good, compared build"
+    [cmp_acquire_mark]="(d) acquire+mark, compared build"
 )
 
 # run_wrk NAME ROUND URL LUA [lua args...] (BENCH_BODY from the environment for post.lua)
@@ -315,12 +340,18 @@ run_wrk() {
     grep -q '^Requests/sec:' "$out" || die "no Requests/sec in wrk's output for $name"
 }
 
+# run_server PREFIX ROUND URL: scenarios (b)-(d) against one server.
+run_server() {
+    local prefix="$1" round="$2" url="$3"
+    BENCH_BODY='{}' run_wrk "${prefix}acquire" "$round" "$url/v1/pools/$POOL/acquire" "$WORK/post.lua"
+    run_wrk "${prefix}mark_good" "$round" "$url" "$WORK/mark_good.lua" "$WORK/ids.txt" "/v1/pools/$POOL/sessions/"
+    run_wrk "${prefix}acquire_mark" "$round" "$url" "$WORK/acquire_mark.lua" "/v1/pools/$POOL" "$LEASE_SECS"
+}
 run_round() {
     local round="$1"
     BENCH_BODY='{"lease_id":null}' run_wrk baseline "$round" "$BASELINE_URL/echo" "$WORK/post.lua"
-    BENCH_BODY='{}' run_wrk acquire "$round" "$SP_URL/v1/pools/$POOL/acquire" "$WORK/post.lua"
-    run_wrk mark_good "$round" "$SP_URL" "$WORK/mark_good.lua" "$WORK/ids.txt" "/v1/pools/$POOL/sessions/"
-    run_wrk acquire_mark "$round" "$SP_URL" "$WORK/acquire_mark.lua" "/v1/pools/$POOL" "$LEASE_SECS"
+    run_server "" "$round" "$SP_URL"
+    [ -z "$COMPARE_BIN" ] || run_server cmp_ "$round" "$CMP_URL"
 }
 for round in $(seq 1 "$ROUNDS"); do
     run_round "$round"
@@ -356,9 +387,9 @@ base=$(rps baseline)
 # shared machine drifts between faster and slower phases that last longer than a round, so a ratio
 # of two runs seconds apart is steadier than a ratio of medians taken over different rounds.
 paired() {
-    local round
+    local round base="${2:-baseline}"
     for round in $(seq 1 "$ROUNDS"); do
-        awk -v a="$(field "$WORK/$1.$round.txt" rps)" -v b="$(field "$WORK/baseline.$round.txt" rps)" \
+        awk -v a="$(field "$WORK/$1.$round.txt" rps)" -v b="$(field "$WORK/$base.$round.txt" rps)" \
             'BEGIN { printf "%.4f\n", a / b }'
     done | sort -n | awk '{a[NR] = $1} END {printf "%.1f%%", 100 * a[int((NR + 1) / 2)]}'
 }
@@ -366,7 +397,7 @@ paired() {
 echo
 echo "==> summary: $CONNECTIONS connections, $THREADS wrk threads, $ROUNDS round(s) of ${DURATION_SECS}s" \
     "after ${WARMUP_SECS}s warm-up, $(nproc) CPUs${SERVER_CPUS:+, servers on CPUs $SERVER_CPUS}${WRK_CPUS:+, wrk on CPUs $WRK_CPUS}"
-echo "    $SESSION_POOL_BIN, pool of $POOL_SIZE sessions"
+echo "    $SESSION_POOL_BIN${COMPARE_BIN:+ against $COMPARE_BIN}, pool of $POOL_SIZE sessions"
 echo "    requests/s and latencies are each scenario's median round; range is min-max over the rounds"
 echo "    load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)" \
     "(anything else busy on the machine skews every figure; compare ratios of one run)"
@@ -378,13 +409,20 @@ for name in "${SCENARIOS[@]}"; do
         "$(field "${MEDIAN_FILE[$name]}" p50)" "$(field "${MEDIAN_FILE[$name]}" p99)" \
         "${NON2XX[$name]}" "${ERRS[$name]}" "$(pct "$(rps "$name")" "$base")" "$(paired "$name")"
 done
+if [ -n "$COMPARE_BIN" ]; then
+    echo "    paired ratio of the builds, $SESSION_POOL_BIN over $COMPARE_BIN (median over rounds):"
+    for name in acquire mark_good acquire_mark; do
+        printf '    %-28s %s\n' "${LABEL[$name]}" "$(paired "$name" "cmp_$name")"
+    done
+fi
 echo "    (d) counts both requests: $(awk -v r="$(rps acquire_mark)" 'BEGIN { printf "%.0f", r / 2 }') acquire+mark_good pairs/s"
 # Cross-check from the server's side that the requests did what they say (d: acquires ~= marks).
 curl -s "$SP_URL/metrics" | grep -E "^session_pool_(acquires|marks)_total\{pool=\"$POOL\"" | sed 's/^/    /' || true
 curl -s "$SP_URL/v1/pools/$POOL" | grep -oE '"[a-z_]*session_count":[0-9]+' | tr '\n' ' ' | sed 's/^/    pool afterwards: /'
 echo
 bad=0
-for name in acquire mark_good acquire_mark; do
+for name in "${SCENARIOS[@]}"; do
+    [ "$name" != baseline ] || continue
     if [ "${NON2XX[$name]}" != 0 ]; then
         echo "    warning: $name had ${NON2XX[$name]} non-2xx answers: its figure is not comparable" >&2
         bad=1
