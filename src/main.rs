@@ -9,13 +9,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use session_pool::Config;
 
-/// Keeps the sessions of a web-scraping cluster: Crawlee's Session/SessionPool as a shared HTTP
-/// service.
 /// mimalloc: the service allocates small, short-lived buffers on every request from two or more
-/// threads, where glibc's arenas contend (measured with perf under wrk: about 10% of the CPU).
+/// threads, where glibc's arenas contend. It buys 10% on acquire and 16% on mark_good over HTTP
+/// (`COMPARE_BIN` in scripts/http-bench.sh against a build without it).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Keeps the sessions of a web-scraping cluster: Crawlee's Session/SessionPool as a shared HTTP
+/// service.
 #[derive(Debug, Parser)]
 #[command(name = "session-pool", version, about, long_about = None)]
 struct Cli {
