@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use super::{check_pool_name, json_response, now, to_json, AppJson, AppPath, AppState};
+use super::{check_pool_name, json_response, now, AppJson, AppPath, AppState};
 use crate::clock::Rfc3339;
 use crate::error::Result;
 use crate::pool::{Pool, PoolConfig, PoolConfigPatch};
@@ -82,14 +82,14 @@ async fn list_pools(State(state): State<AppState>) -> Result<Response> {
         guards.push(guard);
     }
     let pools = guards.iter_mut().map(|g| PoolStatus::of(&mut *g, now)).collect();
-    Ok(json_response(StatusCode::OK, to_json(&PoolList { pools })?))
+    json_response(StatusCode::OK, &PoolList { pools })
 }
 
 async fn get_pool(State(state): State<AppState>, AppPath(name): AppPath<String>) -> Result<Response> {
     let name = check_pool_name(&name)?;
     let now = now();
     let mut pool = state.registry.lock(name, false, now).await?;
-    Ok(json_response(StatusCode::OK, to_json(&PoolStatus::of(&mut pool, now))?))
+    json_response(StatusCode::OK, &PoolStatus::of(&mut pool, now))
 }
 
 async fn put_pool(
@@ -102,7 +102,7 @@ async fn put_pool(
     let now = now();
     let (mut pool, created) = state.registry.put(name, config, now).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(json_response(status, to_json(&PoolStatus::of(&mut pool, now))?))
+    json_response(status, &PoolStatus::of(&mut pool, now))
 }
 
 async fn delete_pool(State(state): State<AppState>, AppPath(name): AppPath<String>) -> Result<StatusCode> {

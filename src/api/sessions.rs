@@ -18,8 +18,7 @@ use serde_json::{Map, Value};
 
 use super::cookies::{cookie_header_for, parse_url, SetCookies};
 use super::{
-    check_pool_name, check_session_id, json_response, now, secs_to_delta, to_json, AppJson, AppPath, AppQuery,
-    AppState, Rfc3339,
+    check_pool_name, check_session_id, json_response, now, secs_to_delta, AppJson, AppPath, AppQuery, AppState, Rfc3339,
 };
 use crate::error::{ApiError, Result};
 use crate::json::int as json_int;
@@ -145,14 +144,6 @@ impl<'a> SessionView<'a> {
     fn with_cookie_header(mut self, cookie_header: Option<String>) -> Self {
         self.cookie_header = cookie_header;
         self
-    }
-
-    /// The JSON of this view, written while the pool is locked.
-    ///
-    /// # Errors
-    /// `Internal` if serialization fails (it cannot for a session).
-    pub fn to_json(&self) -> Result<Vec<u8>> {
-        to_json(self)
     }
 }
 
@@ -406,12 +397,13 @@ async fn acquire(
     super::off_the_runtime_if(guard.fill_size() > LARGE_FILL, || {
         // The answer, with the `Cookie` header for `url` when one was given, is written before
         // the lock is let go.
-        let body = guard.acquire(lease, now).map(|session| {
+        let answer = guard.acquire(lease, now).map(|session| {
             let cookie_header = url.as_ref().map(|url| cookie_header_for(&session.cookies, url, now));
-            SessionView::of(session, pool, now).with_lease(session, now).with_cookie_header(cookie_header).to_json()
+            let view = SessionView::of(session, pool, now).with_lease(session, now).with_cookie_header(cookie_header);
+            json_response(StatusCode::OK, &view)
         });
         guard.record_acquire_latency(started.elapsed());
-        Ok(json_response(StatusCode::OK, body??))
+        answer?
     })
 }
 
@@ -446,9 +438,7 @@ async fn create_session(
     };
     let session = guard.create(new, now)?;
     let location = format!("/v1/pools/{pool}/sessions/{}", session.id);
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    let mut response = json_response(StatusCode::CREATED, body);
+    let mut response = json_response(StatusCode::CREATED, &SessionView::of(session, pool, now))?;
     if let Ok(value) = location.parse() {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -481,9 +471,7 @@ async fn list_sessions(
         sessions: page.into_iter().map(|s| SessionView::of(s, pool, now)).collect(),
         next_cursor: next.as_deref(),
     };
-    let body = to_json(&list)?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &list)
 }
 
 async fn get_session(
@@ -494,9 +482,7 @@ async fn get_session(
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     let session = guard.get(id, now).ok_or_else(|| ApiError::SessionNotFound(id.to_owned()))?;
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn patch_session(
@@ -516,9 +502,7 @@ async fn patch_session(
             upsert(jar, cookie);
         }
     })?;
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn delete_session(
@@ -578,9 +562,7 @@ async fn mark(state: &AppState, pool: &str, id: &str, report: ReportRequest, mar
         Mark::Bad => guard.mark_bad(id, lease_id, now)?,
         Mark::Retire => guard.retire(id, lease_id, now)?,
     };
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn release(
@@ -592,9 +574,7 @@ async fn release(
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     let session = guard.release(id, &request.lease_id, now)?;
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn status_code(
@@ -619,11 +599,12 @@ async fn status_code(
     let mut guard = state.registry.lock(pool, false, now).await?;
     jar.store(&mut guard, id, now)?;
     let (verdict, session) = guard.report_status(id, &status, lease_id.as_deref(), now)?;
-    let body = to_json(&StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) })?;
+    let answer = StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) };
+    let response = json_response(StatusCode::OK, &answer)?;
     drop(guard);
     metrics::counter!("session_pool_status_codes_total", "pool" => pool.to_owned(), "code" => request.status_code.to_string())
         .increment(1);
-    Ok(json_response(StatusCode::OK, body))
+    Ok(response)
 }
 
 #[cfg(test)]
