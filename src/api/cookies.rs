@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::sessions::SessionView;
-use super::{check_pool_name, check_session_id, json_response, now, to_json, AppJson, AppPath, AppQuery, AppState};
+use super::{check_pool_name, check_session_id, json_response, now, AppJson, AppPath, AppQuery, AppState};
 use crate::error::{ApiError, Result};
 use crate::session::jar::{cookie_header, cookies_for, is_cookie_url, store_set_cookie_headers};
 use crate::session::{Cookie, Timestamp};
@@ -103,9 +103,7 @@ async fn store_cookies(
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     let session = guard.edit(id, now, |_, jar| set_cookies.store(jar, now))?;
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 /// The `Cookie` header and the cookies a browser would send to `url`.
@@ -120,7 +118,5 @@ async fn cookies_for_url(
     let mut guard = state.registry.lock(pool, false, now).await?;
     let session = guard.get(id, now).ok_or_else(|| ApiError::SessionNotFound(id.to_owned()))?;
     let cookies = cookies_for(&session.cookies, &url, now);
-    let body = to_json(&CookiesForUrl { cookie_header: cookie_header(&cookies), cookies })?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &CookiesForUrl { cookie_header: cookie_header(&cookies), cookies })
 }

@@ -250,17 +250,14 @@ pub fn check_session_id(id: &str) -> Result<&str> {
     }
 }
 
-/// A 200 (or other) answer whose JSON was serialized while the pool was locked.
-pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// Serializes a view to JSON bytes, so a handler can write its answer while the pool is locked.
+/// The answer `status` with `value` as its JSON body. Handlers call it while the pool is still
+/// locked, on views that borrow from it, so what the client reads is the state its own call left.
 ///
 /// # Errors
 /// `Internal` if serialization fails (it cannot for these types).
-pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.into()))
+pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Response> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[cfg(test)]

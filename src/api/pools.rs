@@ -1,21 +1,16 @@
 //! `/v1/pools`: create, reconfigure, read and delete named pools.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{check_pool_name, json_response, now, to_json, AppJson, AppPath, AppState};
+use super::{check_pool_name, json_response, now, AppJson, AppPath, AppState};
 use crate::clock::Rfc3339;
 use crate::error::Result;
-use crate::json::int as json_int;
-use crate::json::strict::Obj;
-use crate::pool::{Pool, PoolConfig};
-use crate::session::settings::SettingsPatch;
+use crate::pool::{Pool, PoolConfig, PoolConfigPatch};
 use crate::session::SessionSettings;
 
 /// Routes of this module.
@@ -23,30 +18,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/pools", get(list_pools))
         .route("/v1/pools/{pool}", get(get_pool).put(put_pool).delete(delete_pool))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PoolConfigInput {
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_pool_size: Option<u32>,
-    session: Option<Obj<SettingsPatch>>,
-    proxy_urls: Option<Vec<String>>,
-    proxy_url_template: Option<String>,
-}
-
-impl PoolConfigInput {
-    /// PUT replaces: a missing field takes the server's default, not the pool's previous value.
-    fn resolve(self, defaults: &PoolConfig) -> Result<PoolConfig> {
-        let config = PoolConfig {
-            max_pool_size: self.max_pool_size.unwrap_or(defaults.max_pool_size),
-            session: Arc::new(self.session.map(|Obj(s)| s).unwrap_or_default().resolve(&defaults.session)?),
-            proxy_urls: self.proxy_urls.unwrap_or_default(),
-            proxy_url_template: self.proxy_url_template,
-        };
-        config.validate()?;
-        Ok(config)
-    }
 }
 
 /// PoolConfig as responses show it.
@@ -111,27 +82,27 @@ async fn list_pools(State(state): State<AppState>) -> Result<Response> {
         guards.push(guard);
     }
     let pools = guards.iter_mut().map(|g| PoolStatus::of(&mut *g, now)).collect();
-    Ok(json_response(StatusCode::OK, to_json(&PoolList { pools })?))
+    json_response(StatusCode::OK, &PoolList { pools })
 }
 
 async fn get_pool(State(state): State<AppState>, AppPath(name): AppPath<String>) -> Result<Response> {
     let name = check_pool_name(&name)?;
     let now = now();
     let mut pool = state.registry.lock(name, false, now).await?;
-    Ok(json_response(StatusCode::OK, to_json(&PoolStatus::of(&mut pool, now))?))
+    json_response(StatusCode::OK, &PoolStatus::of(&mut pool, now))
 }
 
 async fn put_pool(
     State(state): State<AppState>,
     AppPath(name): AppPath<String>,
-    AppJson(input): AppJson<PoolConfigInput>,
+    AppJson(patch): AppJson<PoolConfigPatch>,
 ) -> Result<Response> {
     let name = check_pool_name(&name)?;
-    let config = input.resolve(state.registry.defaults())?;
+    let config = patch.resolve(state.registry.defaults())?;
     let now = now();
     let (mut pool, created) = state.registry.put(name, config, now).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(json_response(status, to_json(&PoolStatus::of(&mut pool, now))?))
+    json_response(status, &PoolStatus::of(&mut pool, now))
 }
 
 async fn delete_pool(State(state): State<AppState>, AppPath(name): AppPath<String>) -> Result<StatusCode> {

@@ -18,17 +18,15 @@ use serde_json::{Map, Value};
 
 use super::cookies::{cookie_header_for, parse_url, SetCookies};
 use super::{
-    check_pool_name, check_session_id, json_response, now, secs_to_delta, to_json, AppJson, AppPath, AppQuery,
-    AppState, Rfc3339,
+    check_pool_name, check_session_id, json_response, now, secs_to_delta, AppJson, AppPath, AppQuery, AppState, Rfc3339,
 };
 use crate::error::{ApiError, Result};
 use crate::json::int as json_int;
-use crate::json::strict::{Obj, Split};
+use crate::json::strict::{Fields, Obj, Split};
 use crate::pool::{validate_proxy_url, NewSession, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::{is_status_code, SettingsPatch};
 use crate::session::{Cookie, Session, StatusReport, Timestamp};
-use url::Url;
 
 /// The longest lease, in seconds.
 pub const MAX_LEASE_SECS: f64 = 3600.0;
@@ -147,14 +145,6 @@ impl<'a> SessionView<'a> {
         self.cookie_header = cookie_header;
         self
     }
-
-    /// The JSON of this view, written while the pool is locked.
-    ///
-    /// # Errors
-    /// `Internal` if serialization fails (it cannot for a session).
-    pub fn to_json(&self) -> Result<Vec<u8>> {
-        to_json(self)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,7 +208,7 @@ fn non_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct AcquireRequest {
+struct AcquireRequest {
     lease_secs: Option<f64>,
     #[serde(default, deserialize_with = "non_null")]
     url: Option<String>,
@@ -241,10 +231,11 @@ struct PatchSessionRequest {
     cookies: Option<CookiesInput>,
 }
 
-/// The body of mark_good, mark_bad and retire.
+/// The body of mark_good, mark_bad and retire, and the part of status_code's it shares with them:
+/// the lease the call is made under, and what the page brings for the session's cookie jar.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ReportRequest {
+struct ReportRequest {
     lease_id: Option<String>,
     #[serde(default, deserialize_with = "non_null")]
     url: Option<String>,
@@ -253,15 +244,38 @@ pub(super) struct ReportRequest {
     cookies: Option<CookiesInput>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReleaseRequest {
-    lease_id: String,
+impl Fields for ReportRequest {
+    const FIELDS: &'static [&'static str] = &["lease_id", "url", "set_cookie", "cookies"];
+}
+
+impl ReportRequest {
+    /// The lease id, and the update of the jar checked: `url` and `set_cookie` come both or
+    /// neither, with the rules of `POST .../cookies`; `cookies` with the rules of PATCH.
+    fn checked(self) -> Result<(Option<String>, JarUpdate)> {
+        let set_cookies = match (self.url, self.set_cookie) {
+            (Some(url), Some(headers)) => Some(SetCookies::new(&url, headers)?),
+            (None, None) => None,
+            (Some(_), None) => return Err(ApiError::invalid("set_cookie: missing; url and set_cookie come together")),
+            (None, Some(_)) => return Err(ApiError::invalid("url: missing; url and set_cookie come together")),
+        };
+        let cookies = self.cookies.map(CookiesInput::validated).transpose()?.unwrap_or_default();
+        Ok((self.lease_id, JarUpdate { set_cookies, cookies }))
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct StatusCodeRequest {
+struct ReleaseRequest {
+    lease_id: String,
+}
+
+/// A status_code request: the status and how to read it, and at the same level the fields of
+/// every report ([`ReportRequest`]).
+type StatusCodeBody = Split<StatusCodeRequest, ReportRequest>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusCodeRequest {
     #[serde(deserialize_with = "json_int::one")]
     status_code: u16,
     #[serde(default, deserialize_with = "json_int::list")]
@@ -270,12 +284,6 @@ pub(super) struct StatusCodeRequest {
     ignore_http_error_status_codes: Vec<u16>,
     #[serde(default)]
     mark: bool,
-    lease_id: Option<String>,
-    #[serde(default, deserialize_with = "non_null")]
-    url: Option<String>,
-    #[serde(default, deserialize_with = "non_null")]
-    set_cookie: Option<Vec<String>>,
-    cookies: Option<CookiesInput>,
 }
 
 /// What a report brings for the session's cookie jar besides the mark: a response's `Set-Cookie`
@@ -288,19 +296,6 @@ struct JarUpdate {
 }
 
 impl JarUpdate {
-    /// `url` and `set_cookie` come both or neither, with the rules of `POST .../cookies`;
-    /// `cookies` with the rules of PATCH.
-    fn new(url: Option<String>, set_cookie: Option<Vec<String>>, cookies: Option<CookiesInput>) -> Result<Self> {
-        let set_cookies = match (url, set_cookie) {
-            (Some(url), Some(headers)) => Some(SetCookies::new(&url, headers)?),
-            (None, None) => None,
-            (Some(_), None) => return Err(ApiError::invalid("set_cookie: missing; url and set_cookie come together")),
-            (None, Some(_)) => return Err(ApiError::invalid("url: missing; url and set_cookie come together")),
-        };
-        let cookies = cookies.map(CookiesInput::validated).transpose()?.unwrap_or_default();
-        Ok(Self { set_cookies, cookies })
-    }
-
     /// Stores the headers, then upserts the cookies, in the session `id` of the locked pool; a
     /// report without either does not touch the session.
     fn store(self, guard: &mut PoolGuard, id: &str, now: Timestamp) -> Result<()> {
@@ -387,12 +382,7 @@ async fn acquire(
     AppPath(pool): AppPath<String>,
     AppJson(request): AppJson<AcquireRequest>,
 ) -> Result<Response> {
-    acquire_in(&state, &pool, request).await
-}
-
-/// Acquire in `pool` (as the path gave it, not yet checked).
-pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireRequest) -> Result<Response> {
-    let pool = check_pool_name(pool)?;
+    let pool = check_pool_name(&pool)?;
     let lease = match request.lease_secs {
         Some(secs) if !(secs > 0.0 && secs <= MAX_LEASE_SECS) => {
             return Err(ApiError::invalid(format!("lease_secs: {secs} is not in (0, {MAX_LEASE_SECS}]")));
@@ -401,37 +391,24 @@ pub(super) async fn acquire_in(state: &AppState, pool: &str, request: AcquireReq
         None => None,
     };
     let url = request.url.as_deref().map(parse_url).transpose()?;
-    let url = url.as_ref();
     let started = std::time::Instant::now();
     let (mut guard, now) = state.registry.lock_for_acquire(pool, now).await?;
     // A fill of many sessions (a pool made large) takes a while: keep it off the other requests.
     super::off_the_runtime_if(guard.fill_size() > LARGE_FILL, || {
-        acquire_locked(&mut guard, pool, lease, url, now, started)
+        // The answer, with the `Cookie` header for `url` when one was given, is written before
+        // the lock is let go.
+        let answer = guard.acquire(lease, now).map(|session| {
+            let cookie_header = url.as_ref().map(|url| cookie_header_for(&session.cookies, url, now));
+            let view = SessionView::of(session, pool, now).with_lease(session, now).with_cookie_header(cookie_header);
+            json_response(StatusCode::OK, &view)
+        });
+        guard.record_acquire_latency(started.elapsed());
+        answer?
     })
 }
 
 /// A fill above this many sessions runs off the runtime's worker (about 10 ms of work).
 const LARGE_FILL: usize = 10_000;
-
-/// The acquire itself, in the locked pool; the answer, with the `Cookie` header for `url` when one
-/// was given, is written before the lock is let go.
-fn acquire_locked(
-    guard: &mut PoolGuard,
-    pool: &str,
-    lease: Option<chrono::TimeDelta>,
-    url: Option<&Url>,
-    now: Timestamp,
-    started: std::time::Instant,
-) -> Result<Response> {
-    let acquired = guard.acquire(lease, now).map(|session| {
-        let cookie_header = url.map(|url| cookie_header_for(&session.cookies, url, now));
-        SessionView::of(session, pool, now).with_lease(session, now).with_cookie_header(cookie_header)
-    });
-    let body = acquired.map(|view| view.to_json());
-    guard.record_acquire_latency(started.elapsed());
-    let body = body??;
-    Ok(json_response(StatusCode::OK, body))
-}
 
 async fn create_session(
     State(state): State<AppState>,
@@ -461,9 +438,7 @@ async fn create_session(
     };
     let session = guard.create(new, now)?;
     let location = format!("/v1/pools/{pool}/sessions/{}", session.id);
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    let mut response = json_response(StatusCode::CREATED, body);
+    let mut response = json_response(StatusCode::CREATED, &SessionView::of(session, pool, now))?;
     if let Ok(value) = location.parse() {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -496,9 +471,7 @@ async fn list_sessions(
         sessions: page.into_iter().map(|s| SessionView::of(s, pool, now)).collect(),
         next_cursor: next.as_deref(),
     };
-    let body = to_json(&list)?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &list)
 }
 
 async fn get_session(
@@ -509,9 +482,7 @@ async fn get_session(
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     let session = guard.get(id, now).ok_or_else(|| ApiError::SessionNotFound(id.to_owned()))?;
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn patch_session(
@@ -531,9 +502,7 @@ async fn patch_session(
             upsert(jar, cookie);
         }
     })?;
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn delete_session(
@@ -547,61 +516,53 @@ async fn delete_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The three mark-like calls share one shape: optional lease id, one core operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mark {
-    Good,
-    Bad,
-    Retire,
-}
-
-/// mark_good, mark_bad or retire of `id` in `pool` (as the path gave them, not yet checked), with
-/// the cookies the report carries stored first, in the same locked step.
-pub(super) async fn apply_mark(
-    state: &AppState,
-    pool: &str,
-    id: &str,
-    request: ReportRequest,
-    mark: Mark,
-) -> Result<Response> {
-    let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
-    let jar = JarUpdate::new(request.url, request.set_cookie, request.cookies)?;
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    jar.store(&mut guard, id, now)?;
-    let lease_id = request.lease_id.as_deref();
-    let session = match mark {
-        Mark::Good => guard.mark_good(id, lease_id, now)?,
-        Mark::Bad => guard.mark_bad(id, lease_id, now)?,
-        Mark::Retire => guard.retire(id, lease_id, now)?,
-    };
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
-}
-
 async fn mark_good(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
-    AppJson(request): AppJson<ReportRequest>,
+    AppJson(report): AppJson<ReportRequest>,
 ) -> Result<Response> {
-    apply_mark(&state, &pool, &id, request, Mark::Good).await
+    mark(&state, &pool, &id, report, Mark::Good).await
 }
 
 async fn mark_bad(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
-    AppJson(request): AppJson<ReportRequest>,
+    AppJson(report): AppJson<ReportRequest>,
 ) -> Result<Response> {
-    apply_mark(&state, &pool, &id, request, Mark::Bad).await
+    mark(&state, &pool, &id, report, Mark::Bad).await
 }
 
 async fn retire(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
-    AppJson(request): AppJson<ReportRequest>,
+    AppJson(report): AppJson<ReportRequest>,
 ) -> Result<Response> {
-    apply_mark(&state, &pool, &id, request, Mark::Retire).await
+    mark(&state, &pool, &id, report, Mark::Retire).await
+}
+
+/// Which of the three mark-like calls [`mark`] makes.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    Good,
+    Bad,
+    Retire,
+}
+
+/// mark_good, mark_bad or retire of `id` in `pool` (as the path gave them), with the cookies the
+/// report carries stored first, in the same locked step.
+async fn mark(state: &AppState, pool: &str, id: &str, report: ReportRequest, mark: Mark) -> Result<Response> {
+    let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
+    let (lease_id, jar) = report.checked()?;
+    let now = now();
+    let mut guard = state.registry.lock(pool, false, now).await?;
+    jar.store(&mut guard, id, now)?;
+    let lease_id = lease_id.as_deref();
+    let session = match mark {
+        Mark::Good => guard.mark_good(id, lease_id, now)?,
+        Mark::Bad => guard.mark_bad(id, lease_id, now)?,
+        Mark::Retire => guard.retire(id, lease_id, now)?,
+    };
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn release(
@@ -609,43 +570,26 @@ async fn release(
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<ReleaseRequest>,
 ) -> Result<Response> {
-    release_in(&state, &pool, &id, request).await
-}
-
-/// Release of `id` in `pool` (as the path gave them, not yet checked).
-pub(super) async fn release_in(state: &AppState, pool: &str, id: &str, request: ReleaseRequest) -> Result<Response> {
-    let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     let session = guard.release(id, &request.lease_id, now)?;
-    let body = SessionView::of(session, pool, now).to_json()?;
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
 }
 
 async fn status_code(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
-    AppJson(request): AppJson<StatusCodeRequest>,
+    AppJson(Split(request, report)): AppJson<StatusCodeBody>,
 ) -> Result<Response> {
-    status_code_in(&state, &pool, &id, request).await
-}
-
-/// A status code reported for `id` in `pool` (as the path gave them, not yet checked).
-pub(super) async fn status_code_in(
-    state: &AppState,
-    pool: &str,
-    id: &str,
-    request: StatusCodeRequest,
-) -> Result<Response> {
-    let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
+    let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
     if !is_status_code(request.status_code) {
         return Err(ApiError::invalid(format!("status_code: {} is not in 100..=599", request.status_code)));
     }
     check_status_codes("additional_blocked_status_codes", &request.additional_blocked_status_codes)?;
     check_status_codes("ignore_http_error_status_codes", &request.ignore_http_error_status_codes)?;
-    let jar = JarUpdate::new(request.url, request.set_cookie, request.cookies)?;
-    let report = StatusReport {
+    let (lease_id, jar) = report.checked()?;
+    let status = StatusReport {
         status_code: request.status_code,
         additional_blocked: &request.additional_blocked_status_codes,
         ignored: &request.ignore_http_error_status_codes,
@@ -654,12 +598,13 @@ pub(super) async fn status_code_in(
     let now = now();
     let mut guard = state.registry.lock(pool, false, now).await?;
     jar.store(&mut guard, id, now)?;
-    let (verdict, session) = guard.report_status(id, &report, request.lease_id.as_deref(), now)?;
-    let body = to_json(&StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) })?;
+    let (verdict, session) = guard.report_status(id, &status, lease_id.as_deref(), now)?;
+    let answer = StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) };
+    let response = json_response(StatusCode::OK, &answer)?;
     drop(guard);
     metrics::counter!("session_pool_status_codes_total", "pool" => pool.to_owned(), "code" => request.status_code.to_string())
         .increment(1);
-    Ok(json_response(StatusCode::OK, body))
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -691,5 +636,10 @@ mod tests {
         assert_eq!(map.0, vec![Cookie::simple("a", "1"), Cookie::simple("b", "2")]);
         assert!(serde_json::from_value::<CookiesInput>(json!([{"name": "a"}])).is_err());
         assert!(serde_json::from_value::<CookiesInput>(json!("a=1")).is_err());
+    }
+
+    #[test]
+    fn the_report_field_list_is_the_structs() {
+        assert_eq!(crate::json::strict::serde_fields::<ReportRequest>(), ReportRequest::FIELDS);
     }
 }

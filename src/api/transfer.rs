@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::pools::PoolConfigView;
 use super::sessions::SessionView;
-use super::{check_pool_name, check_session_id, json_response, now, to_json, AppJson, AppPath, AppQuery, AppState};
+use super::{check_pool_name, check_session_id, json_response, now, AppJson, AppPath, AppQuery, AppState};
 use crate::error::{ApiError, Result};
 use crate::interop::{self, ImportDocument, ImportedSession};
 use crate::pool::{Imported, Incoming, Pool};
@@ -111,13 +111,11 @@ async fn export_pool(
     let now = now();
     let mut guard = state.registry.lock(name, false, now).await?;
     guard.tick(now);
-    let body = if crawlee {
-        to_json(&interop::crawlee_pool_state(guard.config(), guard.sessions(), now))?
+    if crawlee {
+        json_response(StatusCode::OK, &interop::crawlee_pool_state(guard.config(), guard.sessions(), now))
     } else {
-        to_json(&OwnExport { pool: &guard, name, now })?
-    };
-    drop(guard);
-    Ok(json_response(StatusCode::OK, body))
+        json_response(StatusCode::OK, &OwnExport { pool: &guard, name, now })
+    }
 }
 
 async fn import_pool(
@@ -139,9 +137,8 @@ async fn import_pool(
     let Imported { imported, skipped } = super::off_the_runtime_if(large, || guard.import(sessions, now))?;
     drop(guard);
     let skipped = skipped.iter().map(|session| Skipped { id: &session.id, reason: "exists" }).collect();
-    let body = to_json(&ImportAnswer { imported, skipped })?;
     tracing::debug!(pool = name, format = format.as_str(), imported, created, "import");
-    Ok(json_response(StatusCode::OK, body))
+    json_response(StatusCode::OK, &ImportAnswer { imported, skipped })
 }
 
 /// An import of more sessions than this runs off the runtime's worker.

@@ -38,7 +38,7 @@ mod own;
 mod python;
 
 use js::JsSessionDoc;
-use own::{ConfigDoc, OwnSessionDoc};
+use own::OwnSessionDoc;
 use python::PythonSessionDoc;
 
 use std::collections::HashSet;
@@ -178,7 +178,7 @@ pub fn parse_import(document: Value, defaults: &PoolConfig) -> Result<ImportDocu
     let pool_config = match format {
         ImportFormat::Own => {
             let config = top.remove("config").ok_or_else(|| DocumentError::new("config: missing"))?;
-            typed::<ConfigDoc>(config, "config")?.resolve(defaults)?
+            own::config(config, defaults)?
         }
         ImportFormat::CrawleePython => match top.remove("maxPoolSize") {
             Some(size) => {

@@ -1,39 +1,31 @@
 //! This service's own export form: `{"config", "sessions"}`, the API's PoolConfig and Session
-//! objects. The settings are read apart from the other fields, as a [`SettingsPatch`].
-
-use std::sync::Arc;
+//! objects, read as the API reads them but leniently. A session's settings are read apart from its
+//! other fields, as a [`SettingsPatch`].
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{DocumentError, ImportedSession, RecordedRetirement};
+use super::{typed, DocumentError, ImportedSession, RecordedRetirement};
 use crate::json::int as json_int;
-use crate::json::strict::Lenient;
-use crate::pool::PoolConfig;
+use crate::json::strict::{split_off, Lenient};
+use crate::pool::{PoolConfig, PoolConfigPatch};
 use crate::session::settings::SettingsPatch;
 use crate::session::{Cookie, RetiredReason, Timestamp};
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ConfigDoc {
-    #[serde(default, deserialize_with = "json_int::opt")]
-    max_pool_size: Option<u32>,
-    session: Option<Lenient<SettingsPatch>>,
-    proxy_urls: Option<Vec<String>>,
-    proxy_url_template: Option<String>,
-}
-
-impl ConfigDoc {
-    pub(super) fn resolve(self, defaults: &PoolConfig) -> Result<PoolConfig, DocumentError> {
-        let settings = self.session.map(|Lenient(s)| s).unwrap_or_default();
-        let config = PoolConfig {
-            max_pool_size: self.max_pool_size.unwrap_or(defaults.max_pool_size),
-            session: Arc::new(settings.resolve(&defaults.session).map_err(|e| DocumentError(format!("config: {e}")))?),
-            proxy_urls: self.proxy_urls.unwrap_or_default(),
-            proxy_url_template: self.proxy_url_template,
-        };
-        config.validate().map_err(|e| DocumentError(format!("config: {e}")))?;
-        Ok(config)
+/// The document's `config`: the API's [`PoolConfigPatch`], read leniently. Only the fields it lists,
+/// of the object and of its `session`, are read (what another version writes besides is ignored);
+/// they are picked out before the typed read, not read through [`Lenient`], so that an error
+/// still names the field where it stands (`config.max_pool_size`).
+pub(super) fn config(value: Value, defaults: &PoolConfig) -> Result<PoolConfig, DocumentError> {
+    let Value::Object(mut object) = value else {
+        return Err(DocumentError::new("config: must be an object"));
+    };
+    let mut known = split_off::<PoolConfigPatch>(&mut object);
+    if let Some(Value::Object(session)) = known.get_mut("session") {
+        *session = split_off::<SettingsPatch>(session);
     }
+    let patch: PoolConfigPatch = typed(Value::Object(known), "config")?;
+    patch.resolve(defaults).map_err(|e| DocumentError(format!("config: {e}")))
 }
 
 /// API.md's Session object but its settings (read apart, as a [`SettingsPatch`]); the derived fields (`expires_at`, `is_*`, `pool`, `leased_until`) are

@@ -1,7 +1,12 @@
-//! A pool's configuration, its checks, and how new sessions get their sticky proxy.
+//! A pool's configuration, its checks, the one input shape of it ([`PoolConfigPatch`]), and how new
+//! sessions get their sticky proxy.
 
 use std::sync::Arc;
 
+use serde::Deserialize;
+
+use crate::json::strict::{Fields, Obj};
+use crate::session::settings::SettingsPatch;
 use crate::session::{self, SessionSettings};
 
 /// The largest `max_pool_size` a pool may have.
@@ -82,6 +87,45 @@ impl PoolConfig {
     }
 }
 
+/// A pool's configuration as an input gives it: `PUT /v1/pools/{pool}` (unknown fields refused) and
+/// an import's `config` (which reads only [`Fields::FIELDS`] of its object, and of its `session`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfigPatch {
+    /// `max_pool_size`, when given.
+    #[serde(default, deserialize_with = "crate::json::int::opt")]
+    pub max_pool_size: Option<u32>,
+    /// `session`, when given: the settings it gives.
+    pub session: Option<Obj<SettingsPatch>>,
+    /// `proxy_urls`, when given.
+    pub proxy_urls: Option<Vec<String>>,
+    /// `proxy_url_template`, when given.
+    pub proxy_url_template: Option<String>,
+}
+
+impl Fields for PoolConfigPatch {
+    const FIELDS: &'static [&'static str] = &["max_pool_size", "session", "proxy_urls", "proxy_url_template"];
+}
+
+impl PoolConfigPatch {
+    /// The configuration it gives, validated. It replaces: a missing field takes `defaults`' value
+    /// (the server's), not a pool's previous one.
+    ///
+    /// # Errors
+    /// [`session::Error::InvalidSetting`] naming the first field out of range.
+    pub fn resolve(self, defaults: &PoolConfig) -> Result<PoolConfig, session::Error> {
+        let settings = self.session.map(|Obj(s)| s).unwrap_or_default();
+        let config = PoolConfig {
+            max_pool_size: self.max_pool_size.unwrap_or(defaults.max_pool_size),
+            session: Arc::new(settings.resolve(&defaults.session)?),
+            proxy_urls: self.proxy_urls.unwrap_or_default(),
+            proxy_url_template: self.proxy_url_template,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 /// Accepts absolute http, https, socks5 and socks5h URLs with a host. The error never repeats the
 /// URL, which may carry credentials.
 ///
@@ -96,4 +140,14 @@ pub fn validate_proxy_url(raw: &str) -> Result<(), String> {
         return Err("the URL has no host".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_field_list_is_the_structs() {
+        assert_eq!(crate::json::strict::serde_fields::<PoolConfigPatch>(), PoolConfigPatch::FIELDS);
+    }
 }

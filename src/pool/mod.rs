@@ -30,7 +30,8 @@ mod tests;
 pub use budget::SessionBudget;
 pub use changes::ChangeSet;
 pub use config::{
-    validate_proxy_url, PoolConfig, DEFAULT_MAX_POOL_SIZE, DEFAULT_POOL, MAX_POOL_SIZE_LIMIT, SESSION_ID_PLACEHOLDER,
+    validate_proxy_url, PoolConfig, PoolConfigPatch, DEFAULT_MAX_POOL_SIZE, DEFAULT_POOL, MAX_POOL_SIZE_LIMIT,
+    SESSION_ID_PLACEHOLDER,
 };
 pub use error::PoolError;
 pub use import::{Imported, Incoming};
