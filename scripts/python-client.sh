@@ -4,7 +4,7 @@
 # mid-crawl, and the measured overhead per page (written to target/python-client-overhead.json).
 #
 #   scripts/python-client.sh
-#   SKIP_BUILD=1 scripts/python-client.sh      # use target/release/session-pool as it is
+#   SKIP_BUILD=1 scripts/python-client.sh      # use target/release/session-pool (or $SESSION_POOL_BIN) as it is
 #   scripts/python-client.sh -k crawlee         # extra arguments go to pytest
 #
 # Needs: python3 >= 3.10 with venv, PyPI reachable (first run), cargo unless SKIP_BUILD=1. A missing
@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 VENV="${VENV:-target/python-client-venv}"
 PYTHON="${PYTHON:-python3}"
-BIN="$ROOT/target/release/session-pool"
+BIN="${SESSION_POOL_BIN:-$ROOT/target/release/session-pool}"
 
 # Pinned test dependencies: the versions this suite was written and measured with.
 PINS=(
