@@ -1,7 +1,8 @@
 //! `ApiError`, the only place that knows HTTP status codes, rendered as RFC 9457 problem details.
 //!
-//! Every error a client can see has a stable `type` code (API.md's table). Internal failures answer
-//! a generic 500; their cause goes to the request's access log line, never to the client.
+//! Every error a client can see has a stable `type` code (openapi.yaml's Problem schema). Internal
+//! failures answer a generic 500; their cause goes to the request's access log line, never to the
+//! client.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -106,10 +106,15 @@ async fn more_silent_connections_than_file_descriptors_are_refused_without_starv
     const SILENT: usize = 1100;
     // The test itself holds all these sockets too.
     rlimit::increase_nofile_limit(4096).expect("raise the test's own open-files limit");
-    // Long enough for all of them to be open at once: a connect now and then waits a second for a
-    // retransmitted SYN, so they are made from ten threads.
-    let (server, _dir) =
-        start("hardening", |launch| launch.ulimit("-n 1024").env("SESSION_POOL_HEADER_TIMEOUT_SECS", "5")).await;
+    // The header timeout must outlast the connects, so that all of them are open at once: a connect
+    // now and then waits a second for a retransmitted SYN, and a loaded CI machine made 5 s too
+    // short (the first connections were closed before the last were made, and none was refused).
+    // The connects are made from ten threads.
+    const HEADER_TIMEOUT_SECS: u64 = 30;
+    let (server, _dir) = start("hardening", |launch| {
+        launch.ulimit("-n 1024").env("SESSION_POOL_HEADER_TIMEOUT_SECS", &HEADER_TIMEOUT_SECS.to_string())
+    })
+    .await;
 
     let started = Instant::now();
     let mut silent: Vec<TcpStream> = std::thread::scope(|scope| {
@@ -117,7 +122,9 @@ async fn more_silent_connections_than_file_descriptors_are_refused_without_starv
             (0..10).map(|_| scope.spawn(|| (0..SILENT / 10).map(|_| connect(&server)).collect::<Vec<_>>())).collect();
         threads.into_iter().flat_map(|thread| thread.join().expect("connect")).collect()
     });
-    let deadline = started + Duration::from_secs(20);
+    let connected = started.elapsed();
+    assert!(connected < Duration::from_secs(HEADER_TIMEOUT_SECS), "the connects took {connected:?}");
+    let deadline = started + Duration::from_secs(HEADER_TIMEOUT_SECS + 20);
     eventually(deadline - Instant::now(), &format!("/healthz answers while {SILENT} connections are open"), || {
         let answered = get(&server, "/healthz", &[]).starts_with("HTTP/1.1 200");
         async move { answered }

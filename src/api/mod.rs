@@ -177,6 +177,11 @@ async fn read_body(request: Request, state: &AppState, limit: Duration) -> Resul
 
 async fn collect_body(body: axum::body::Body, max: usize) -> Result<Bytes> {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
+    // A `Content-Length` over the limit is refused at once: the client learns it before sending
+    // the body, and a slow sender cannot hold the request open until the read timeout.
+    if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).ok().is_none_or(|declared| declared > max) {
+        return Err(ApiError::PayloadTooLarge(max));
+    }
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(max)),
@@ -287,6 +292,25 @@ mod tests {
         }
     }
 
+    /// A body that declares `length` bytes in its size hint (as `Content-Length` does) and never sends one.
+    fn declares(length: u64) -> axum::body::Body {
+        struct Declared(u64);
+        impl http_body::Body for Declared {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+                std::task::Poll::Pending
+            }
+            fn size_hint(&self) -> http_body::SizeHint {
+                http_body::SizeHint::with_exact(self.0)
+            }
+        }
+        axum::body::Body::new(Declared(length))
+    }
+
     fn frames(chunks: &[&'static [u8]], stall: bool) -> axum::body::Body {
         axum::body::Body::new(Frames { chunks: chunks.iter().copied().collect(), stall })
     }
@@ -305,9 +329,12 @@ mod tests {
             let refused = collect_body(frames(parts, false), 10).await;
             assert!(matches!(refused, Err(ApiError::PayloadTooLarge(10))), "{refused:?}");
         }
-        // A declared length over the limit is refused before anything is read.
-        let declared = collect_body(axum::body::Body::from(vec![b'x'; 11]), 10).await;
+        // A declared length over the limit is refused before anything is read: this body declares
+        // 11 bytes and would stall forever if a byte were awaited.
+        let declared = collect_body(declares(11), 10).await;
         assert!(matches!(declared, Err(ApiError::PayloadTooLarge(10))), "{declared:?}");
+        let within = tokio::time::timeout(Duration::from_millis(50), collect_body(declares(10), 10)).await;
+        assert!(within.is_err(), "a declared length within the limit is awaited, not refused: {within:?}");
     }
 
     fn request(body: axum::body::Body) -> Request {

@@ -40,7 +40,7 @@ impl<'a> From<&'a PoolConfig> for PoolConfigView<'a> {
     }
 }
 
-/// PoolStatus (API.md).
+/// PoolStatus (openapi.yaml).
 #[derive(Debug, Serialize)]
 pub struct PoolStatus<'a> {
     name: &'a str,

@@ -70,7 +70,7 @@ struct LeaseView {
     expires_at: Rfc3339,
 }
 
-/// The Session object of API.md, borrowed from the locked pool.
+/// The Session object of openapi.yaml, borrowed from the locked pool.
 #[derive(Serialize)]
 pub struct SessionView<'a> {
     id: &'a str,

@@ -69,7 +69,7 @@ struct ToughCookie {
 }
 
 impl ToughCookie {
-    /// The cookie in API.md's shape. `created_at` stands in for a missing `creation` when `maxAge`
+    /// The cookie in the API's shape (openapi.yaml). `created_at` stands in for a missing `creation` when `maxAge`
     /// needs it.
     fn into_cookie(self, created_at: Timestamp) -> Result<Cookie, DocumentError> {
         let bad = |what: String| DocumentError(format!("cookies: cookie {:?}: {what}", self.key));

@@ -3,9 +3,9 @@
 //! and Crawlee for JavaScript's `SessionPool.getState()`.
 //!
 //! Pure functions over `serde_json` values and domain types; no HTTP, no clock (time comes in as
-//! `now`). The API layer (`api::transfer`) parses the body, calls [`parse_import`], checks the
-//! session ids with the API's rule, locks the pool and turns each [`ImportedSession`] into a
-//! [`Session`]; for export it calls [`crawlee_pool_state`] (the own form is the API's views).
+//! `now`). The API layer (`api::transfer`) calls [`parse_import`] on the body and hands the
+//! [`ImportedSession`]s to the pool (`Registry::lock_for_import`, `Pool::import`), which turns each
+//! into a [`Session`]; for export it calls [`crawlee_pool_state`] (the own form is the API's views).
 //!
 //! # How the forms map
 //! | this service | own form | Crawlee for Python | Crawlee for JavaScript |
@@ -114,7 +114,7 @@ pub struct ImportedSession {
     pub error_score: f64,
     /// Free-form data.
     pub user_data: Map<String, Value>,
-    /// Cookies, validated, in API.md's shape.
+    /// Cookies, validated, in the API's shape (openapi.yaml).
     pub cookies: Vec<Cookie>,
     /// The sticky proxy (own form only).
     pub proxy_url: Option<String>,

@@ -1,6 +1,6 @@
 //! JSON parsing stricter than serde's defaults: duplicate keys anywhere in the document are an error
 //! (serde_json keeps the last one silently inside maps), and so is nesting deeper than
-//! [`MAX_DEPTH`] levels (API.md). serde_json's own recursion limit stops one level short of that,
+//! [`MAX_DEPTH`] levels (openapi.yaml). serde_json's own recursion limit stops one level short of that,
 //! so it is replaced by an exact check made in the same pass as the duplicate check; the typed
 //! parse then runs only on documents known to be at most [`MAX_DEPTH`] deep.
 //!

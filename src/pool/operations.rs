@@ -326,7 +326,7 @@ impl Pool {
         Ok(())
     }
 
-    /// A good use (SEMANTICS.md); a matching `lease_id` also ends the lease.
+    /// A good use (docs/semantics.md); a matching `lease_id` also ends the lease.
     ///
     /// # Errors
     /// [`PoolError::SessionNotFound`].
@@ -340,7 +340,7 @@ impl Pool {
         Ok(self.session_at(slot))
     }
 
-    /// A bad use (SEMANTICS.md); a matching `lease_id` also ends the lease.
+    /// A bad use (docs/semantics.md); a matching `lease_id` also ends the lease.
     ///
     /// # Errors
     /// [`PoolError::SessionNotFound`].
@@ -365,7 +365,7 @@ impl Pool {
         Ok(self.session_at(slot))
     }
 
-    /// What a crawler does with each response's status (SEMANTICS.md, `status_code`).
+    /// What a crawler does with each response's status (docs/semantics.md, `status_code`).
     ///
     /// # Errors
     /// [`PoolError::SessionNotFound`].

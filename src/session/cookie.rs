@@ -1,4 +1,4 @@
-//! The cookies a session carries, in the shape API.md gives them (Playwright's conventions).
+//! The cookies a session carries, in the shape the API gives them (openapi.yaml) (Playwright's conventions).
 //!
 //! A session's cookies are keyed by `(domain, path, name)`, as a browser keys them: setting a cookie
 //! with the same key replaces it, a different domain or path keeps both.
@@ -19,7 +19,7 @@ pub enum SameSite {
     None,
 }
 
-/// One cookie of a session, in API.md's shape (the same on input, output and disk): on input only
+/// One cookie of a session, in the API's shape (openapi.yaml) (the same on input, output and disk): on input only
 /// `name` and `value` are required; absent `expires` and `same_site` are left out on output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +59,7 @@ pub(crate) fn root_path() -> String {
 }
 
 impl Cookie {
-    /// A host-less cookie with API.md's defaults: any host, path `/`, neither secure nor http-only.
+    /// A host-less cookie with the API's defaults: any host, path `/`, neither secure nor http-only.
     pub fn simple(name: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
             name: name.into(),

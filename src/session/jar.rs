@@ -1,7 +1,7 @@
 //! A session's cookies as a browser jar: storing `Set-Cookie` headers received from a URL and
 //! choosing the cookies a browser would send to a URL, by RFC 6265 section 5.
 //!
-//! The session keeps its cookies as a plain list ([`Cookie`], API.md's shape); the RFC's rules are
+//! The session keeps its cookies as a plain list ([`Cookie`], the API's shape); the RFC's rules are
 //! cookie_store's: parsing, domain and path matching, default paths, `Max-Age` over `Expires`, secure
 //! and http-only matching. This module only adds what cookie_store leaves to its caller: the public
 //! suffix list (compiled in, from the `psl` crate, since nothing may be downloaded at run time),

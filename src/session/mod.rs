@@ -1,7 +1,7 @@
 //! The domain core: one session's health record and the rules that retire it.
 //!
 //! Nothing here knows HTTP, JSON or a clock: every operation takes the current time as `now`, so the
-//! rules are tested with exact instants. The formulas are Crawlee's `Session` (SEMANTICS.md); the
+//! rules are tested with exact instants. The formulas are Crawlee's `Session` (docs/semantics.md); the
 //! difference is that retirement is terminal: once [`Session::retirement`] is set, nothing changes
 //! the session again.
 //!
@@ -52,12 +52,12 @@ impl RetiredReason {
     pub const ALL: [RetiredReason; 5] =
         [Self::Retired, Self::Blocked, Self::BlockedStatusCode, Self::Expired, Self::MaxUsageCount];
 
-    /// The reason API.md calls `name`, if any.
+    /// The reason the API calls `name`, if any.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.as_str() == name)
     }
 
-    /// The name API.md uses for this reason.
+    /// The name the API uses for this reason.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Retired => "retired",
@@ -189,7 +189,7 @@ impl Session {
     }
 
     /// The one rule of usability, ignoring whether it already retired: why the record says it can
-    /// no longer be used, in SEMANTICS.md's order (blocked, then usage, then expiry).
+    /// no longer be used, in docs/semantics.md's order (blocked, then usage, then expiry).
     pub fn unusable_reason(&self, now: Timestamp) -> Option<RetiredReason> {
         if self.is_blocked() {
             Some(RetiredReason::Blocked)

@@ -61,7 +61,7 @@ impl Default for SessionSettings {
 }
 
 impl SessionSettings {
-    /// Checks every range SEMANTICS.md and API.md set.
+    /// Checks every range docs/semantics.md and openapi.yaml set.
     ///
     /// # Errors
     /// [`Error::InvalidSetting`] naming the first field out of range.

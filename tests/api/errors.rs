@@ -1,4 +1,4 @@
-//! Every error code of API.md's table that this release has, and that a refused request changes
+//! Every error code of openapi.yaml that this release has, and that a refused request changes
 //! nothing.
 
 use std::time::Duration;

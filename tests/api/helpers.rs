@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::common::{temp_dir, wait_until_ready};
 
-/// Every key of API.md's Session object.
+/// Every key of the Session object of openapi.yaml.
 pub const SESSION_KEYS: [&str; 22] = [
     "id",
     "pool",
@@ -399,7 +399,7 @@ pub fn num(value: &Value) -> f64 {
     value.as_f64().unwrap_or_else(|| panic!("{value} is not a number"))
 }
 
-/// Asserts that `session` has exactly API.md's Session keys (and `lease` when `leased`).
+/// Asserts that `session` has exactly the Session keys of openapi.yaml (and `lease` when `leased`).
 pub fn assert_session_shape(session: &Value, leased: bool) {
     let obj = session.as_object().unwrap_or_else(|| panic!("a session is an object: {session}"));
     let mut expected: BTreeSet<&str> = SESSION_KEYS.into_iter().collect();

@@ -1,4 +1,4 @@
-//! Black-box tests of the HTTP API (API.md, SEMANTICS.md): each test runs the real server on
+//! Black-box tests of the HTTP API (openapi.yaml, docs/semantics.md): each test runs the real server on
 //! `127.0.0.1:0` through [`helpers::spawn_app`] and talks to it over HTTP; a few property tests call
 //! the router directly with `oneshot`. One module per area.
 

@@ -15,7 +15,7 @@ fn is_simple_uuid(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Asserts the defaults of SEMANTICS.md on a fresh session.
+/// Asserts the defaults of docs/semantics.md on a fresh session.
 fn assert_fresh_with_defaults(s: &Value, pool: &str) {
     assert_session_shape(s, false);
     assert!(is_simple_uuid(s["id"].as_str().unwrap()), "id {}", s["id"]);
