@@ -7,9 +7,9 @@
 # SESSION_POOL_<FLAG> environment variable. State lives in the /data volume, which must be writable by
 # uid 10001 (see the README's Docker section).
 
-# The builder's Rust is the crate's minimum supported version, `rust-version` in Cargo.toml. Raise both
+# The builder's Rust is `rust-version` in Cargo.toml, the toolchain CI builds and tests with. Raise both
 # together.
-ARG RUST_VERSION=1.89
+ARG RUST_VERSION=1.95
 
 # ---- builder ---------------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
