@@ -24,6 +24,7 @@
 //!   its own, restored at start.
 //! - [`config`]: the flags and `SESSION_POOL_*` environment variables.
 //! - [`logging`]: log lines, text or JSON, written by a background thread.
+//! - [`metric_names`]: the name of every metric, for the code that records it and `/metrics`.
 //!
 //! The library never picks an address: [`run`] serves on the listener it is given.
 
@@ -34,6 +35,7 @@ pub mod error;
 pub mod interop;
 pub mod json;
 pub mod logging;
+pub mod metric_names;
 pub mod persist;
 pub mod pool;
 pub mod serve;

@@ -15,12 +15,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::metric_names as names;
 
 /// Lines the queue to the writer thread holds at most.
 pub const QUEUE_LINES: usize = 128 * 1024;
-
-/// The metric the dropped lines are counted in.
-pub const DROPPED_LINES: &str = "session_pool_log_lines_dropped_total";
 
 /// The dropped-line count of the process's log writer, once [`init`] has made one.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
@@ -59,7 +57,7 @@ where
 /// calls it; the count only grows).
 pub fn export_dropped() {
     if let Some(dropped) = DROPPED.get() {
-        metrics::counter!(DROPPED_LINES).absolute(dropped.dropped_lines() as u64);
+        metrics::counter!(names::LOG_LINES_DROPPED).absolute(dropped.dropped_lines() as u64);
     }
 }
 
@@ -171,7 +169,7 @@ mod tests {
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, export_dropped);
         let rendered = handle.render();
-        assert!(rendered.contains(&format!("{DROPPED_LINES} {dropped}")), "{rendered}");
+        assert!(rendered.contains(&format!("{} {dropped}", names::LOG_LINES_DROPPED)), "{rendered}");
         // Not waiting for the stalled thread: the guard gives up after its own timeout.
         drop(guard);
     }

@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
+use crate::metric_names as names;
 use crate::Config;
 
 /// The most a connection buffers while reading a request head (headers above this are refused).
@@ -43,11 +44,6 @@ pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// File descriptors the default `--max-connections` leaves to the server itself: the listener, the
 /// state database and its lock, stdout, the runtime's epoll and wakers, with room to spare.
 pub const RESERVED_FILES: u64 = 64;
-
-/// The gauge of open connections.
-pub const CONNECTIONS_OPEN: &str = "session_pool_http_connections_open";
-/// The counter of connections closed at once past `--max-connections`.
-pub const CONNECTIONS_REFUSED: &str = "session_pool_http_connections_refused_total";
 
 /// The limits the accept loop puts on connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +96,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         .keep_alive_timeout(HTTP2_KEEP_ALIVE)
         .max_header_list_size(MAX_HEAD_BYTES as u32);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let open = metrics::gauge!(CONNECTIONS_OPEN);
-    let refused = metrics::counter!(CONNECTIONS_REFUSED);
+    let open = metrics::gauge!(names::CONNECTIONS_OPEN);
+    let refused = metrics::counter!(names::CONNECTIONS_REFUSED);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {

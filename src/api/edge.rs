@@ -24,6 +24,7 @@ use tracing::Span;
 
 use super::AppState;
 use crate::error::{ApiError, InternalCause};
+use crate::metric_names as names;
 
 /// The target of the per-request log lines. A request that failed on the server (a 5xx other than
 /// 503) logs an error; every other request logs at debug, as tower-http's `TraceLayer` does by
@@ -127,10 +128,10 @@ fn record(response: &Response, latency: Duration, _: &Span) {
     let (method, route) =
         response.extensions().get::<Seen>().map_or(("other", "unmatched"), |s| (s.method, s.route_label()));
     let status = response.status();
-    metrics::counter!("http_requests_total", "method" => method, "route" => route.to_owned(),
+    metrics::counter!(names::HTTP_REQUESTS, "method" => method, "route" => route.to_owned(),
         "status" => status.as_str().to_owned())
     .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned())
+    metrics::histogram!(names::HTTP_REQUEST_DURATION, "method" => method, "route" => route.to_owned())
         .record(latency.as_secs_f64());
     let request_id = response.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     let latency_ms = latency.as_secs_f64() * 1000.0;

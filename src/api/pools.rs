@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{check_pool_name, json_response, now, AppJson, AppPath, AppState};
 use crate::clock::Rfc3339;
 use crate::error::Result;
+use crate::metric_names as names;
 use crate::pool::{Pool, PoolConfig, PoolConfigPatch};
 use crate::session::SessionSettings;
 
@@ -109,7 +110,7 @@ async fn delete_pool(State(state): State<AppState>, AppPath(name): AppPath<Strin
     let name = check_pool_name(&name)?;
     state.registry.delete(name, now()).await?;
     for label in ["usable", "retired", "leased"] {
-        metrics::gauge!("session_pool_sessions", "pool" => name.to_owned(), "state" => label).set(0.0);
+        metrics::gauge!(names::SESSIONS, "pool" => name.to_owned(), "state" => label).set(0.0);
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,8 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::logging::DROPPED_LINES;
-use crate::serve::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED};
+use crate::metric_names as names;
 
 /// The OpenAPI document of this build, embedded from the repository root.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
@@ -52,10 +51,10 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         let counts = pool.counts(now);
         let name = pool.name().to_owned();
         for (label, value) in [("usable", counts.usable), ("retired", counts.retired), ("leased", counts.leased)] {
-            metrics::gauge!("session_pool_sessions", "pool" => name.clone(), "state" => label).set(value as f64);
+            metrics::gauge!(names::SESSIONS, "pool" => name.clone(), "state" => label).set(value as f64);
         }
     }
-    metrics::gauge!("session_pool_sessions_held").set(state.registry.sessions_held() as f64);
+    metrics::gauge!(names::SESSIONS_HELD).set(state.registry.sessions_held() as f64);
     crate::logging::export_dropped();
     let handle = metrics_handle();
     handle.run_upkeep();
@@ -87,38 +86,30 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(
-        "session_pool_sessions",
+        names::SESSIONS,
         "Sessions held, by pool and state: usable, retired, and leased (a subset of usable)."
     );
-    describe_gauge!("session_pool_sessions_held", "Sessions held by all pools, against --max-sessions.");
-    describe_counter!("session_pool_acquires_total", "Acquire calls, by pool and result (ok, exhausted).");
-    describe_counter!("session_pool_marks_total", "Marks applied, by pool and outcome (good, bad).");
-    describe_counter!("session_pool_retirements_total", "Sessions retired, by pool and reason.");
-    describe_counter!("session_pool_sessions_created_total", "Sessions created, by pool.");
-    describe_counter!("session_pool_status_codes_total", "Status codes reported, by pool and code.");
+    describe_gauge!(names::SESSIONS_HELD, "Sessions held by all pools, against --max-sessions.");
+    describe_counter!(names::ACQUIRES, "Acquire calls, by pool and result (ok, exhausted).");
+    describe_counter!(names::MARKS, "Marks applied, by pool and outcome (good, bad).");
+    describe_counter!(names::RETIREMENTS, "Sessions retired, by pool and reason.");
+    describe_counter!(names::SESSIONS_CREATED, "Sessions created, by pool.");
+    describe_counter!(names::STATUS_CODES, "Status codes reported, by pool and code.");
     describe_histogram!(
-        "session_pool_acquire_duration_seconds",
+        names::ACQUIRE_DURATION,
         Unit::Seconds,
         "Acquire latency inside the service (lock wait included), by pool."
     );
+    describe_histogram!(names::PERSIST_DURATION, Unit::Seconds, "Duration of persist cycles that wrote something.");
+    describe_counter!(names::PERSIST_SESSIONS_WRITTEN, "Sessions written or removed by persist cycles.");
+    describe_counter!(names::PERSIST_BYTES_WRITTEN, Unit::Bytes, "Bytes of records written by persist cycles.");
+    describe_counter!(names::PERSIST_ERRORS, "Persist cycles that failed (their changes are retried).");
+    describe_counter!(names::LOG_LINES_DROPPED, "Log lines dropped because stdout could not keep up.");
+    describe_gauge!(names::CONNECTIONS_OPEN, "HTTP connections open.");
+    describe_counter!(names::CONNECTIONS_REFUSED, "HTTP connections closed at once, past --max-connections.");
+    describe_counter!(names::HTTP_REQUESTS, "HTTP requests, by method, matched route and status.");
     describe_histogram!(
-        "session_pool_persist_duration_seconds",
-        Unit::Seconds,
-        "Duration of persist cycles that wrote something."
-    );
-    describe_counter!("session_pool_persist_sessions_written_total", "Sessions written or removed by persist cycles.");
-    describe_counter!(
-        "session_pool_persist_bytes_written_total",
-        Unit::Bytes,
-        "Bytes of records written by persist cycles."
-    );
-    describe_counter!("session_pool_persist_errors_total", "Persist cycles that failed (their changes are retried).");
-    describe_counter!(DROPPED_LINES, "Log lines dropped because stdout could not keep up.");
-    describe_gauge!(CONNECTIONS_OPEN, "HTTP connections open.");
-    describe_counter!(CONNECTIONS_REFUSED, "HTTP connections closed at once, past --max-connections.");
-    describe_counter!("http_requests_total", "HTTP requests, by method, matched route and status.");
-    describe_histogram!(
-        "http_request_duration_seconds",
+        names::HTTP_REQUEST_DURATION,
         Unit::Seconds,
         "HTTP request latency, by method and matched route."
     );
@@ -128,16 +119,16 @@ fn describe_metrics() {
 /// them before their first event and an alert on `increase()` sees that event. The counters labelled
 /// by pool are registered with their pool; those labelled by request or status code, once one is seen.
 pub const COUNTERS_AT_ZERO: [&str; 5] = [
-    "session_pool_persist_sessions_written_total",
-    "session_pool_persist_bytes_written_total",
-    "session_pool_persist_errors_total",
-    DROPPED_LINES,
-    CONNECTIONS_REFUSED,
+    names::PERSIST_SESSIONS_WRITTEN,
+    names::PERSIST_BYTES_WRITTEN,
+    names::PERSIST_ERRORS,
+    names::LOG_LINES_DROPPED,
+    names::CONNECTIONS_REFUSED,
 ];
 
 fn register_at_zero() {
     for name in COUNTERS_AT_ZERO {
         metrics::counter!(name).increment(0);
     }
-    metrics::gauge!(CONNECTIONS_OPEN).increment(0.0);
+    metrics::gauge!(names::CONNECTIONS_OPEN).increment(0.0);
 }

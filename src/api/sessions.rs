@@ -23,6 +23,7 @@ use super::{
 use crate::error::{ApiError, Result};
 use crate::json::int as json_int;
 use crate::json::strict::{Fields, Obj, Split};
+use crate::metric_names as names;
 use crate::pool::{validate_proxy_url, NewSession, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
 use crate::session::settings::{is_status_code, SettingsPatch};
@@ -602,7 +603,7 @@ async fn status_code(
     let answer = StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) };
     let response = json_response(StatusCode::OK, &answer)?;
     drop(guard);
-    metrics::counter!("session_pool_status_codes_total", "pool" => pool.to_owned(), "code" => request.status_code.to_string())
+    metrics::counter!(names::STATUS_CODES, "pool" => pool.to_owned(), "code" => request.status_code.to_string())
         .increment(1);
     Ok(response)
 }

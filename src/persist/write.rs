@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::files::open_writable;
 use super::records::{encode_pool, encode_session, pool_checksum, session_checksum};
 use super::Store;
+use crate::metric_names as names;
 use crate::pool::{PoolKey, Registry};
 use crate::session::SessionId;
 
@@ -277,7 +278,7 @@ pub fn write_until_stopped(
                 Ok(stats) if stats.more || stats.background => continue,
                 Ok(_) => break,
                 Err(e) => {
-                    metrics::counter!("session_pool_persist_errors_total").increment(1);
+                    metrics::counter!(names::PERSIST_ERRORS).increment(1);
                     tracing::error!("persisting the state failed (kept for the next cycle): {e:#}");
                     break;
                 }
@@ -300,7 +301,7 @@ pub fn write_until_stopped(
                 }
             }
             Err(e) if attempt < FINAL_WRITE_RETRIES.len() => {
-                metrics::counter!("session_pool_persist_errors_total").increment(1);
+                metrics::counter!(names::PERSIST_ERRORS).increment(1);
                 let wait = FINAL_WRITE_RETRIES[attempt];
                 tracing::error!("the final write of the state failed; retrying in {wait:?}: {e:#}");
                 std::thread::sleep(wait);
@@ -320,9 +321,9 @@ fn write_recording(store: &mut Store, registry: &Registry) -> anyhow::Result<Wri
     let started = Instant::now();
     let stats = store.write_chunk(registry)?;
     if stats.sessions > 0 || stats.bytes > 0 {
-        metrics::histogram!("session_pool_persist_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("session_pool_persist_sessions_written_total").increment(stats.sessions as u64);
-        metrics::counter!("session_pool_persist_bytes_written_total").increment(stats.bytes as u64);
+        metrics::histogram!(names::PERSIST_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::counter!(names::PERSIST_SESSIONS_WRITTEN).increment(stats.sessions as u64);
+        metrics::counter!(names::PERSIST_BYTES_WRITTEN).increment(stats.bytes as u64);
     }
     Ok(stats)
 }

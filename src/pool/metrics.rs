@@ -2,6 +2,7 @@
 
 use metrics::{Counter, Histogram};
 
+use crate::metric_names as names;
 use crate::session::RetiredReason;
 
 /// Metric handles registered once per pool, so a call does no label lookup.
@@ -19,18 +20,20 @@ pub(super) struct PoolMetrics {
 impl PoolMetrics {
     pub(super) fn new(pool: &str) -> Self {
         let pool = pool.to_owned();
-        let acquires = |result: &'static str| metrics::counter!("session_pool_acquires_total", "pool" => pool.clone(), "result" => result);
-        let marks = |outcome: &'static str| metrics::counter!("session_pool_marks_total", "pool" => pool.clone(), "outcome" => outcome);
+        let acquires =
+            |result: &'static str| metrics::counter!(names::ACQUIRES, "pool" => pool.clone(), "result" => result);
+        let marks =
+            |outcome: &'static str| metrics::counter!(names::MARKS, "pool" => pool.clone(), "outcome" => outcome);
         Self {
             acquired: acquires("ok"),
             exhausted: acquires("exhausted"),
             good: marks("good"),
             bad: marks("bad"),
-            created: metrics::counter!("session_pool_sessions_created_total", "pool" => pool.clone()),
-            acquire_seconds: metrics::histogram!("session_pool_acquire_duration_seconds", "pool" => pool.clone()),
-            retired: RetiredReason::ALL.map(|reason| {
-                metrics::counter!("session_pool_retirements_total", "pool" => pool.clone(), "reason" => reason.as_str())
-            }),
+            created: metrics::counter!(names::SESSIONS_CREATED, "pool" => pool.clone()),
+            acquire_seconds: metrics::histogram!(names::ACQUIRE_DURATION, "pool" => pool.clone()),
+            retired: RetiredReason::ALL.map(
+                |reason| metrics::counter!(names::RETIREMENTS, "pool" => pool.clone(), "reason" => reason.as_str()),
+            ),
         }
     }
 

@@ -71,17 +71,8 @@ impl Registry {
     /// # Errors
     /// [`PoolError::PoolNotFound`] without `create`; [`PoolError::LimitReached`] past `--max-pools`.
     pub async fn lock(&self, name: &str, create: bool, now: Timestamp) -> Result<PoolGuard, PoolError> {
-        loop {
-            let pool = match self.lookup(name) {
-                Some(pool) => pool,
-                None if create => self.insert(name, self.defaults.clone(), now)?.0,
-                None => return Err(PoolError::PoolNotFound(name.to_owned())),
-            };
-            let guard = pool.lock_owned().await;
-            if !guard.deleted {
-                return Ok(guard);
-            }
-        }
+        let config = create.then_some(&self.defaults);
+        Ok(self.lock_entry(name, config, now).await?.0)
     }
 
     /// Creates the pool with `config`, or reconfigures it; returns the locked pool and whether it
@@ -90,20 +81,11 @@ impl Registry {
     /// # Errors
     /// [`PoolError::LimitReached`] past `--max-pools`.
     pub async fn put(&self, name: &str, config: PoolConfig, now: Timestamp) -> Result<(PoolGuard, bool), PoolError> {
-        loop {
-            let (pool, created) = match self.lookup(name) {
-                Some(pool) => (pool, false),
-                None => self.insert(name, config.clone(), now)?,
-            };
-            let mut guard = pool.lock_owned().await;
-            if guard.deleted {
-                continue;
-            }
-            if !created {
-                guard.reconfigure(config);
-            }
-            return Ok((guard, created));
+        let (mut guard, created) = self.lock_entry(name, Some(&config), now).await?;
+        if !created {
+            guard.reconfigure(config);
         }
+        Ok((guard, created))
     }
 
     /// Locks the pool `name`, creating it with `config` when it does not exist (an existing pool keeps
@@ -117,12 +99,25 @@ impl Registry {
         config: PoolConfig,
         now: Timestamp,
     ) -> Result<(PoolGuard, bool), PoolError> {
+        self.lock_entry(name, Some(&config), now).await
+    }
+
+    /// Locks the pool `name`, creating it with `create_with` when missing (without, a missing pool is
+    /// [`PoolError::PoolNotFound`]); returns whether it was created.
+    async fn lock_entry(
+        &self,
+        name: &str,
+        create_with: Option<&PoolConfig>,
+        now: Timestamp,
+    ) -> Result<(PoolGuard, bool), PoolError> {
         loop {
-            let (pool, created) = match self.lookup(name) {
-                Some(pool) => (pool, false),
-                None => self.insert(name, config.clone(), now)?,
+            let (pool, created) = match (self.lookup(name), create_with) {
+                (Some(pool), _) => (pool, false),
+                (None, Some(config)) => self.insert(name, config.clone(), now)?,
+                (None, None) => return Err(PoolError::PoolNotFound(name.to_owned())),
             };
             let guard = pool.lock_owned().await;
+            // A pool deleted while this call waited for its lock is gone from the map: look again.
             if !guard.deleted {
                 return Ok((guard, created));
             }
