@@ -158,4 +158,22 @@ impl Pool {
         }
         was
     }
+
+    /// Panics unless `dirty_count` is the number of dirty sessions and each of them is listed, so
+    /// that its change is written by a later take.
+    #[cfg(test)]
+    pub(super) fn check_changes(&self) {
+        let listed: std::collections::HashSet<u32> = self.changes.dirty.iter().copied().collect();
+        let mut dirty = 0;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if slot.tenant.as_ref().is_some_and(|tenant| tenant.dirty) {
+                dirty += 1;
+                assert!(
+                    listed.contains(&(index as u32)),
+                    "slot {index} is dirty but not listed: its change would be lost"
+                );
+            }
+        }
+        assert_eq!(self.changes.dirty_count, dirty, "dirty_count is the number of dirty sessions");
+    }
 }

@@ -273,5 +273,6 @@ impl Pool {
         let empty: Vec<u32> =
             (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].tenant.is_none()).collect();
         assert_eq!(vacant, empty, "the vacant list is exactly the slots without a session");
+        self.check_changes();
     }
 }

@@ -337,15 +337,29 @@ fn the_session_budget_is_shared_and_enforced() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Acquire { lease_secs: Option<i64> },
-    Create { max_age_secs: u8, max_usage: u8 },
+    Acquire {
+        lease_secs: Option<i64>,
+    },
+    Create {
+        max_age_secs: u8,
+        max_usage: u8,
+    },
     Good(usize),
     Bad(usize),
     Retire(usize),
     Release(usize),
     Delete(usize),
-    Status { pick: usize, code: u16, mark: bool },
+    Status {
+        pick: usize,
+        code: u16,
+        mark: bool,
+    },
     Advance(u16),
+    /// A persist cycle's take of at most this many changes, newest first or in id order.
+    Take {
+        limit: usize,
+        by_id: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -360,6 +374,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), prop_oneof![Just(200u16), Just(403), Just(500)], any::<bool>())
             .prop_map(|(pick, code, mark)| Op::Status { pick, code, mark }),
         2 => (0u16..5000).prop_map(Op::Advance),
+        2 => (1usize..5, any::<bool>()).prop_map(|(limit, by_id)| Op::Take { limit, by_id }),
     ]
 }
 
@@ -367,7 +382,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever happens, acquire hands out only usable, unleased sessions; counts add up; error
-    /// scores stay >= 0; and retirement is never undone.
+    /// scores stay >= 0; retirement is never undone; and the changes taken, applied in order to a
+    /// copy as the persist thread applies them to its file, leave the copy equal to the pool.
     #[test]
     fn invariants_hold_under_any_sequence(ops in proptest::collection::vec(op(), 1..120), size in 0u32..6) {
         let mut pool = pool_with(size, 40);
@@ -375,6 +391,17 @@ proptest! {
         let mut now = t0();
         let mut retired: HashSet<SessionId> = HashSet::new();
         let mut next_id = 0;
+        let mut written: HashMap<SessionId, String> = HashMap::new();
+        let mut walk: Option<SessionId> = None;
+        let mut write = |changes: ChangeSet<'_>, written: &mut HashMap<SessionId, String>| {
+            for id in changes.removed {
+                written.remove(&id);
+            }
+            for session in changes.upserted {
+                written.insert(session.id.clone(), format!("{session:?}"));
+            }
+            changes.more
+        };
         for op in ops {
             let ids: Vec<SessionId> = pool.ordered.iter().cloned().collect();
             let pick = |i: usize| ids.get(i % ids.len().max(1)).cloned();
@@ -417,6 +444,12 @@ proptest! {
                     pool.report_status(&id, &report, None, now).unwrap();
                 },
                 Op::Advance(ms) => now += TimeDelta::milliseconds(i64::from(ms)),
+                Op::Take { limit, by_id: false } => { write(pool.take_changes(limit), &mut written); }
+                Op::Take { limit, by_id: true } => {
+                    let (changes, next) = pool.take_changes_by_id(walk.as_ref(), limit);
+                    write(changes, &mut written);
+                    walk = next;
+                }
             }
             pool.tick(now);
             pool.check_invariants();
@@ -431,5 +464,9 @@ proptest! {
             }
             prop_assert_eq!(pool.budget.held(), pool.len());
         }
+        while write(pool.take_changes(3), &mut written) {}
+        let held: HashMap<SessionId, String> =
+            pool.slots.iter().filter_map(Slot::session).map(|s| (s.id.clone(), format!("{s:?}"))).collect();
+        prop_assert_eq!(written, held, "a change was lost or a removal not written");
     }
 }
