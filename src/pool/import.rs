@@ -40,9 +40,11 @@ pub(super) fn check_room(wanted: usize, left: usize) -> Result<(), PoolError> {
 
 impl Pool {
     /// Puts in every session whose id the pool does not hold yet, with its settings resolved over
-    /// the pool's; the others are skipped. All or nothing: should one not go in (settings out of
-    /// range, or another pool took the last places of `--max-sessions` since the check), the ones
-    /// already in are taken out again, so the import changes nothing.
+    /// the pool's; the others are skipped. All or nothing: every session's settings are checked and
+    /// every place under `--max-sessions` reserved before the first one goes in, so a refused import
+    /// changes nothing and leaves nothing to undo.
+    ///
+    /// The ids of `sessions` must be distinct (the document parsers refuse duplicates).
     ///
     /// # Errors
     /// [`PoolError::LimitReached`] when they would not all fit; [`PoolError::Invalid`] for settings
@@ -50,27 +52,22 @@ impl Pool {
     pub fn import<T: Incoming>(&mut self, sessions: Vec<T>, now: Timestamp) -> Result<Imported<T>, PoolError> {
         self.tick(now);
         let (fresh, skipped): (Vec<T>, Vec<T>) = sessions.into_iter().partition(|s| !self.contains(s.id()));
-        check_room(fresh.len(), self.budget.left())?;
         let base = Arc::clone(&self.config().session);
         let mut shared = SharedSettings::new(Arc::clone(&base));
-        let mut adopted = Vec::with_capacity(fresh.len());
-        for incoming in fresh {
-            let outcome = incoming.settings(&base).map_err(PoolError::from).and_then(|settings| {
-                let session = incoming.into_session(shared.get(settings), now);
-                let id = session.id.clone();
-                self.adopt(session, true, now).map(|()| id)
-            });
-            match outcome {
-                Ok(id) => adopted.push(id),
-                Err(e) => {
-                    for id in &adopted {
-                        let _ = self.delete(id, now);
-                    }
-                    return Err(e);
-                }
-            }
+        let settings = fresh
+            .iter()
+            .map(|incoming| Ok(shared.get(incoming.settings(&base)?)))
+            .collect::<Result<Vec<_>, session::Error>>()?;
+        let reserved = self.budget.try_reserve(fresh.len());
+        if reserved < fresh.len() {
+            self.budget.release(reserved);
+            check_room(fresh.len(), reserved)?;
         }
-        Ok(Imported { imported: adopted.len(), skipped })
+        let imported = fresh.len();
+        for (incoming, settings) in fresh.into_iter().zip(settings) {
+            self.place(incoming.into_session(settings, now), now);
+        }
+        Ok(Imported { imported, skipped })
     }
 }
 

@@ -183,7 +183,7 @@ impl Pool {
     /// # Errors
     /// [`PoolError::SessionExists`] for an id already held; [`PoolError::LimitReached`] past
     /// `--max-sessions` when `within_budget` (a restore passes false: it never drops stored state).
-    pub fn adopt(&mut self, mut session: Session, within_budget: bool, now: Timestamp) -> Result<(), PoolError> {
+    pub fn adopt(&mut self, session: Session, within_budget: bool, now: Timestamp) -> Result<(), PoolError> {
         self.tick(now);
         if self.by_id.contains_key(&*session.id) {
             return Err(PoolError::SessionExists(session.id.to_string()));
@@ -193,11 +193,17 @@ impl Pool {
         } else if self.budget.try_reserve(1) == 0 {
             return Err(PoolError::no_session_left(self.budget.max()));
         }
+        self.place(session, now);
+        Ok(())
+    }
+
+    /// Puts a session whose id is new to the pool and whose place under `--max-sessions` is
+    /// reserved (see [`Pool::adopt`]).
+    pub(super) fn place(&mut self, mut session: Session, now: Timestamp) {
         if session.lease.is_some_and(|l| l.until <= now) {
             session.lease = None;
         }
         self.insert(session, false, now);
-        Ok(())
     }
 
     /// The counts at `now`.
