@@ -27,15 +27,19 @@ static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 /// `info`). The returned guard writes out what is queued when it is dropped (at the end of `main`).
 ///
 /// # Errors
-/// A global subscriber (or `log` logger) is set already.
+/// `RUST_LOG` is set but is not a filter; a global subscriber (or `log` logger) is set already.
 pub fn init(format: LogFormat) -> anyhow::Result<WorkerGuard> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG={directives:?} is not a log filter: {e}"))?,
+        _ => EnvFilter::new("info"),
+    };
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("log-writer")
         .finish(std::io::stdout());
     let _ = DROPPED.set(writer.error_counter());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Also takes the records of the `log` crate (from dependencies), under their own targets.
     subscriber(format, filter, writer).try_init()?;
     Ok(guard)

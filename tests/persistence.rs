@@ -178,3 +178,20 @@ fn a_data_dir_that_is_a_file_is_refused_saying_so_before_anything_is_served() {
     assert_eq!(std::fs::read(&dir).unwrap(), b"not a directory");
     let _ = std::fs::remove_file(&dir);
 }
+
+#[test]
+fn an_invalid_rust_log_stops_the_start_naming_the_variable() {
+    let dir = temp_dir("rust-log");
+    let output = std::process::Command::new(common::BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "info,session_pool=loud")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the server started with a RUST_LOG it cannot read: {stderr}");
+    assert!(stderr.contains("RUST_LOG=\"info,session_pool=loud\" is not a log filter"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line says what is wrong: {stderr}");
+    assert!(!dir.exists(), "nothing was created before the refusal");
+}

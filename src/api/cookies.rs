@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::sessions::SessionView;
-use super::{check_pool_name, check_session_id, json_response, now, AppJson, AppPath, AppQuery, AppState};
+use super::{check_pool_name, check_session_id, json_response, AppJson, AppPath, AppQuery, AppState};
+use crate::clock::now;
 use crate::error::{ApiError, Result};
 use crate::session::jar::{cookie_header, cookies_for, is_cookie_url, store_set_cookie_headers};
 use crate::session::{Cookie, Timestamp};

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
-pub use crate::clock::{now, Rfc3339};
+use crate::clock::now;
 use crate::error::{ApiError, Result};
 use crate::json::strict;
 use crate::pool::{Registry, RegistryLimits};
@@ -95,7 +95,7 @@ impl AppState {
         let limits = RegistryLimits {
             max_pools: config.max_pools,
             max_sessions: config.max_sessions,
-            retention: secs_to_delta(config.retired_retention_secs),
+            retention: crate::session::secs_to_delta(config.retired_retention_secs),
         };
         let registry = Registry::new(config.pool_defaults(), limits, now());
         let lifecycle = Lifecycle::default();
@@ -119,11 +119,6 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     edge::wrap(routes, state.clone()).with_state(state)
-}
-
-/// Seconds (fractions allowed) as a duration; callers validate the range first.
-pub fn secs_to_delta(secs: f64) -> chrono::TimeDelta {
-    chrono::TimeDelta::nanoseconds((secs * 1e9).round() as i64)
 }
 
 /// A JSON body parsed strictly: unknown fields, duplicate keys, numbers out of range and nesting past

@@ -7,7 +7,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use super::{check_pool_name, json_response, now, AppJson, AppPath, AppState};
+use super::{check_pool_name, json_response, AppJson, AppPath, AppState};
+use crate::clock::now;
 use crate::clock::Rfc3339;
 use crate::error::Result;
 use crate::metric_names as names;

@@ -45,7 +45,7 @@ async fn openapi() -> impl IntoResponse {
 async fn render_metrics(State(state): State<AppState>) -> Response {
     // The gauges and the retirement counters as of now: the clock is applied to each pool first, so
     // a scrape sees the expiries, lease ends and purges a read of the pool would see.
-    let now = super::now();
+    let now = crate::clock::now();
     for pool in state.registry.pools() {
         let mut pool = pool.lock().await;
         let counts = pool.counts(now);

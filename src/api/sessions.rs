@@ -17,15 +17,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::cookies::{cookie_header_for, parse_url, SetCookies};
-use super::{
-    check_pool_name, check_session_id, json_response, now, secs_to_delta, AppJson, AppPath, AppQuery, AppState, Rfc3339,
-};
+use super::{check_pool_name, check_session_id, json_response, AppJson, AppPath, AppQuery, AppState};
+use crate::clock::{now, Rfc3339};
 use crate::error::{ApiError, Result};
 use crate::json::int as json_int;
 use crate::json::strict::{Fields, Obj, Split};
 use crate::metric_names as names;
 use crate::pool::{validate_proxy_url, NewSession, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
+use crate::session::secs_to_delta;
 use crate::session::settings::{is_status_code, SettingsPatch};
 use crate::session::{Cookie, Session, StatusReport, Timestamp};
 

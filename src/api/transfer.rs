@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use super::pools::PoolConfigView;
 use super::sessions::SessionView;
-use super::{check_pool_name, check_session_id, json_response, now, AppJson, AppPath, AppQuery, AppState};
+use super::{check_pool_name, check_session_id, json_response, AppJson, AppPath, AppQuery, AppState};
+use crate::clock::now;
 use crate::error::{ApiError, Result};
 use crate::interop::{self, ImportDocument, ImportedSession};
 use crate::pool::{Imported, Incoming, Pool};

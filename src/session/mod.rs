@@ -32,6 +32,11 @@ pub fn saturating_add(at: Timestamp, delta: chrono::TimeDelta) -> Timestamp {
     at.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Seconds (fractions allowed) as a duration, to the nanosecond; callers check the range first.
+pub fn secs_to_delta(secs: f64) -> chrono::TimeDelta {
+    chrono::TimeDelta::nanoseconds((secs * 1e9).round() as i64)
+}
+
 /// Why a session stopped being usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetiredReason {

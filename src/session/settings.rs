@@ -98,7 +98,7 @@ impl SessionSettings {
 
     /// The session lifetime as a duration (nanosecond precision).
     pub fn max_age(&self) -> chrono::TimeDelta {
-        chrono::TimeDelta::nanoseconds((self.max_age_secs * 1e9).round() as i64)
+        super::secs_to_delta(self.max_age_secs)
     }
 }
 
