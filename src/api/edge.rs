@@ -109,6 +109,9 @@ fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
             .map(|(_, token)| token.trim());
+        // Every key is compared, each in time that does not depend on where the bytes differ. A
+        // comparison with a key of another length ends at once, so timing can tell a key's length,
+        // never its bytes; keys are meant to be long random tokens, whose length is no secret.
         let valid = token.is_some_and(|token| {
             keys.iter()
                 .fold(subtle::Choice::from(0), |found, key| found | key.as_bytes().ct_eq(token.as_bytes()))
