@@ -140,17 +140,10 @@ impl ReleaseTime {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, TimeDelta};
+    use chrono::TimeDelta;
 
     use super::*;
-
-    fn t0() -> Timestamp {
-        DateTime::parse_from_rfc3339("2026-11-25T19:00:00Z").unwrap().with_timezone(&chrono::Utc)
-    }
-
-    fn secs(s: i64) -> TimeDelta {
-        TimeDelta::seconds(s)
-    }
+    use crate::pool::tests::{secs, t0};
 
     #[test]
     fn the_release_time_is_the_earliest_note_and_a_walk_never_makes_it_late() {

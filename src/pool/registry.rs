@@ -312,24 +312,10 @@ impl Registry {
 mod tests {
     use std::sync::Arc;
 
-    use chrono::{DateTime, TimeDelta};
-
     use super::*;
+    use crate::pool::tests::{create, secs, t0};
     use crate::pool::{Imported, Incoming, NewSession};
     use crate::session::{self, Session, SessionId, SessionSettings};
-
-    fn t0() -> Timestamp {
-        DateTime::parse_from_rfc3339("2026-11-25T19:00:00Z").unwrap().with_timezone(&chrono::Utc)
-    }
-
-    fn secs(s: i64) -> TimeDelta {
-        TimeDelta::seconds(s)
-    }
-
-    fn create(pool: &mut Pool, id: &str, settings: Option<SessionSettings>) -> SessionId {
-        let new = NewSession { id: Some(id.into()), settings, ..NewSession::default() };
-        pool.create(new, t0()).unwrap().id.clone()
-    }
 
     /// A registry of pools that never fill themselves, holding at most `max_sessions` sessions, with
     /// a retention of 10 s.
@@ -504,13 +490,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_import_that_fails_half_way_takes_out_what_went_in() {
+    async fn an_import_refused_half_way_changes_nothing() {
         let registry = registry_with(10);
         let (mut pool, _, now) = registry.lock_for_import("p", PoolConfig::default(), 3, t0).await.unwrap();
         let mut sessions = doc(&["a", "b", "c"]);
         sessions[2].max_usage_count = 0;
         assert!(matches!(pool.import(sessions, now), Err(PoolError::Invalid(_))));
         assert_eq!((pool.len(), registry.sessions_left()), (0, 10), "nothing stays, no place is kept");
+        assert_eq!(pool.pending_changes(), 0, "nothing went in, so there is nothing to write or remove");
         pool.check_invariants();
     }
 
@@ -525,7 +512,7 @@ mod tests {
         let (mut pool, created, now) = registry.lock_for_import("q", PoolConfig::default(), 3, t0).await.unwrap();
         assert!(!created);
         assert!(matches!(pool.import(doc(&["a", "b", "c"]), now), Err(PoolError::LimitReached(_))));
-        assert_eq!(pool.len(), 0);
+        assert_eq!((pool.len(), pool.pending_changes(), registry.sessions_left()), (0, 0, 2));
     }
 
     #[tokio::test]

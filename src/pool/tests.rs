@@ -12,11 +12,11 @@ use super::timers::QUEUE_COMPACT_MIN;
 use super::*;
 use crate::session::{Lease, RetiredReason, Session, SessionId, SessionSettings, StatusReport, Timestamp};
 
-fn t0() -> Timestamp {
+pub(super) fn t0() -> Timestamp {
     DateTime::parse_from_rfc3339("2026-11-25T19:00:00Z").unwrap().with_timezone(&chrono::Utc)
 }
 
-fn secs(s: i64) -> TimeDelta {
+pub(super) fn secs(s: i64) -> TimeDelta {
     TimeDelta::seconds(s)
 }
 
@@ -27,7 +27,7 @@ fn pool_with(max_pool_size: u32, max_sessions: usize) -> Pool {
     pool
 }
 
-fn create(pool: &mut Pool, id: &str, settings: Option<SessionSettings>) -> SessionId {
+pub(super) fn create(pool: &mut Pool, id: &str, settings: Option<SessionSettings>) -> SessionId {
     let new = NewSession { id: Some(id.into()), settings, ..NewSession::default() };
     pool.create(new, t0()).unwrap().id.clone()
 }
@@ -333,45 +333,6 @@ fn the_session_budget_is_shared_and_enforced() {
     pool.delete(&first, t0()).unwrap();
     create(&mut pool, "x", None);
     assert_eq!(pool.budget.held(), 3);
-}
-
-/// A session of an import document: its id and the max_usage_count it gives (0 is out of range).
-#[derive(Debug)]
-struct Doc(&'static str, u32);
-
-impl Incoming for Doc {
-    fn id(&self) -> &str {
-        self.0
-    }
-    fn settings(&self, base: &SessionSettings) -> Result<SessionSettings, crate::session::Error> {
-        let settings = SessionSettings { max_usage_count: self.1, ..base.clone() };
-        settings.validate()?;
-        Ok(settings)
-    }
-    fn into_session(self, settings: Arc<SessionSettings>, now: Timestamp) -> Session {
-        Session::new(SessionId::from(self.0), settings, now)
-    }
-}
-
-#[test]
-fn an_import_goes_in_whole_or_changes_nothing() {
-    let mut pool = pool_with(10, 4);
-    create(&mut pool, "held", None);
-    let before = pool.counts(t0());
-
-    let bad = pool.import(vec![Doc("a", 5), Doc("b", 0), Doc("c", 5)], t0()).unwrap_err();
-    assert!(matches!(bad, PoolError::Invalid(_)), "{bad:?}");
-    let too_many = pool.import(vec![Doc("a", 5), Doc("b", 5), Doc("c", 5), Doc("d", 5)], t0()).unwrap_err();
-    assert!(matches!(too_many, PoolError::LimitReached(_)), "{too_many:?}");
-    assert_eq!(pool.counts(t0()), before, "a refused import changed the pool");
-    assert_eq!(pool.budget.held(), 1, "a refused import kept places under --max-sessions");
-    assert_eq!(pool.pending_changes(), 1, "a refused import left changes to write");
-
-    let done = pool.import(vec![Doc("held", 5), Doc("a", 5), Doc("b", 7), Doc("c", 5)], t0()).unwrap();
-    assert_eq!((done.imported, done.skipped.iter().map(|d| d.0).collect::<Vec<_>>()), (3, vec!["held"]));
-    assert_eq!(pool.budget.held(), 4);
-    assert_eq!(pool.get(&SessionId::from("b"), t0()).unwrap().settings.max_usage_count, 7);
-    pool.check_invariants();
 }
 
 #[derive(Debug, Clone)]
