@@ -32,7 +32,8 @@ pub fn init(format: LogFormat) -> anyhow::Result<WorkerGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
             .map_err(|e| anyhow::anyhow!("RUST_LOG={directives:?} is not a log filter: {e}"))?,
-        _ => EnvFilter::new("info"),
+        Ok(_) | Err(std::env::VarError::NotPresent) => EnvFilter::new("info"),
+        Err(std::env::VarError::NotUnicode(raw)) => anyhow::bail!("RUST_LOG={raw:?} is not UTF-8"),
     };
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)

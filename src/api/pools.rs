@@ -8,8 +8,7 @@ use axum::Router;
 use serde::Serialize;
 
 use super::{check_pool_name, json_response, AppJson, AppPath, AppState};
-use crate::clock::now;
-use crate::clock::Rfc3339;
+use crate::clock::{now, Rfc3339};
 use crate::error::Result;
 use crate::metric_names as names;
 use crate::pool::{Pool, PoolConfig, PoolConfigPatch};

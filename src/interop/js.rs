@@ -69,8 +69,8 @@ struct ToughCookie {
 }
 
 impl ToughCookie {
-    /// The cookie in the API's shape (openapi.yaml). `created_at` stands in for a missing `creation` when `maxAge`
-    /// needs it.
+    /// The cookie in the API's shape. `created_at` stands in for a missing `creation` when
+    /// `maxAge` needs it.
     fn into_cookie(self, created_at: Timestamp) -> Result<Cookie, DocumentError> {
         let bad = |what: String| DocumentError(format!("cookies: cookie {:?}: {what}", self.key));
         let expires = match &self.max_age {

@@ -3,9 +3,10 @@
 //! and Crawlee for JavaScript's `SessionPool.getState()`.
 //!
 //! Pure functions over `serde_json` values and domain types; no HTTP, no clock (time comes in as
-//! `now`). The API layer (`api::transfer`) calls [`parse_import`] on the body and hands the
-//! [`ImportedSession`]s to the pool (`Registry::lock_for_import`, `Pool::import`), which turns each
-//! into a [`Session`]; for export it calls [`crawlee_pool_state`] (the own form is the API's views).
+//! `now`). The API layer (`api::transfer`) calls [`parse_import`] on the body, checks the session
+//! ids with the API's rule and hands the [`ImportedSession`]s to the pool
+//! (`Registry::lock_for_import`, `Pool::import`), which turns each into a [`Session`]; for export it
+//! calls [`crawlee_pool_state`] (the own form is the API's views).
 //!
 //! # How the forms map
 //! | this service | own form | Crawlee for Python | Crawlee for JavaScript |

@@ -28,7 +28,8 @@ pub(super) fn config(value: Value, defaults: &PoolConfig) -> Result<PoolConfig, 
     patch.resolve(defaults).map_err(|e| DocumentError(format!("config: {e}")))
 }
 
-/// the Session object of openapi.yaml but its settings (read apart, as a [`SettingsPatch`]); the derived fields (`expires_at`, `is_*`, `pool`, `leased_until`) are
+/// A session of the own form: the API's Session object without its settings, which are read apart
+/// (as a [`SettingsPatch`]). The derived fields (`expires_at`, `is_*`, `pool`, `leased_until`) are
 /// ignored: they follow from the others.
 #[derive(Debug, Deserialize)]
 pub(super) struct OwnSessionDoc {

@@ -103,7 +103,7 @@ impl Store {
                     }
                 };
                 let session = session_from_record(id, record, settings)?;
-                pool.adopt(session, false, now).map_err(|e| anyhow::anyhow!("it cannot be restored: {e}"))?;
+                pool.adopt(session, now).map_err(|e| anyhow::anyhow!("it cannot be restored: {e}"))?;
                 sessions += 1;
                 Ok(())
             },

@@ -36,6 +36,13 @@ impl SessionBudget {
         granted
     }
 
+    /// Reserves `n` sessions if all of them fit under the limit, else none; whether it did.
+    pub fn try_reserve_all(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| (held + n <= self.max).then_some(held + n))
+            .is_ok()
+    }
+
     /// Takes `n` sessions whatever the limit (restoring stored state never drops it).
     pub fn force_reserve(&self, n: usize) {
         self.held.fetch_add(n, Ordering::AcqRel);

@@ -1,5 +1,6 @@
 //! Importing sessions into a pool: all of them or none.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{Pool, PoolError};
@@ -31,11 +32,15 @@ pub struct Imported<T> {
 /// `--max-sessions` would be passed by importing `wanted` sessions with `left` places left.
 pub(super) fn check_room(wanted: usize, left: usize) -> Result<(), PoolError> {
     if wanted > left {
-        return Err(PoolError::LimitReached(format!(
-            "importing {wanted} sessions would pass --max-sessions ({left} more allowed); nothing was imported"
-        )));
+        return Err(no_room(wanted, left));
     }
     Ok(())
+}
+
+fn no_room(wanted: usize, left: usize) -> PoolError {
+    PoolError::LimitReached(format!(
+        "importing {wanted} sessions would pass --max-sessions ({left} more allowed); nothing was imported"
+    ))
 }
 
 impl Pool {
@@ -44,13 +49,16 @@ impl Pool {
     /// every place under `--max-sessions` reserved before the first one goes in, so a refused import
     /// changes nothing and leaves nothing to undo.
     ///
-    /// The ids of `sessions` must be distinct (the document parsers refuse duplicates).
-    ///
     /// # Errors
-    /// [`PoolError::LimitReached`] when they would not all fit; [`PoolError::Invalid`] for settings
-    /// out of range.
+    /// [`PoolError::SessionExists`] for an id given twice; [`PoolError::LimitReached`] when they
+    /// would not all fit; [`PoolError::Invalid`] for settings out of range.
     pub fn import<T: Incoming>(&mut self, sessions: Vec<T>, now: Timestamp) -> Result<Imported<T>, PoolError> {
         self.tick(now);
+        let mut seen = HashSet::with_capacity(sessions.len());
+        if let Some(twice) = sessions.iter().find(|s| !seen.insert(s.id())) {
+            return Err(PoolError::SessionExists(twice.id().to_owned()));
+        }
+        drop(seen);
         let (fresh, skipped): (Vec<T>, Vec<T>) = sessions.into_iter().partition(|s| !self.contains(s.id()));
         let base = Arc::clone(&self.config().session);
         let mut shared = SharedSettings::new(Arc::clone(&base));
@@ -58,10 +66,8 @@ impl Pool {
             .iter()
             .map(|incoming| Ok(shared.get(incoming.settings(&base)?)))
             .collect::<Result<Vec<_>, session::Error>>()?;
-        let reserved = self.budget.try_reserve(fresh.len());
-        if reserved < fresh.len() {
-            self.budget.release(reserved);
-            check_room(fresh.len(), reserved)?;
+        if !self.budget.try_reserve_all(fresh.len()) {
+            return Err(no_room(fresh.len(), self.budget.left()));
         }
         let imported = fresh.len();
         for (incoming, settings) in fresh.into_iter().zip(settings) {

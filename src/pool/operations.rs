@@ -177,29 +177,26 @@ impl Pool {
         self.changes.config = true;
     }
 
-    /// Puts a session with all its state, as restored from disk or imported. A lease already past
-    /// is dropped; a retired session waits for its purge like any other.
+    /// Puts a session with all its state, as restored from disk, whatever `--max-sessions` says (a
+    /// restore never drops stored state). A lease already past is dropped; a retired session waits
+    /// for its purge like any other.
     ///
     /// # Errors
-    /// [`PoolError::SessionExists`] for an id already held; [`PoolError::LimitReached`] past
-    /// `--max-sessions` when `within_budget` (a restore passes false: it never drops stored state).
-    pub fn adopt(&mut self, session: Session, within_budget: bool, now: Timestamp) -> Result<(), PoolError> {
+    /// [`PoolError::SessionExists`] for an id already held.
+    pub fn adopt(&mut self, session: Session, now: Timestamp) -> Result<(), PoolError> {
         self.tick(now);
         if self.by_id.contains_key(&*session.id) {
             return Err(PoolError::SessionExists(session.id.to_string()));
         }
-        if !within_budget {
-            self.budget.force_reserve(1);
-        } else if self.budget.try_reserve(1) == 0 {
-            return Err(PoolError::no_session_left(self.budget.max()));
-        }
+        self.budget.force_reserve(1);
         self.place(session, now);
         Ok(())
     }
 
     /// Puts a session whose id is new to the pool and whose place under `--max-sessions` is
-    /// reserved (see [`Pool::adopt`]).
+    /// reserved (see [`Pool::adopt`], [`Pool::import`]).
     pub(super) fn place(&mut self, mut session: Session, now: Timestamp) {
+        debug_assert!(!self.by_id.contains_key(&*session.id), "{} placed twice", session.id);
         if session.lease.is_some_and(|l| l.until <= now) {
             session.lease = None;
         }

@@ -490,7 +490,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_import_refused_half_way_changes_nothing() {
+    async fn an_import_with_an_invalid_session_changes_nothing() {
         let registry = registry_with(10);
         let (mut pool, _, now) = registry.lock_for_import("p", PoolConfig::default(), 3, t0).await.unwrap();
         let mut sessions = doc(&["a", "b", "c"]);
@@ -499,6 +499,15 @@ mod tests {
         assert_eq!((pool.len(), registry.sessions_left()), (0, 10), "nothing stays, no place is kept");
         assert_eq!(pool.pending_changes(), 0, "nothing went in, so there is nothing to write or remove");
         pool.check_invariants();
+    }
+
+    #[tokio::test]
+    async fn an_import_that_gives_an_id_twice_changes_nothing() {
+        let registry = registry_with(10);
+        let (mut pool, _, now) = registry.lock_for_import("p", PoolConfig::default(), 3, t0).await.unwrap();
+        let err = pool.import(doc(&["a", "b", "a"]), now).unwrap_err();
+        assert_eq!(err, PoolError::SessionExists("a".into()));
+        assert_eq!((pool.len(), pool.pending_changes(), registry.sessions_left()), (0, 0, 10));
     }
 
     #[tokio::test]

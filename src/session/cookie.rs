@@ -1,4 +1,5 @@
-//! The cookies a session carries, in the shape the API gives them (openapi.yaml) (Playwright's conventions).
+//! The cookies a session carries, in the shape the API gives them (openapi.yaml's Cookie, after
+//! Playwright's conventions).
 //!
 //! A session's cookies are keyed by `(domain, path, name)`, as a browser keys them: setting a cookie
 //! with the same key replaces it, a different domain or path keeps both.
@@ -19,7 +20,7 @@ pub enum SameSite {
     None,
 }
 
-/// One cookie of a session, in the API's shape (openapi.yaml) (the same on input, output and disk): on input only
+/// One cookie of a session, in the API's shape, the same on input, output and disk: on input only
 /// `name` and `value` are required; absent `expires` and `same_site` are left out on output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

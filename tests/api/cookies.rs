@@ -1,6 +1,6 @@
-//! The cookie jar of a session (openapi.yaml, docs/semantics.md): Set-Cookie headers stored as a browser stores
-//! them, the Cookie header a browser would send, and the scenarios of Crawlee for Python's own cookie
-//! tests (tests/unit/sessions/test_cookies.py) in this API's terms.
+//! The cookie jar of a session: Set-Cookie headers stored as a browser stores them, the Cookie
+//! header a browser would send, and the scenarios of Crawlee for Python's own cookie tests
+//! (tests/unit/sessions/test_cookies.py) in this API's terms.
 
 use reqwest::Method;
 use serde_json::{json, Value};

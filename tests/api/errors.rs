@@ -428,6 +428,32 @@ async fn a_body_over_max_body_bytes_is_payload_too_large_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
+    use std::io::{Read, Write};
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    let addr = app.addr;
+    // The head declares one byte over the 1 MiB default and the body never comes: the answer is
+    // 413 at once, not 408 when the body's read times out.
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("read timeout");
+        let head = format!(
+            "POST /v1/pools/{pool}/acquire HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 1048577\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).expect("send the head");
+        let mut answer = vec![0; 4096];
+        let read = stream.read(&mut answer).expect("an answer before the read timeout");
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
+
+#[tokio::test]
 async fn the_default_body_limit_is_one_mebibyte() {
     let app = spawn_app().await;
     let pool = unique_pool();

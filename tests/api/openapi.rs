@@ -244,8 +244,8 @@ async fn a_405_leaves_the_state_alone() {
     expect_json(app.get_session(&pool, "s1").await, 200).await;
 }
 
-/// Every operation that reads a request body can answer 408 `request_timeout` (openapi.yaml's error
-/// table): the spec must say so, with the shared problem response.
+/// Every operation that reads a request body can answer 408 `request_timeout` (a code of the
+/// spec's Problem schema): the spec must say so, with the shared problem response.
 #[test]
 fn every_operation_that_takes_a_body_documents_request_timeout() {
     let spec = spec();
