@@ -423,8 +423,12 @@ proptest! {
                         ..SessionSettings::default()
                     };
                     // Few ids, so one is deleted and made again between takes now and then.
-                    let new = NewSession { id: Some(format!("c{}", next_id % 6)), settings: Some(settings), ..NewSession::default() };
-                    let _ = pool.create(new, now);
+                    let id = format!("c{}", next_id % 6);
+                    let new = NewSession { id: Some(id.clone()), settings: Some(settings), ..NewSession::default() };
+                    if pool.create(new, now).is_ok() {
+                        // A new session under the id of one purged since.
+                        retired.remove(id.as_str());
+                    }
                 }
                 Op::Good(i) => if let Some(id) = pick(i) { pool.mark_good(&id, None, now).unwrap(); },
                 Op::Bad(i) => if let Some(id) = pick(i) { pool.mark_bad(&id, None, now).unwrap(); },
