@@ -26,7 +26,7 @@ impl std::fmt::Display for Rfc3339 {
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
     }
 }
 

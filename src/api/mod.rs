@@ -256,7 +256,9 @@ pub fn check_session_id(id: &str) -> Result<&str> {
 /// # Errors
 /// `Internal` if serialization fails (it cannot for these types).
 pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Response> {
-    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.into()))?;
+    // Room for a whole Session object, so the common answer is written without regrowing.
+    let mut body = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut body, value).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
