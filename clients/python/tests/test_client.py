@@ -396,3 +396,31 @@ def test_an_acquire_whose_answer_was_lost_is_repeated_only_when_asked() -> None:
         calls.clear()
         assert c.acquire("p", lease_secs=5, retry_lost_answers=True).id == "s1"
         assert len(calls) == 2
+
+
+def test_timestamps_parse_as_python_3_10_would_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service writes 0 to 9 fractional digits and a `Z`; Python 3.10's `datetime.fromisoformat`
+    takes neither. Here `fromisoformat` behaves as 3.10's, and the parse must not depend on it."""
+    from datetime import datetime, timedelta, timezone
+
+    from session_pool_client import _models
+
+    class Py310Datetime(datetime):
+        @classmethod
+        def fromisoformat(cls, value: str):  # type: ignore[override]
+            fraction = value[19:].split("+")[0].split("-")[0]
+            if value.endswith("Z") or (fraction and len(fraction) - 1 not in (3, 6)):
+                raise ValueError(f"Invalid isoformat string: {value!r}")
+            return super().fromisoformat(value)
+
+    monkeypatch.setattr(_models, "datetime", Py310Datetime)
+    utc = timezone.utc
+    assert _models._ts("2026-11-25T19:00:30.123456789Z") == datetime(2026, 11, 25, 19, 0, 30, 123456, tzinfo=utc)
+    assert _models._ts("2026-11-25T19:00:30Z") == datetime(2026, 11, 25, 19, 0, 30, tzinfo=utc)
+    assert _models._ts("2026-11-25T19:00:30.1Z").microsecond == 100000
+    assert _models._ts("2026-11-25T19:00:30.5+02:00") == datetime(2026, 11, 25, 17, 0, 30, 500000, tzinfo=utc)
+    assert _models._ts("2026-11-25T19:00:30-01:30").utcoffset() == -timedelta(hours=1, minutes=30)
+    session = _models.Session.from_json(session_json("2026-11-25T19:00:30.999999999Z"))
+    assert session.leased_until == datetime(2026, 11, 25, 19, 0, 30, 999999, tzinfo=utc)
+    with pytest.raises(ValueError, match="RFC 3339"):
+        _models._ts("yesterday")
