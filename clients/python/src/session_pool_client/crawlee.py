@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -124,6 +124,7 @@ class RemoteSession(Session):
     """
 
     def __init__(self, *, remote_pool: RemoteSessionPool, remote: _models.Session) -> None:
+        now = time.time()
         super().__init__(
             id=remote.id,
             max_age=timedelta(seconds=remote.max_age_secs),
@@ -135,7 +136,7 @@ class RemoteSession(Session):
             max_usage_count=remote.max_usage_count,
             error_score=remote.error_score,
             # CookieParam's keys; a cookie the service holds as expired (deleted) is not loaded
-            cookies=cast("list[CookieParam]", [c.to_json() for c in remote.cookies if not _expired(c.to_json(), time.time())]),
+            cookies=cast("list[CookieParam]", [c.to_json() for c in remote.cookies if not _expired(c.to_json(), now)]),
         )
         # An empty list blocks nothing in the service; Crawlee's constructor would read it as "defaults".
         self._blocked_status_codes = set(remote.blocked_status_codes)
@@ -153,7 +154,8 @@ class RemoteSession(Session):
 
     @property
     def lease_id(self) -> str | None:
-        """The lease this session was acquired with; the first report ends it."""
+        """The lease this session holds; its first report ends it (None from then on, and for a session
+        got by id, which is not leased)."""
         return self._lease.id if self._lease else None
 
     def _cookies_changed(self) -> list[dict[str, Any]]:
@@ -632,7 +634,10 @@ class RemoteSessionPool(SessionPool):
         rather than when the leases run out. A session the crawler found blocked (it checked a status
         code that blocks it, then gave up the request without retiring the session) is reported as
         blocked instead: the site refused it, for every crawler of the pool."""
-        unreported, self._unreported = self._unreported, {}
+        now = datetime.now(timezone.utc)
+        # A lease past its end has ended in the service already.
+        unreported = {k: s for k, s in self._unreported.items() if s._lease is None or s._lease.expires_at > now}
+        self._unreported = {}
         client = self._client
         if not unreported or client is None:
             return
