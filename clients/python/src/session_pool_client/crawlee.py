@@ -662,6 +662,7 @@ class RemoteSessionPool(SessionPool):
 
     async def flush(self) -> None:
         """Wait until every report sent so far has been answered (or has failed)."""
+        await asyncio.sleep(0)  # reports handed over from other threads start first
         while self._pending:
             await asyncio.wait(list(self._pending))
 
