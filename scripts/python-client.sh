@@ -43,11 +43,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 say "installing the pinned test dependencies"
 "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "${PINS[@]}"
-say "installing clients/python with its extras [crawlee,scrapy]"
+# Once: pip always rebuilds and reinstalls a project given as a directory, and resolving it with the pins
+# checks its extras' requirements against them.
+say "installing clients/python with its extras [crawlee,scrapy,test]"
 "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet --no-build-isolation \
-  --force-reinstall --no-deps "./clients/python[crawlee,scrapy]"
-"$VENV/bin/python" -m pip install --disable-pip-version-check --quiet --no-build-isolation \
-  "./clients/python[crawlee,scrapy]" "${PINS[@]}"
+  "./clients/python[crawlee,scrapy,test]" "${PINS[@]}"
 "$VENV/bin/python" -m pip check >/dev/null || die "the virtualenv's dependencies conflict: $("$VENV/bin/python" -m pip check)"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then

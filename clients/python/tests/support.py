@@ -120,6 +120,9 @@ class Site:
     proxies add `X-Via-Proxy`) and the crawler that sent it (`X-Crawler`). The first visit also sets
     `seen_<crawler>=1`: without an `X-Crawler` header that name is `seen_?`, which Python's cookie jar
     keeps and the service's Cookie schema refuses (a client must not lose its report over it).
+
+    `/redirect/N` answers 302 to `/landing/N` with a new cookie `hop_N`, and `/landing/N` answers 200;
+    neither counts as a use of the token. Each request's `hop_N` cookie (N from its path) is recorded.
     """
 
     def __init__(self, limit: int, delay: float = 0.0) -> None:
@@ -170,8 +173,18 @@ class Site:
         crawler = req.headers.get("X-Crawler", "?")
         path = urlsplit(req.path).path
         headers: list[tuple[str, str]] = []
+        hop_cookie = f"hop_{path.rsplit('/', 1)[1]}"
+        hop = cookie[hop_cookie].value if hop_cookie in cookie else None
         with self.lock:
-            record = {"path": path, "token": token, "proxy": proxy, "crawler": crawler, "t": time.time()}
+            record = {"path": path, "token": token, "proxy": proxy, "crawler": crawler, "t": time.time(), "hop": hop}
+            if path.startswith(("/redirect/", "/landing/")):
+                if path.startswith("/redirect/"):
+                    record["hop_set"] = uuid.uuid4().hex
+                    headers += [("Location", "/landing/" + path.rsplit("/", 1)[1]),
+                                ("Set-Cookie", f"{hop_cookie}={record['hop_set']}; Path=/")]
+                record["status"] = status = 302 if "hop_set" in record else 200
+                self.requests.append(record)
+                return status, headers, b"<html><body>moved</body></html>" if status == 302 else b"<html>landed</html>"
             if token is None:
                 token = uuid.uuid4().hex
                 self.tokens[token] = {"uses": 1, "issued_to": crawler, "crawlers": {crawler}, "proxies": {proxy},

@@ -396,3 +396,60 @@ def test_an_acquire_whose_answer_was_lost_is_repeated_only_when_asked() -> None:
         calls.clear()
         assert c.acquire("p", lease_secs=5, retry_lost_answers=True).id == "s1"
         assert len(calls) == 2
+
+
+def test_timestamps_parse_as_python_3_10_would_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service writes 0 to 9 fractional digits and a `Z`; Python 3.10's `datetime.fromisoformat`
+    takes neither. Here `fromisoformat` behaves as 3.10's, and the parse must not depend on it."""
+    from datetime import datetime, timedelta, timezone
+
+    from session_pool_client import _models
+
+    class Py310Datetime(datetime):
+        @classmethod
+        def fromisoformat(cls, value: str):  # type: ignore[override]
+            fraction = value[19:].split("+")[0].split("-")[0]
+            if value.endswith("Z") or (fraction and len(fraction) - 1 not in (3, 6)):
+                raise ValueError(f"Invalid isoformat string: {value!r}")
+            return super().fromisoformat(value)
+
+    monkeypatch.setattr(_models, "datetime", Py310Datetime)
+    utc = timezone.utc
+    assert _models._ts("2026-11-25T19:00:30.123456789Z") == datetime(2026, 11, 25, 19, 0, 30, 123456, tzinfo=utc)
+    assert _models._ts("2026-11-25T19:00:30Z") == datetime(2026, 11, 25, 19, 0, 30, tzinfo=utc)
+    assert _models._ts("2026-11-25T19:00:30.1Z").microsecond == 100000
+    assert _models._ts("2026-11-25T19:00:30.5+02:00") == datetime(2026, 11, 25, 17, 0, 30, 500000, tzinfo=utc)
+    assert _models._ts("2026-11-25T19:00:30-01:30").utcoffset() == -timedelta(hours=1, minutes=30)
+    session = _models.Session.from_json(session_json("2026-11-25T19:00:30.999999999Z"))
+    assert session.leased_until == datetime(2026, 11, 25, 19, 0, 30, 999999, tzinfo=utc)
+    with pytest.raises(ValueError, match="RFC 3339"):
+        _models._ts("yesterday")
+
+
+@pytest.mark.parametrize("where", ["nothing-listening", "no-such-host"])
+async def test_async_client_with_a_wrong_url_fails_in_seconds_naming_it(where: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}" if where == "nothing-listening" else "http://no-such-host.invalid:8080"
+    async with AsyncSessionPoolClient(url) as client:  # the defaults: retry_timeout 30 s
+        for call in (client.get_pool("shop"), client.acquire("shop", lease_secs=30, wait_secs=120, retry_lost_answers=True)):
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable) as e:
+                await call
+            assert time.monotonic() - started < 4, "a URL that never answered was retried as if it were restarting"
+            assert url in str(e.value) and "nothing has answered" in str(e.value)
+
+
+def test_a_service_that_has_answered_is_waited_for_across_a_restart(tmp_path) -> None:
+    srv = Server(tmp_path / "restarting").start()
+    restart = threading.Timer(3.0, srv.start)  # down longer than a URL that never answered is tried
+    try:
+        with SessionPoolClient(srv.url, retry_timeout=20) as c:
+            c.put_pool("shop", {"max_pool_size": 3})
+            srv.stop()
+            restart.start()
+            started = time.monotonic()
+            assert c.get_pool("shop").config.max_pool_size == 3
+            assert time.monotonic() - started >= 2.5
+    finally:
+        if restart.is_alive():
+            restart.join()
+        srv.stop()

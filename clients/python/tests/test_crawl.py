@@ -140,12 +140,21 @@ def test_the_service_restarts_mid_crawl(tmp_path: Path, proxies, pool_name: str)
             before = len(site.ok_pages)
             assert before < pages, "the crawl ended before the restart"
             assert server.stop() == 0, "SIGTERM did not stop the service cleanly"
+            down = time.time()
             time.sleep(1.5)  # the crawlers find no service for a while
             during = len(site.requests)
             restarted = Server(data_dir, "--retired-retention-secs", "3600", port=server.port).start()
+            up = time.time()
             server = restarted
             rows = wait_crawlers(procs, tmp_path)
             assert len(site.ok_pages) > before
+            # The outage was hit: each crawler fetched pages before it and after it, and none in the middle
+            # of it (a page needs a session, and the crawlers waited for the service to give them one).
+            for name in ("crawlee-0", "scrapy-1"):
+                times = [r["t"] for r in site.requests if r["crawler"] == name]
+                assert min(times) < down and max(times) > up, f"{name} did not crawl across the outage"
+            fetched_while_down = [r for r in site.requests if down + 0.5 < r["t"] < up]
+            assert not fetched_while_down, f"pages fetched with the service down: {fetched_while_down[:3]}"
             # Metrics restart from zero with the process: check what the state and the site show.
             urls = {f"{site.url}/page/{n}" for n in range(pages)}
             assert {r["url"] for r in rows} == urls and len(rows) == pages, "a page was lost across the restart"

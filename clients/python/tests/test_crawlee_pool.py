@@ -8,7 +8,10 @@ ignored, and `reset_store()` leaves the shared pool alone: see the last test).""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -199,3 +202,172 @@ async def test_user_data_changes_reach_the_service(server: Server, pool_name: st
         again.mark_good()
     with SessionPoolClient(server.url) as c:
         assert c.get_session(pool_name, session.id).user_data == {"plan": "pro"}
+
+
+# Reports: at once, in order, never blocking; what is never reported is released.
+
+
+async def wait_for_service(check, timeout: float = 3.0):
+    """Poll the service (through `check`, a sync callable) while the event loop keeps running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+async def test_a_blocked_retire_reaches_the_service_at_once_after_earlier_reports(server: Server, pool_name: str) -> None:
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=2) as sp:
+        session = await sp.get_session()
+        session.mark_bad()
+        assert session.is_blocked_status_code(status_code=403)  # as the crawler's blocked-status handling does
+        session.retire()
+        with SessionPoolClient(server.url) as c:
+
+            def retired() -> None:
+                remote = c.get_session(pool_name, session.id)
+                assert remote.retired_reason == "blocked_status_code", remote
+                assert remote.usage_count == 1 and remote.leased_until is None  # the mark_bad came first
+
+            await wait_for_service(retired)  # while the pool is active: not held until flush or exit
+
+
+async def test_leases_never_reported_are_released_on_exit(server: Server, pool_name: str) -> None:
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=3, lease_secs=600) as sp:
+        reported, forgotten, blocked = await sp.get_session(), await sp.get_session(), await sp.get_session()
+        reported.mark_good()
+        # The crawler checked a status that blocks the session, then gave the request up without retiring it.
+        assert blocked.is_blocked_status_code(status_code=429)
+        assert (await sp.get_status()).leased_session_count >= 2
+    with SessionPoolClient(server.url) as c:
+        assert c.get_pool(pool_name).leased_session_count == 0, "a lease outlived the pool"
+        after = c.get_session(pool_name, forgotten.id)
+        assert after.leased_until is None and after.usage_count == 0 and after.is_usable  # a release is not a use
+        assert c.get_session(pool_name, reported.id).usage_count == 1
+        assert c.get_session(pool_name, blocked.id).retired_reason == "blocked_status_code"
+    assert sp.report_errors == []
+
+
+async def test_marks_never_block_the_event_loop(tmp_path) -> None:
+    srv = Server(tmp_path / "frozen").start()
+    try:
+        async with RemoteSessionPool(url=srv.url, pool="shop", max_pool_size=2) as sp:
+            first, second = await sp.get_session(), await sp.get_session()
+            srv.proc.send_signal(signal.SIGSTOP)  # the service takes the request and does not answer
+            try:
+                started = time.monotonic()
+                first.mark_bad()
+                await asyncio.to_thread(second.mark_good)  # from a thread, as sync code run off the loop would
+                assert time.monotonic() - started < 0.2
+                ticks = 0
+                while time.monotonic() - started < 1.0:  # the loop runs on while the reports are in flight
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+                assert ticks >= 50 and len(sp._pending) == 2
+            finally:
+                srv.proc.send_signal(signal.SIGCONT)
+            await sp.flush()
+            assert sp.report_errors == []
+        with SessionPoolClient(srv.url) as c:
+            assert c.get_session("shop", first.id).error_score == 1
+            assert c.get_session("shop", second.id).usage_count == 1
+    finally:
+        srv.stop()
+
+
+async def test_crawlees_sync_api_holds_the_loop_two_seconds_at_most(tmp_path) -> None:
+    from session_pool_client import ServiceUnavailable
+    srv = Server(tmp_path / "frozen").start()
+    try:
+        async with RemoteSessionPool(url=srv.url, pool="shop", max_pool_size=1) as sp:
+            assert sp.session_count == 1
+            srv.proc.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(ServiceUnavailable):
+                    sp.session_count  # noqa: B018 - a blocking call on the event loop
+                assert time.monotonic() - started < 3, "a synchronous call held the event loop"
+                started = time.monotonic()
+                with pytest.raises(ServiceUnavailable):
+                    sp.add_session(Session(id="late"))
+                assert time.monotonic() - started < 3
+            finally:
+                srv.proc.send_signal(signal.SIGCONT)
+    finally:
+        srv.stop()
+
+
+async def test_cookies_the_site_deletes_leave_the_service_jar(server: Server, pool_name: str) -> None:
+    page = "http://shop.test/account"
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=1) as sp:
+        session = await sp.get_session()
+        session.cookies.extract_cookies_from_headers(page, ["a=1; Path=/", "b=2; Path=/", "c=3; Path=/", "d=4; Path=/"])
+        session.mark_good()
+        await sp.flush()
+        again = await sp.get_session()
+        assert again.cookies.get_cookie_string(page) == "a=1; b=2; c=3; d=4"
+        again.cookies.extract_cookies_from_headers(page, [
+            "a=; Max-Age=0; Path=/",                            # deleted the usual way
+            "b=gone; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/",  # or with a date in the past
+        ])
+        again.cookies.jar.clear("shop.test", "/", "c")          # or dropped from the jar by the crawler's code
+        again.mark_good()
+        await sp.flush()
+        with SessionPoolClient(server.url) as c:
+            assert c.cookies_for_url(pool_name, again.id, page).cookie_header == "d=4"
+        third = await sp.get_session()
+        assert third.cookies.get_cookie_string(page) == "d=4"
+        assert [c["name"] for c in third.cookies.get_cookies_as_dicts()] == ["d"]
+        third.mark_good()
+        await sp.flush()
+        with SessionPoolClient(server.url) as c:  # nothing deleted comes back
+            assert c.cookies_for_url(pool_name, third.id, page).cookie_header == "d=4"
+        assert sp.report_errors == []
+
+
+async def test_add_session_leaves_the_operators_pool_size(tmp_path) -> None:
+    srv = Server(tmp_path / "operator", "--max-pool-size", "7").start()
+    try:
+        async with RemoteSessionPool(url=srv.url, pool="new-pool") as sp:
+            sp.add_session(Session(id="mine"))
+        async with RemoteSessionPool(url=srv.url, pool="sized", max_pool_size=4, fill_on_start=False) as sp:
+            sp.add_session(Session(id="mine"))
+        with SessionPoolClient(srv.url) as c:
+            assert c.get_pool("new-pool").config.max_pool_size == 7  # the server's default, not Crawlee's 1000
+            assert c.get_pool("sized").config.max_pool_size == 4
+    finally:
+        srv.stop()
+
+
+async def test_a_failed_report_is_kept_with_its_session_and_logged(server: Server, pool_name: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=1) as sp:
+        session = await sp.get_session()
+        with SessionPoolClient(server.url) as c:
+            c.delete_session(pool_name, session.id)
+        with caplog.at_level(logging.WARNING, logger="session_pool_client.crawlee"):
+            session.mark_good()
+            await sp.flush()
+        assert sp.report_error_count == 1
+        [error] = sp.report_errors
+        assert (error.session_id, error.kind, type(error.error).__name__) == (session.id, "mark_good", "SessionNotFound")
+        assert session.id in caplog.text and "did not reach the service" in caplog.text
+
+
+async def test_a_report_the_service_refuses_for_its_cookies_goes_again_without_them(
+    server: Server, pool_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from session_pool_client import crawlee as integration
+    monkeypatch.setattr(integration, "_storable", lambda cookie: True)  # let a cookie the service refuses through
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=1) as sp:
+        session = await sp.get_session()
+        session.cookies.set("seen_?", "1", domain="shop.test")
+        session.mark_bad()
+        await sp.flush()
+        assert sp.report_errors == []
+    with SessionPoolClient(server.url) as c:
+        remote = c.get_session(pool_name, session.id)
+    assert remote.error_score == 1 and remote.cookies == [] and remote.leased_until is None

@@ -5,15 +5,18 @@ Retries. A call is repeated only when repeating it cannot do anything twice:
 
 - a connection that could not be opened (refused, DNS, connect timeout): nothing was sent, so every call
   is retried, with backoff, until `retry_timeout` has passed (this is how a client rides out a restart of
-  the service);
+  the service). That is for a service that has answered this process before: until one has answered at
+  the URL, connection errors are retried for 2 seconds at most, so that a wrong URL (nothing listening,
+  a name that does not resolve) fails in seconds with a `ServiceUnavailable` naming it;
 - a `503 not_ready` answer (the service is restoring its state or shutting down): nothing was done, so
   every call is retried after its `Retry-After`, within the same `retry_timeout`;
 - a connection lost after the request was sent (read error, read timeout, the server closing the
   connection): retried only for the calls that are safe to repeat, the ones marked *idempotent* in their
   docstrings: every GET, `put_pool`, `delete_pool`, `delete_session`, `patch_session`, `store_cookies`,
-  `retire`, and `report_status_code` without `mark`. `acquire`, `create_session`, `mark_good`,
-  `mark_bad`, `release`, `report_status_code(mark=True)` and `import_pool` are not repeated blindly after
-  the request may have reached the service. A report given its lease as the `Lease` object
+  `retire`, `report_status_code` without `mark`, and `acquire(retry_lost_answers=True)` (which accepts
+  that a lost answer may have leased a session). `acquire`, `create_session`, `mark_good`, `mark_bad`,
+  `release`, `report_status_code(mark=True)` and `import_pool` are not repeated blindly after the request
+  may have reached the service. A report given its lease as the `Lease` object
   (`lease_id=session.lease`) can tell: the client reads the session, and sends the report again only
   while the session still shows that lease (a report that arrived would have ended it); otherwise the
   session it read is the result. Without that, the error is raised (`ServiceUnavailable`).
@@ -67,8 +70,9 @@ POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.~-]{1,128}$")
 SESSION_STATES = ("usable", "retired", "leased", "all")
 
-#: operationId of `openapi.yaml` -> (HTTP method, path template, client method name). A test compares it
-#: with the spec: an operation without a method here (or on either client) fails it.
+#: operationId of `openapi.yaml` -> (HTTP method, path template, client method name). Every call takes
+#: its method and path from here, and a test compares this table with the spec: an operation without a
+#: method here (or on either client), or a path that differs, fails it.
 OPERATIONS: dict[str, tuple[str, str, str]] = {
     "healthz": ("GET", "/healthz", "healthz"),
     "readyz": ("GET", "/readyz", "readyz"),
@@ -205,8 +209,26 @@ def _json(parse: Callable[[dict[str, Any]], T]) -> Callable[[httpx.Response], T]
     return lambda response: parse(response.json())
 
 
-def _p(*segments: str) -> str:
-    return "/".join(quote(s, safe="") for s in segments)
+def _route(operation: str, pool: str | None = None, session_id: str | None = None) -> tuple[str, str]:
+    """The HTTP method and path of an operation of `OPERATIONS`, its names checked and escaped."""
+    method, template, _ = OPERATIONS[operation]
+    names: dict[str, str] = {}
+    if pool is not None:
+        names["pool"] = quote(check_pool(pool), safe="")
+    if session_id is not None:
+        names["id"] = quote(check_session_id(session_id), safe="")
+    return method, template.format(**names)
+
+
+def _call(
+    operation: str, parse: Callable[[httpx.Response], T], *, idempotent: bool, pool: str | None = None,
+    session_id: str | None = None, **options: Any,
+) -> _Call[T]:
+    method, path = _route(operation, pool, session_id)
+    return _Call(method, path, parse, idempotent, **options)
+
+
+_MARKS = {"mark_good": "markGood", "mark_bad": "markBad", "retire": "retireSession"}
 
 
 class _Base:
@@ -230,51 +252,51 @@ class _Base:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
 
-    # -- the calls ------------------------------------------------------------------------------------
+    # -- the calls: each takes its method and path from OPERATIONS ---------------------------------------
 
     @staticmethod
     def _c_healthz() -> _Call[dict[str, Any]]:
-        return _Call("GET", "/healthz", _json(dict), True)
+        return _call("healthz", _json(dict), idempotent=True)
 
     @staticmethod
     def _c_readyz() -> _Call[bool]:
-        return _Call("GET", "/readyz", lambda r: r.status_code == 200, True, ok=(200, 503))
+        return _call("readyz", lambda r: r.status_code == 200, idempotent=True, ok=(200, 503))
 
     @staticmethod
     def _c_metrics() -> _Call[str]:
-        return _Call("GET", "/metrics", lambda r: r.text, True)
+        return _call("metrics", lambda r: r.text, idempotent=True)
 
     @staticmethod
     def _c_openapi() -> _Call[str]:
-        return _Call("GET", "/openapi.yaml", lambda r: r.text, True)
+        return _call("getOpenApi", lambda r: r.text, idempotent=True)
 
     @staticmethod
     def _c_list_pools() -> _Call[list[PoolStatus]]:
-        return _Call("GET", "/v1/pools", _json(lambda d: [PoolStatus.from_json(p) for p in d["pools"]]), True)
+        return _call("listPools", _json(lambda d: [PoolStatus.from_json(p) for p in d["pools"]]), idempotent=True)
 
     @staticmethod
     def _c_put_pool(pool: str, config: PoolConfig | dict[str, Any] | None) -> _Call[PoolStatus]:
         body = config.to_json() if isinstance(config, PoolConfig) else (dict(config) if config else {})
-        return _Call(
-            "PUT", f"/v1/pools/{_p(check_pool(pool))}", _json(PoolStatus.from_json), True, json=body, ok=(200, 201)
-        )
+        return _call("putPool", _json(PoolStatus.from_json), idempotent=True, pool=pool, json=body, ok=(200, 201))
 
     @staticmethod
     def _c_get_pool(pool: str) -> _Call[PoolStatus]:
-        return _Call("GET", f"/v1/pools/{_p(check_pool(pool))}", _json(PoolStatus.from_json), True)
+        return _call("getPool", _json(PoolStatus.from_json), idempotent=True, pool=pool)
 
     @staticmethod
     def _c_delete_pool(pool: str) -> _Call[None]:
-        return _Call("DELETE", f"/v1/pools/{_p(check_pool(pool))}", lambda r: None, True, ok=(204,))
+        return _call("deletePool", lambda r: None, idempotent=True, pool=pool, ok=(204,))
 
     @staticmethod
-    def _c_acquire(pool: str, lease_secs: float | None, url: str | None) -> _Call[Session]:
+    def _c_acquire(pool: str, lease_secs: float | None, url: str | None, repeat_lost: bool) -> _Call[Session]:
         body: dict[str, Any] = {}
         if check_lease_secs(lease_secs) is not None:
             body["lease_secs"] = lease_secs
         if url is not None:
             body["url"] = check_page_url(url)
-        return _Call("POST", f"/v1/pools/{_p(check_pool(pool))}/acquire", _json(Session.from_json), False, json=body)
+        # Not idempotent: a repeat may take a second session. `repeat_lost` (retry_lost_answers) accepts
+        # that: the lease a lost answer took stays unused until it runs out.
+        return _call("acquireSession", _json(Session.from_json), idempotent=repeat_lost, pool=pool, json=body)
 
     @staticmethod
     def _c_create_session(pool: str, fields: dict[str, Any]) -> _Call[Session]:
@@ -283,9 +305,7 @@ class _Base:
             check_session_id(body["id"])
         if "cookies" in body:
             body["cookies"] = _cookies_json(body["cookies"])
-        return _Call(
-            "POST", f"/v1/pools/{_p(check_pool(pool))}/sessions", _json(Session.from_json), False, json=body, ok=(201,)
-        )
+        return _call("createSession", _json(Session.from_json), idempotent=False, pool=pool, json=body, ok=(201,))
 
     @staticmethod
     def _c_list_sessions(pool: str, state: str, limit: int, cursor: str | None) -> _Call[SessionList]:
@@ -296,38 +316,40 @@ class _Base:
         params: dict[str, Any] = {"state": state, "limit": limit}
         if cursor is not None:
             params["cursor"] = cursor
-        return _Call(
-            "GET", f"/v1/pools/{_p(check_pool(pool))}/sessions", _json(SessionList.from_json), True, params=params
-        )
+        return _call("listSessions", _json(SessionList.from_json), idempotent=True, pool=pool, params=params)
 
     @staticmethod
-    def _session_path(pool: str, session_id: str, tail: str = "") -> str:
-        return f"/v1/pools/{_p(check_pool(pool))}/sessions/{_p(check_session_id(session_id))}{tail}"
+    def _c_get_session(pool: str, session_id: str) -> _Call[Session]:
+        return _call("getSession", _json(Session.from_json), idempotent=True, pool=pool, session_id=session_id)
 
-    def _c_get_session(self, pool: str, session_id: str) -> _Call[Session]:
-        return _Call("GET", self._session_path(pool, session_id), _json(Session.from_json), True)
-
-    def _c_patch_session(self, pool: str, session_id: str, user_data: Any, cookies: Any) -> _Call[Session]:
+    @staticmethod
+    def _c_patch_session(pool: str, session_id: str, user_data: Any, cookies: Any) -> _Call[Session]:
         body: dict[str, Any] = {}
         if user_data is not None:
             body["user_data"] = user_data
         if cookies is not None:
             body["cookies"] = _cookies_json(cookies)
-        return _Call("PATCH", self._session_path(pool, session_id), _json(Session.from_json), True, json=body)
+        return _call(
+            "patchSession", _json(Session.from_json), idempotent=True, pool=pool, session_id=session_id, json=body
+        )
 
-    def _c_delete_session(self, pool: str, session_id: str) -> _Call[None]:
-        return _Call("DELETE", self._session_path(pool, session_id), lambda r: None, True, ok=(204,))
+    @staticmethod
+    def _c_delete_session(pool: str, session_id: str) -> _Call[None]:
+        return _call("deleteSession", lambda r: None, idempotent=True, pool=pool, session_id=session_id, ok=(204,))
 
-    def _c_mark(self, what: str, pool: str, session_id: str, lease_id, url, set_cookie, cookies) -> _Call[Session]:
+    @staticmethod
+    def _c_mark(what: str, pool: str, session_id: str, lease_id, url, set_cookie, cookies) -> _Call[Session]:
         body = _report_body(lease_id, url, set_cookie, cookies)
-        call = _Call(
-            "POST", self._session_path(pool, session_id, f"/{what}"), _json(Session.from_json), what == "retire", json=body
+        call = _call(
+            _MARKS[what], _json(Session.from_json), idempotent=what == "retire", pool=pool, session_id=session_id,
+            json=body,
         )
         if isinstance(lease_id, Lease):
-            call.lease_check = (self._session_path(pool, session_id), lease_id.expires_at, lambda s: s)
+            call.lease_check = (_route("getSession", pool, session_id)[1], lease_id.expires_at, lambda s: s)
         return call
 
-    def _c_release(self, pool: str, session_id: str, lease_id: str) -> _Call[Session]:
+    @staticmethod
+    def _c_release(pool: str, session_id: str, lease_id: str) -> _Call[Session]:
         if not isinstance(lease_id, str) or not lease_id:
             raise InvalidArgument(f"lease_id {lease_id!r} must be the non-empty lease id an acquire returned")
 
@@ -340,17 +362,14 @@ class _Base:
                 )
             return error
 
-        return _Call(
-            "POST",
-            self._session_path(pool, session_id, "/release"),
-            _json(Session.from_json),
-            False,
-            json={"lease_id": lease_id},
-            on_error=explain,
+        return _call(
+            "releaseSession", _json(Session.from_json), idempotent=False, pool=pool, session_id=session_id,
+            json={"lease_id": lease_id}, on_error=explain,
         )
 
+    @staticmethod
     def _c_status_code(
-        self, pool, session_id, status_code, mark, lease_id, additional, ignore, url, set_cookie, cookies
+        pool, session_id, status_code, mark, lease_id, additional, ignore, url, set_cookie, cookies
     ) -> _Call[StatusCodeResult]:
         body: dict[str, Any] = {"status_code": check_status_code(status_code)}
         if additional:
@@ -360,12 +379,9 @@ class _Base:
         if mark:
             body["mark"] = True
         body.update(_report_body(lease_id, url, set_cookie, cookies) or {})
-        call = _Call(
-            "POST",
-            self._session_path(pool, session_id, "/status_code"),
-            _json(StatusCodeResult.from_json),
-            not mark,
-            json=body,
+        call = _call(
+            "reportStatusCode", _json(StatusCodeResult.from_json), idempotent=not mark, pool=pool,
+            session_id=session_id, json=body,
         )
         if isinstance(lease_id, Lease) and mark:
 
@@ -373,19 +389,20 @@ class _Base:
                 blocking = (set(session.blocked_status_codes) - set(ignore or ())) | set(additional or ())
                 return StatusCodeResult(blocked=status_code in blocking, session=session)
 
-            call.lease_check = (self._session_path(pool, session_id), lease_id.expires_at, recovered)
+            call.lease_check = (_route("getSession", pool, session_id)[1], lease_id.expires_at, recovered)
         return call
 
-    def _c_store_cookies(self, pool: str, session_id: str, url: str, set_cookie: list[str]) -> _Call[Session]:
+    @staticmethod
+    def _c_store_cookies(pool: str, session_id: str, url: str, set_cookie: list[str]) -> _Call[Session]:
         body = _report_body(None, url, set_cookie, None)
-        return _Call("POST", self._session_path(pool, session_id, "/cookies"), _json(Session.from_json), True, json=body)
+        return _call(
+            "storeCookies", _json(Session.from_json), idempotent=True, pool=pool, session_id=session_id, json=body
+        )
 
-    def _c_cookies_for_url(self, pool: str, session_id: str, url: str) -> _Call[CookiesForUrl]:
-        return _Call(
-            "GET",
-            self._session_path(pool, session_id, "/cookies"),
-            _json(CookiesForUrl.from_json),
-            True,
+    @staticmethod
+    def _c_cookies_for_url(pool: str, session_id: str, url: str) -> _Call[CookiesForUrl]:
+        return _call(
+            "cookiesForUrl", _json(CookiesForUrl.from_json), idempotent=True, pool=pool, session_id=session_id,
             params={"url": check_page_url(url)},
         )
 
@@ -393,21 +410,15 @@ class _Base:
     def _c_export_pool(pool: str, format: str | None) -> _Call[dict[str, Any]]:  # noqa: A002
         if format not in (None, "crawlee"):
             raise InvalidArgument(f"format {format!r} is not known: None (this service's form) or 'crawlee'")
-        return _Call(
-            "GET",
-            f"/v1/pools/{_p(check_pool(pool))}/export",
-            _json(dict),
-            True,
-            params={"format": format} if format else None,
+        return _call(
+            "exportPool", _json(dict), idempotent=True, pool=pool, params={"format": format} if format else None
         )
 
     @staticmethod
     def _c_import_pool(pool: str, document: dict[str, Any]) -> _Call[ImportResult]:
         if not isinstance(document, dict):
             raise InvalidArgument("the import document must be a JSON object (a dict)")
-        return _Call(
-            "POST", f"/v1/pools/{_p(check_pool(pool))}/import", _json(ImportResult.from_json), False, json=document
-        )
+        return _call("importPool", _json(ImportResult.from_json), idempotent=False, pool=pool, json=document)
 
     # -- answers ------------------------------------------------------------------------------------
 
@@ -466,12 +477,24 @@ class _Base:
     def _unreachable(self, call: _Call[Any], error: Exception, attempts: int) -> ServiceUnavailable:
         url = f"{self.base_url}{call.path}"
         why = str(error) or type(error).__name__
+        hint = (
+            "" if self.base_url in _ANSWERED
+            else f"; nothing has answered at {self.base_url} yet: is the service running there, and is the URL right?"
+        )
         return ServiceUnavailable(
             f"could not reach session-pool at {self.base_url} ({call.method} {call.path}, {attempts} attempt"
-            f"{'s' if attempts != 1 else ''}): {why}",
+            f"{'s' if attempts != 1 else ''}): {why}{hint}",
             method=call.method,
             url=url,
         )
+
+    def _retry_deadline(self, started: float, deadline: float) -> float:
+        """Until when a connection error is retried. Once the service at this URL has answered in this
+        process, until `deadline` (the service is restarting: wait for it); before that, for
+        `_FIRST_CONTACT_SECS` at most, so that a wrong URL fails in seconds."""
+        if self.base_url in _ANSWERED:
+            return deadline
+        return min(deadline, started + _FIRST_CONTACT_SECS)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -482,6 +505,22 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+#: Base URLs that have answered (any HTTP answer) in this process: connection errors to them are a
+#: restart to wait for, not a wrong URL.
+_ANSWERED: set[str] = set()
+
+#: How long connection errors are retried for a URL that has never answered.
+_FIRST_CONTACT_SECS = 2.0
+
+#: The connect timeout (seconds) when `timeout` is longer: an address that drops the connection attempt
+#: fails in seconds, as a refused one does.
+_CONNECT_TIMEOUT = 3.0
+
+
+def _timeouts(timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT))
 
 
 def _backoff(attempt: int) -> float:
@@ -502,9 +541,9 @@ class _CheckLease(_Retry):
     """The answer to a lease-ending report was lost: read the session to learn whether it arrived."""
 
 
-def _after_check(base: _Base, call: _Call[Any], session: Session, cause: Exception, attempts: int) -> Any:
-    """The result of a report whose answer was lost, from the session read afterwards; raises `_Resend`
-    when the report did not arrive (the session still shows the lease)."""
+def _after_check(call: _Call[Any], session: Session) -> Any:
+    """The result of a report whose answer was lost, from the session read afterwards; `_RESEND` when
+    the report did not arrive (the session still shows the lease)."""
     assert call.lease_check is not None
     _, expires_at, recover = call.lease_check
     if session.leased_until is not None and session.leased_until == expires_at:
@@ -516,11 +555,12 @@ _RESEND = object()
 
 
 def _classify(
-    base: _Base, call: _Call[Any], outcome: httpx.Response | Exception, attempt: int, deadline: float
+    base: _Base, call: _Call[Any], outcome: httpx.Response | Exception, attempt: int, started: float, deadline: float
 ) -> Any:
     """Decide on one attempt: return the result, raise the error, or raise `_Retry(delay)`."""
     now = time.monotonic()
     if isinstance(outcome, Exception):
+        deadline = base._retry_deadline(started, deadline)
         retryable = isinstance(outcome, _NOT_SENT) or (call.idempotent and isinstance(outcome, _MAYBE_SENT))
         delay = _backoff(attempt)
         if retryable and now + delay < deadline:
@@ -531,6 +571,7 @@ def _classify(
             raise base._unreachable(call, outcome, attempt + 1) from None
         raise outcome
     response = outcome
+    _ANSWERED.add(base.base_url)
     if response.status_code == 503 and response.status_code not in call.ok:
         error = base._error(call, response)
         if isinstance(error, NotReady):
@@ -569,7 +610,7 @@ class SessionPoolClient(_Base):
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=self._headers,
-            timeout=timeout,
+            timeout=_timeouts(timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
             trust_env=False,
@@ -585,7 +626,8 @@ class SessionPoolClient(_Base):
         self._http.close()
 
     def _run(self, call: _Call[T], retry_timeout: float | None = None) -> T:
-        deadline = time.monotonic() + (self.retry_timeout if retry_timeout is None else retry_timeout)
+        started = time.monotonic()
+        deadline = started + (self.retry_timeout if retry_timeout is None else retry_timeout)
         attempt = 0
         while True:
             try:
@@ -597,12 +639,12 @@ class SessionPoolClient(_Base):
             except httpx.InvalidURL as e:
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
-                return _classify(self, call, outcome, attempt, deadline)
+                return _classify(self, call, outcome, attempt, started, deadline)
             except _CheckLease as check:
                 time.sleep(check.delay)
                 attempt += 1
                 session = self._read_for_check(call, check.cause, attempt, deadline)
-                result = _after_check(self, call, session, check.cause, attempt)
+                result = _after_check(call, session)
                 if result is not _RESEND:
                     return result
             except _Retry as retry:
@@ -664,23 +706,17 @@ class SessionPoolClient(_Base):
         `NoSessionAvailable` is raised. `retry_lost_answers=True` also repeats an acquire whose answer was
         lost (the connection broke after the request was sent), within the same deadline: a lease it may
         have taken stays unused until it runs out (`lease_secs`), which crawlers prefer to losing a page."""
-        call = self._c_acquire(pool, lease_secs, url)
+        call = self._c_acquire(pool, lease_secs, url, retry_lost_answers)
         deadline = time.monotonic() + wait_secs
-        lost_deadline = time.monotonic() + max(self.retry_timeout, wait_secs)
-        attempt = 0
+        retry_deadline = time.monotonic() + max(self.retry_timeout, wait_secs)
         while True:
             try:
-                return self._run(call, retry_timeout=max(0.0, lost_deadline - time.monotonic()))
+                return self._run(call, retry_timeout=max(0.0, retry_deadline - time.monotonic()))
             except NoSessionAvailable as e:
                 delay = _wait_delay(e, deadline)
                 if delay is None:
                     raise
                 time.sleep(delay)
-            except ServiceUnavailable:
-                attempt += 1
-                if not retry_lost_answers or time.monotonic() + _backoff(attempt) >= lost_deadline:
-                    raise
-                time.sleep(_backoff(attempt))
 
     def create_session(
         self,
@@ -697,7 +733,12 @@ class SessionPoolClient(_Base):
         blocked_status_codes: list[int] | None = None,
     ) -> Session:
         """`POST /v1/pools/{pool}/sessions` (not idempotent); `SessionExists` for an id the pool holds."""
-        return self._run(self._c_create_session(pool, dict(locals(), self=None, pool=None)))
+        fields = {
+            "id": id, "user_data": user_data, "cookies": cookies, "proxy_url": proxy_url, "max_age_secs": max_age_secs,
+            "max_usage_count": max_usage_count, "max_error_score": max_error_score,
+            "error_score_decrement": error_score_decrement, "blocked_status_codes": blocked_status_codes,
+        }
+        return self._run(self._c_create_session(pool, fields))
 
     def list_sessions(
         self, pool: str, *, state: str = "all", limit: int = 100, cursor: str | None = None
@@ -821,7 +862,7 @@ class AsyncSessionPoolClient(_Base):
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=self._headers,
-            timeout=timeout,
+            timeout=_timeouts(timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
             trust_env=False,
@@ -837,7 +878,8 @@ class AsyncSessionPoolClient(_Base):
         await self._http.aclose()
 
     async def _run(self, call: _Call[T], retry_timeout: float | None = None) -> T:
-        deadline = time.monotonic() + (self.retry_timeout if retry_timeout is None else retry_timeout)
+        started = time.monotonic()
+        deadline = started + (self.retry_timeout if retry_timeout is None else retry_timeout)
         attempt = 0
         while True:
             try:
@@ -849,12 +891,12 @@ class AsyncSessionPoolClient(_Base):
             except httpx.InvalidURL as e:
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
-                return _classify(self, call, outcome, attempt, deadline)
+                return _classify(self, call, outcome, attempt, started, deadline)
             except _CheckLease as check:
                 await asyncio.sleep(check.delay)
                 attempt += 1
                 session = await self._read_for_check(call, check.cause, attempt, deadline)
-                result = _after_check(self, call, session, check.cause, attempt)
+                result = _after_check(call, session)
                 if result is not _RESEND:
                     return result
             except _Retry as retry:
@@ -906,23 +948,17 @@ class AsyncSessionPoolClient(_Base):
         retry_lost_answers: bool = False,
     ) -> Session:
         """See `SessionPoolClient.acquire`."""
-        call = self._c_acquire(pool, lease_secs, url)
+        call = self._c_acquire(pool, lease_secs, url, retry_lost_answers)
         deadline = time.monotonic() + wait_secs
-        lost_deadline = time.monotonic() + max(self.retry_timeout, wait_secs)
-        attempt = 0
+        retry_deadline = time.monotonic() + max(self.retry_timeout, wait_secs)
         while True:
             try:
-                return await self._run(call, retry_timeout=max(0.0, lost_deadline - time.monotonic()))
+                return await self._run(call, retry_timeout=max(0.0, retry_deadline - time.monotonic()))
             except NoSessionAvailable as e:
                 delay = _wait_delay(e, deadline)
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
-            except ServiceUnavailable:
-                attempt += 1
-                if not retry_lost_answers or time.monotonic() + _backoff(attempt) >= lost_deadline:
-                    raise
-                await asyncio.sleep(_backoff(attempt))
 
     async def create_session(
         self,
@@ -939,7 +975,12 @@ class AsyncSessionPoolClient(_Base):
         blocked_status_codes: list[int] | None = None,
     ) -> Session:
         """See `SessionPoolClient.create_session`."""
-        return await self._run(self._c_create_session(pool, dict(locals(), self=None, pool=None)))
+        fields = {
+            "id": id, "user_data": user_data, "cookies": cookies, "proxy_url": proxy_url, "max_age_secs": max_age_secs,
+            "max_usage_count": max_usage_count, "max_error_score": max_error_score,
+            "error_score_decrement": error_score_decrement, "blocked_status_codes": blocked_status_codes,
+        }
+        return await self._run(self._c_create_session(pool, fields))
 
     async def list_sessions(
         self, pool: str, *, state: str = "all", limit: int = 100, cursor: str | None = None

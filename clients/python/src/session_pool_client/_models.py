@@ -6,8 +6,9 @@ Each is a frozen dataclass made from the service's JSON by `from_json`; `raw` ke
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
@@ -24,10 +25,27 @@ __all__ = [
 ]
 
 
+# RFC 3339 as the service writes it: `2026-11-25T19:00:30.123456789Z`, with 0 to 9 fractional digits.
+# Python 3.10's `datetime.fromisoformat` takes neither the `Z` nor fractions other than 3 or 6 digits.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
 def _ts(value: str | None) -> datetime | None:
+    """A timestamp of the service as an aware datetime; fractions past microseconds are cut off."""
     if value is None:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 timestamp")
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    micros = int((m.group(7) or "0")[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if m.group(9):
+        offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        tz = timezone(-offset if m.group(9) == "-" else offset)
+    return datetime(year, month, day, hour, minute, second, micros, tzinfo=tz)
 
 
 @dataclass(frozen=True)

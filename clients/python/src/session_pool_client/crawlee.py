@@ -10,9 +10,13 @@
 Per page it makes two service calls: `get_session()` acquires a session with a lease (the answer carries
 the session's whole cookie jar), and the one report Crawlee makes afterwards (`mark_good`, `mark_bad`,
 `retire`, or a blocked status code) ends the lease and stores the cookies the site set, in one call.
-Those reports are sent in the background, in order per session, so Crawlee's synchronous `mark_*`
-methods never block the event loop; `async with` / `__aexit__` (which the crawler runs at the end)
-waits for what is still pending.
+Those reports are sent at once, in the background and in order per session, so Crawlee's synchronous
+`mark_*` methods never block the event loop (called from another thread, they hand the report to the
+pool's loop). Cookies the site deleted (an expired `Set-Cookie`, or a cookie removed from the session's
+jar) are sent as expired, so the service's jar stops sending them too. `async with` / `__aexit__`
+(which the crawler runs at the end) waits for what is still pending, then releases the leases of
+sessions that were acquired and never reported. A report that fails is logged at warning with its
+session id and kept in `report_errors` (`report_error_count` counts them all).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import asyncio
 import copy
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import partial
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from crawlee.proxy_configuration import ProxyConfiguration
@@ -32,7 +38,7 @@ from crawlee.sessions._models import SessionPoolModel
 
 from . import _models
 from ._client import AsyncSessionPoolClient, SessionPoolClient, check_lease_secs, check_pool
-from ._errors import InvalidArgument, InvalidRequest, PoolNotFound, SessionNotFound, SessionPoolError
+from ._errors import InvalidArgument, InvalidRequest, LeaseMismatch, PoolNotFound, SessionNotFound
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
     from crawlee import Request
     from crawlee.sessions._cookies import CookieParam
 
-__all__ = ["RemoteSession", "RemoteSessionPool", "SessionProxyConfiguration"]
+__all__ = ["RemoteSession", "RemoteSessionPool", "ReportError", "SessionProxyConfiguration"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,12 @@ _UNSET: Any = object()
 _SETTING_ARGS = {"max_age", "max_error_score", "error_score_decrement", "max_usage_count", "blocked_status_codes"}
 
 _CookieKey = tuple[str, str, str]
+
+#: Timeout (seconds) of the blocking calls Crawlee's synchronous API makes; they are never retried.
+_SYNC_TIMEOUT = 2.0
+
+#: How many failed reports `report_errors` keeps (the most recent).
+_KEPT_ERRORS = 1000
 
 
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -70,12 +82,36 @@ def _storable(cookie: Mapping[str, Any]) -> bool:
     )
 
 
+def _expired(cookie: Mapping[str, Any], now: float) -> bool:
+    expires = cookie.get("expires")
+    return expires is not None and expires <= now
+
+
 def _cookie_state(session: Session) -> dict[_CookieKey, dict[str, Any]]:
+    """The session's live cookies as the service would store them, by (domain, path, name)."""
+    now = time.time()
     return {
         (c.get("domain", ""), c.get("path", "/"), c["name"]): dict(c)
         for c in session.cookies.get_cookies_as_dicts()
-        if _storable(c)
+        if _storable(c) and not _expired(c, now)
     }
+
+
+#: `expires` of a cookie sent to delete one: long past, so the service's jar never sends it again.
+_DELETED = 0
+
+
+@dataclass(frozen=True)
+class ReportError:
+    """A report of a session that did not reach the service (or that the service refused)."""
+
+    session_id: str
+    #: `mark_good`, `mark_bad`, `retire`, `user_data` (its PATCH) or `release` (on exit)
+    kind: str
+    error: BaseException
+
+    def __str__(self) -> str:
+        return f"{self.kind} of session {self.session_id}: {self.error}"
 
 
 class RemoteSession(Session):
@@ -88,6 +124,7 @@ class RemoteSession(Session):
     """
 
     def __init__(self, *, remote_pool: RemoteSessionPool, remote: _models.Session) -> None:
+        now = time.time()
         super().__init__(
             id=remote.id,
             max_age=timedelta(seconds=remote.max_age_secs),
@@ -98,7 +135,8 @@ class RemoteSession(Session):
             usage_count=remote.usage_count,
             max_usage_count=remote.max_usage_count,
             error_score=remote.error_score,
-            cookies=cast("list[CookieParam]", [c.to_json() for c in remote.cookies]),  # CookieParam's keys
+            # CookieParam's keys; a cookie the service holds as expired (deleted) is not loaded
+            cookies=cast("list[CookieParam]", [c.to_json() for c in remote.cookies if not _expired(c.to_json(), now)]),
         )
         # An empty list blocks nothing in the service; Crawlee's constructor would read it as "defaults".
         self._blocked_status_codes = set(remote.blocked_status_codes)
@@ -116,14 +154,18 @@ class RemoteSession(Session):
 
     @property
     def lease_id(self) -> str | None:
-        """The lease this session was acquired with; the first report ends it."""
+        """The lease this session holds; its first report ends it (None from then on, and for a session
+        got by id, which is not leased)."""
         return self._lease.id if self._lease else None
 
     def _cookies_changed(self) -> list[dict[str, Any]]:
+        """Cookies set or changed since the last report, and the ones deleted since (the site expired
+        them, or they were removed from the jar) as expired cookies, which the service's jar drops."""
         now = _cookie_state(self)
         changed = [c for key, c in now.items() if self._reported_cookies.get(key) != c]
+        deleted = [{**c, "value": "", "expires": _DELETED} for key, c in self._reported_cookies.items() if key not in now]
         self._reported_cookies = now
-        return changed
+        return changed + deleted
 
     def _user_data_patch(self) -> dict[str, Any] | None:
         """A JSON merge patch from the user data last reported to what it is now (None: unchanged)."""
@@ -188,8 +230,9 @@ class RemoteSessionPool(SessionPool):
       leased and the pool is full (or the service restarts), honouring the service's `Retry-After`.
 
     `session_count`, `usable_session_count`, `retired_session_count`, `add_session` and `get_state` are
-    synchronous in Crawlee, so they make a short blocking call to the service; in async code prefer
-    `await pool.get_status()`. `reset_store()` does nothing: the pool is shared, and deleting it would
+    synchronous in Crawlee, so they make a blocking call to the service, bounded to 2 seconds and never
+    retried, so that they cannot hold the event loop for long; in async code prefer
+    `await pool.get_status()`. The sessions' `mark_good`, `mark_bad` and `retire` never block. `reset_store()` does nothing: the pool is shared, and deleting it would
     take every other crawler's sessions.
     """
 
@@ -235,10 +278,16 @@ class RemoteSessionPool(SessionPool):
         self._client: AsyncSessionPoolClient | None = None
         self._sync_client: SessionPoolClient | None = None
         self._new_sync_client().close()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        # Sessions acquired with a lease and not reported yet, by lease id: released on exit.
+        self._unreported: dict[str, RemoteSession] = {}
         self._proxy_urls: dict[str, str | None] = {}
-        self.report_errors: list[BaseException] = []
+        #: The most recent reports that did not reach the service (at most `_KEPT_ERRORS`).
+        self.report_errors: list[ReportError] = []
+        #: Every report that did not reach the service.
+        self.report_error_count = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pool={self._pool!r} active={self._active}>"
@@ -256,7 +305,11 @@ class RemoteSessionPool(SessionPool):
         return self._client
 
     def _new_sync_client(self) -> SessionPoolClient:
-        return SessionPoolClient(self._url, api_key=self._api_key, timeout=self._timeout, retry_timeout=self._retry_timeout)
+        # Crawlee's synchronous API runs on the event loop: a short timeout and no retries bound how long
+        # it can hold the loop.
+        return SessionPoolClient(
+            self._url, api_key=self._api_key, timeout=min(self._timeout, _SYNC_TIMEOUT), retry_timeout=0
+        )
 
     def _require_active(self) -> None:
         if not self._active:
@@ -353,6 +406,7 @@ class RemoteSessionPool(SessionPool):
             await client.aclose()
             self._client = None
             raise
+        self._loop = asyncio.get_running_loop()
         self._active = True
         return self
 
@@ -370,8 +424,10 @@ class RemoteSessionPool(SessionPool):
             raise RuntimeError(f"The {type(self).__name__} is not active.")
         try:
             await self.flush()
+            await self._release_unreported()
         finally:
             self._active = False
+            self._loop = None
             if self._client is not None:
                 await self._client.aclose()
                 self._client = None
@@ -417,10 +473,12 @@ class RemoteSessionPool(SessionPool):
         """Add a session made outside the pool, with its counters, user data and cookies (a blocking call).
         A session the pool already holds is left as it is, with a warning, as in Crawlee."""
         client = self._sync()
-        document = {
-            "maxPoolSize": self._max_pool_size,
+        document: dict[str, Any] = {
             "sessions": [session.get_state(as_dict=False).model_dump(mode="json", by_alias=True)],
         }
+        if self._explicit_size:
+            # Only a size the caller gave: Crawlee's default would replace the operator's for a new pool.
+            document["maxPoolSize"] = self._max_pool_size
         result = client.import_pool(self._pool, document)
         if result.skipped:
             logger.warning(f"Session with ID {session.id} already exists in the pool.")
@@ -437,7 +495,10 @@ class RemoteSessionPool(SessionPool):
             self._pool, lease_secs=self._lease_secs, wait_secs=self._acquire_timeout, retry_lost_answers=True
         )
         self._proxy_urls[remote.id] = remote.proxy_url
-        return RemoteSession(remote_pool=self, remote=remote)
+        session = RemoteSession(remote_pool=self, remote=remote)
+        if remote.lease is not None:
+            self._unreported[remote.lease.id] = session
+        return session
 
     async def get_session_by_id(self, session_id: str) -> Session | None:
         """The session with this id when it exists and is usable, else None (with a warning), as in
@@ -471,71 +532,137 @@ class RemoteSessionPool(SessionPool):
 
     # -- reports -----------------------------------------------------------------------------------------
 
-    def _report(self, session: RemoteSession, kind: str) -> None:
-        """Queue one report of `session`; called from Crawlee's synchronous mark methods."""
-        if not self._active or self._client is None:
+    def _report(self, session: RemoteSession, kind: str) -> asyncio.Task[None] | None:
+        """Send one report of `session` now, after the ones of it still in flight; called from Crawlee's
+        synchronous mark methods, so it never waits. Returns the task sending it (None when it was
+        handed to the pool's loop from another thread)."""
+        loop = self._loop
+        if not self._active or self._client is None or loop is None or loop.is_closed():
             raise RuntimeError(f"The {type(self).__name__} is not active: the report of session {session.id} is lost.")
-        client = self._client
-        lease_id = session._lease  # the Lease object: a report whose answer is lost can be checked
+        # Only the first report carries the lease, which it ends: a later one with it could not tell,
+        # after a lost answer, whether it arrived.
+        lease = session._lease
+        session._lease = None
+        if lease is not None:
+            self._unreported.pop(lease.id, None)
         cookies = session._cookies_changed() or None
         user_data = session._user_data_patch()
         blocked = session._blocked_by if kind == "retire" else None
         session._blocked_by = None
+        send = partial(self._send, session.id, kind, lease, cookies, user_data, blocked)
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            return self._start(session.id, kind, send)
+        loop.call_soon_threadsafe(self._start, session.id, kind, send)
+        return None
 
-        async def send(with_cookies: bool = True) -> Any:
-            nonlocal user_data
-            if user_data is not None:
-                # Reports carry no user data: a changed `session.user_data` costs one PATCH, before the report.
-                await client.patch_session(self._pool, session.id, user_data=user_data)
-                user_data = None
-            return await report(cookies if with_cookies else None)
-
-        def report(cookies: list[dict[str, Any]] | None) -> Awaitable[Any]:
-            if blocked is not None:
-                code, ignored = blocked
-                return client.report_status_code(
-                    self._pool, session.id, code, lease_id=lease_id, cookies=cookies,
-                    ignore_http_error_status_codes=sorted(ignored) or None,
-                )
-            if kind == "mark_good":
-                return client.mark_good(self._pool, session.id, lease_id=lease_id, cookies=cookies)
-            if kind == "mark_bad":
-                return client.mark_bad(self._pool, session.id, lease_id=lease_id, cookies=cookies)
-            return client.retire(self._pool, session.id, lease_id=lease_id, cookies=cookies)
-
-        previous = self._chains.get(session.id)
-        task = asyncio.get_running_loop().create_task(self._send_after(previous, send, session.id, kind))
-        self._chains[session.id] = task
+    def _start(self, session_id: str, kind: str, send: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        previous = self._chains.get(session_id)
+        task = asyncio.get_running_loop().create_task(self._send_after(previous, send, session_id, kind))
+        self._chains[session_id] = task
         self._pending.add(task)
-        task.add_done_callback(partial(self._done, session_id=session.id))
+        task.add_done_callback(partial(self._done, session_id=session_id))
+        return task
 
     def _done(self, task: asyncio.Task[None], session_id: str) -> None:
         self._pending.discard(task)
         if self._chains.get(session_id) is task:
             del self._chains[session_id]
 
+    async def _send(
+        self, session_id: str, kind: str, lease: _models.Lease | None, cookies: list[dict[str, Any]] | None,
+        user_data: dict[str, Any] | None, blocked: tuple[int, set[int]] | None,
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise RuntimeError(f"The {type(self).__name__} is not active.")
+        if user_data is not None:
+            # Reports carry no user data: a changed `session.user_data` costs one PATCH, before the report;
+            # when it fails, the report still goes.
+            try:
+                await client.patch_session(self._pool, session_id, user_data=user_data)
+            except Exception as e:  # noqa: BLE001
+                self._report_failed(session_id, "user_data", e)
+        try:
+            await self._send_report(client, session_id, kind, lease, cookies, blocked)
+        except InvalidRequest:
+            if not cookies:
+                raise
+            # The service refused the request, and it carried cookies (the one part of it a site decides):
+            # the mark matters more than the cookies, so it goes again without them.
+            logger.warning(f"{kind} of session {session_id}: the service refused it with its cookies; sending it without")
+            await self._send_report(client, session_id, kind, lease, None, blocked)
+
+    async def _send_report(
+        self, client: AsyncSessionPoolClient, session_id: str, kind: str, lease: _models.Lease | None,
+        cookies: list[dict[str, Any]] | None, blocked: tuple[int, set[int]] | None,
+    ) -> None:
+        if blocked is not None:
+            code, ignored = blocked
+            await client.report_status_code(
+                self._pool, session_id, code, lease_id=lease, cookies=cookies,
+                ignore_http_error_status_codes=sorted(ignored) or None,
+            )
+        elif kind == "mark_good":
+            await client.mark_good(self._pool, session_id, lease_id=lease, cookies=cookies)
+        elif kind == "mark_bad":
+            await client.mark_bad(self._pool, session_id, lease_id=lease, cookies=cookies)
+        else:
+            await client.retire(self._pool, session_id, lease_id=lease, cookies=cookies)
+
     async def _send_after(
-        self, previous: asyncio.Task[None] | None, send: Callable[..., Awaitable[Any]], session_id: str, kind: str
+        self, previous: asyncio.Task[None] | None, send: Callable[[], Awaitable[None]], session_id: str, kind: str
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         try:
+            await send()
+        except Exception as e:  # noqa: BLE001 - every failure is kept and logged, none ends the crawl
+            self._report_failed(session_id, kind, e)
+
+    def _report_failed(self, session_id: str, kind: str, error: BaseException) -> None:
+        self.report_error_count += 1
+        self.report_errors.append(ReportError(session_id, kind, error))
+        del self.report_errors[:-_KEPT_ERRORS]
+        logger.warning(f"{kind} of session {session_id} did not reach the service ({self.report_error_count} so far): {error}")
+
+    async def _release_unreported(self) -> None:
+        """End the leases of sessions acquired and never reported, so that other crawlers get them now
+        rather than when the leases run out. A session the crawler found blocked (it checked a status
+        code that blocks it, then gave up the request without retiring the session) is reported as
+        blocked instead: the site refused it, for every crawler of the pool."""
+        now = datetime.now(timezone.utc)
+        # A lease past its end has ended in the service already.
+        unreported = {k: s for k, s in self._unreported.items() if s._lease is None or s._lease.expires_at > now}
+        self._unreported = {}
+        client = self._client
+        if not unreported or client is None:
+            return
+
+        async def end(lease_id: str, session: RemoteSession) -> None:
             try:
-                await send()
-            except InvalidRequest as e:
-                if "cookie" not in e.detail:
-                    raise
-                # The mark matters more than a cookie the service would not store: send it without them.
-                logger.warning(f"{kind} of session {session_id}: cookies refused ({e.detail}); reporting without them")
-                await send(with_cookies=False)
-        except SessionNotFound:
-            logger.debug(f"{kind} of session {session_id}: the session is gone from the service")
-        except SessionPoolError as e:
-            self.report_errors.append(e)
-            logger.warning(f"{kind} of session {session_id} did not reach the service: {e}")
+                if session._blocked_by is not None:
+                    code, ignored = session._blocked_by
+                    await client.report_status_code(
+                        self._pool, session.id, code, lease_id=lease_id,
+                        ignore_http_error_status_codes=sorted(ignored) or None,
+                    )
+                else:
+                    await client.release(self._pool, session.id, lease_id)
+            except LeaseMismatch:
+                pass  # the lease has ended already (it ran out, or the session retired)
+            except Exception as e:  # noqa: BLE001
+                self._report_failed(session.id, "release", e)
+
+        logger.debug(f"releasing {len(unreported)} leases of sessions acquired and never reported")
+        await asyncio.gather(*(end(lease_id, session) for lease_id, session in unreported.items()))
 
     async def flush(self) -> None:
-        """Wait until every queued report has been answered."""
+        """Wait until every report sent so far has been answered (or has failed)."""
+        await asyncio.sleep(0)  # reports handed over from other threads start first
         while self._pending:
             await asyncio.wait(list(self._pending))
 

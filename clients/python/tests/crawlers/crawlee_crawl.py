@@ -35,10 +35,10 @@ class TimedPool(RemoteSessionPool):
         self.timings.append({"session": session.id, "acquire": time.perf_counter() - started})
         return session
 
-    def _report(self, session: RemoteSession, kind: str) -> None:
+    def _report(self, session: RemoteSession, kind: str):
         started = time.perf_counter()
-        super()._report(session, kind)
-        task = self._chains[session.id]
+        task = super()._report(session, kind)
+        assert task is not None  # called on the pool's loop
         record = {"session": session.id, "kind": kind}
         self.timings.append(record)
         task.add_done_callback(lambda _t: record.__setitem__("report", time.perf_counter() - started))

@@ -1,6 +1,7 @@
 """Scrapy specifics, run as its own process (Scrapy owns the reactor): a request with
 meta["session_pool"] = False is left alone, the CookiesMiddleware keeps no jar for the pool's requests,
-and a blocked request is retried with a new session and lease. Prints one JSON line."""
+a blocked request is retried with a new session and lease, and a redirected request keeps its session.
+Prints one JSON line."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Spider(scrapy.Spider):
         yield scrapy.Request(f"{site}/page/free", meta={"session_pool": False}, callback=self.parse_free)
         for n in range(8):
             yield scrapy.Request(f"{site}/page/{n}", dont_filter=True)
+        for n in range(3):
+            yield scrapy.Request(f"{site}/redirect/{n}", dont_filter=True)
 
     def parse_free(self, response):
         seen.append({"url": response.url, "session_id": response.meta.get("session_id"),
@@ -29,7 +32,8 @@ class Spider(scrapy.Spider):
 
     def parse(self, response):
         seen.append({"url": response.url, "session_id": response.meta["session_id"],
-                     "retries": response.meta.get("retry_times", 0),
+                     "retries": response.meta.get("retry_times", 0), "status": response.status,
+                     "redirect_urls": response.meta.get("redirect_urls", []),
                      "cookie": (response.request.headers.get("Cookie") or b"").decode()})
 
 
