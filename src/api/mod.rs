@@ -92,6 +92,9 @@ impl AppState {
 
     /// A fresh state that answers 503 `not_ready` until [`Lifecycle::set_ready`].
     pub fn starting(config: Config) -> Self {
+        // Metric handles taken before the recorder is installed record nowhere: install it before
+        // any pool registers its own (a no-op when `run` did already).
+        service::metrics_handle();
         let limits = RegistryLimits {
             max_pools: config.max_pools,
             max_sessions: config.max_sessions,
