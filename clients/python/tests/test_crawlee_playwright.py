@@ -93,3 +93,29 @@ async def test_playwright_crawler_shares_the_pool(server: Server, site: Site, po
     assert status.leased_session_count == 0
     assert all(s.lease is None and s.leased_until is None for s in sessions.values())
 
+
+async def test_a_cookie_deleted_in_the_browser_leaves_the_service_jar(server: Server, site: Site, pool_name: str) -> None:
+    cookie = {"domain": "127.0.0.1", "path": "/"}
+    with SessionPoolClient(server.url) as client:
+        client.put_pool(pool_name, {"max_pool_size": 1})
+        client.create_session(pool_name, id="s1", cookies=[{"name": "gone", "value": "1", **cookie},
+                                                           {"name": "kept", "value": "2", **cookie}])
+    pool = RemoteSessionPool(url=server.url, pool=pool_name)
+    crawler = playwright_crawler(pool)
+    before: list[tuple[str, str]] = []
+
+    @crawler.router.default_handler
+    async def handle(context: PlaywrightCrawlingContext) -> None:
+        before.append((context.session.id, await context.page.evaluate("document.cookie")))
+        # The page's own script deletes a cookie, as a site's would.
+        await context.page.evaluate("document.cookie = 'gone=; Max-Age=0; Path=/'")
+
+    await crawler.run([f"{site.url}/page/0"])
+    # The session's cookies in the service were in the browser; the one deleted there left the service's jar.
+    assert [(sid, {"gone=1", "kept=2"} <= set(cookies.split("; "))) for sid, cookies in before] == [("s1", True)]
+    assert pool.report_errors == []
+    with SessionPoolClient(server.url) as client:
+        after = client.get_session(pool_name, "s1")
+        header = client.cookies_for_url(pool_name, "s1", f"{site.url}/page/1").cookie_header
+    assert after.usage_count == 1
+    assert sorted(header.split("; ")) == sorted(["kept=2", f"sid={next(iter(site.tokens))}"])
