@@ -123,6 +123,7 @@ class Site:
 
     `/redirect/N` answers 302 to `/landing/N` with a new cookie `hop_N`, and `/landing/N` answers 200;
     neither counts as a use of the token. Each request's `hop_N` cookie (N from its path) is recorded.
+    `/favicon.ico`, which a browser asks for after a page, is a 404 that counts nothing.
     """
 
     def __init__(self, limit: int, delay: float = 0.0) -> None:
@@ -165,6 +166,9 @@ class Site:
         self.httpd.server_close()
 
     def handle(self, req: BaseHTTPRequestHandler) -> tuple[int, list[tuple[str, str]], bytes]:
+        if urlsplit(req.path).path == "/favicon.ico":
+            # A browser's own request after a page (PlaywrightCrawler's Chromium): not a visit.
+            return 404, [], b""
         if self.delay:
             time.sleep(self.delay)
         cookie = SimpleCookie(req.headers.get("Cookie", ""))

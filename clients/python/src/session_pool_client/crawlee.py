@@ -12,8 +12,8 @@ the session's whole cookie jar), and the one report Crawlee makes afterwards (`m
 `retire`, or a blocked status code) ends the lease and stores the cookies the site set, in one call.
 Those reports are sent at once, in the background and in order per session, so Crawlee's synchronous
 `mark_*` methods never block the event loop (called from another thread, they hand the report to the
-pool's loop). Cookies the site deleted (an expired `Set-Cookie`, or a cookie removed from the session's
-jar) are sent as expired, so the service's jar stops sending them too. `async with` / `__aexit__`
+pool's loop). Cookies the site deleted (an expired `Set-Cookie`, a cookie removed from the session's
+jar, or from PlaywrightCrawler's browser) are sent as expired, so the service's jar stops sending them too. `async with` / `__aexit__`
 (which the crawler runs at the end) waits for what is still pending, then releases the leases of
 sessions that were acquired and never reported. A report that fails is logged at warning with its
 session id and kept in `report_errors` (`report_error_count` counts them all).
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from crawlee.proxy_configuration import ProxyConfiguration
 from crawlee.sessions import Session, SessionPool
+from crawlee.sessions._cookies import SessionCookies
 from crawlee.sessions._models import SessionPoolModel
 
 from . import _models
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from crawlee import Request
-    from crawlee.sessions._cookies import CookieParam
+    from crawlee.sessions._cookies import CookieParam, PlaywrightCookieParam
 
 __all__ = ["RemoteSession", "RemoteSessionPool", "ReportError", "SessionProxyConfiguration"]
 
@@ -114,6 +115,17 @@ class ReportError:
         return f"{self.kind} of session {self.session_id}: {self.error}"
 
 
+class _BrowserSyncedCookies(SessionCookies):
+    """A session's cookies that take a browser's as they are now. PlaywrightCrawler loads the session's
+    cookies into the page's browser context and afterwards hands back every cookie of that context:
+    one missing there was deleted (by the site or its page's script), so it leaves the session's jar
+    too, and the next report deletes it in the service. Crawlee's own jar only merges them."""
+
+    def set_cookies_from_playwright_format(self, pw_cookies: list[PlaywrightCookieParam]) -> None:
+        self.jar.clear()
+        super().set_cookies_from_playwright_format(pw_cookies)
+
+
 class RemoteSession(Session):
     """A Crawlee `Session` whose marks reach the service.
 
@@ -138,6 +150,7 @@ class RemoteSession(Session):
             # CookieParam's keys; a cookie the service holds as expired (deleted) is not loaded
             cookies=cast("list[CookieParam]", [c.to_json() for c in remote.cookies if not _expired(c.to_json(), now)]),
         )
+        self._cookies = _BrowserSyncedCookies(self._cookies.jar)
         # An empty list blocks nothing in the service; Crawlee's constructor would read it as "defaults".
         self._blocked_status_codes = set(remote.blocked_status_codes)
         self._remote_pool = remote_pool
