@@ -17,9 +17,12 @@ Retries. A call is repeated only when repeating it cannot do anything twice:
   that a lost answer may have leased a session). `acquire`, `create_session`, `mark_good`, `mark_bad`,
   `release`, `report_status_code(mark=True)` and `import_pool` are not repeated blindly after the request
   may have reached the service. A report given its lease as the `Lease` object
-  (`lease_id=session.lease`) can tell: the client reads the session, and sends the report again only
-  while the session still shows that lease (a report that arrived would have ended it); otherwise the
-  session it read is the result. Without that, the error is raised (`ServiceUnavailable`).
+  (`lease_id=session.lease`) can tell: the client reads the session, and sends the report again while
+  the session still shows that lease (a report that arrived would have ended it) or is retired (a report
+  then changes nothing). When the lease is gone and the read was, by the service's clock, at least 2 s
+  before the lease's end, the report ended it: the session read is the result. A lease also ends by
+  running out, so a lease gone later than that proves nothing, and `ServiceUnavailable` says the report
+  may not have arrived. Without a `Lease`, the error is raised (`ServiceUnavailable`).
 
 `acquire(wait_secs=...)` also waits for `503 no_session_available`, honouring `Retry-After`, until the
 caller's deadline.
@@ -34,13 +37,15 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from ._errors import (
+    ApiError,
     InvalidArgument,
     LeaseMismatch,
     NoSessionAvailable,
@@ -200,8 +205,9 @@ class _Call(Generic[T]):
     params: dict[str, Any] | None = None
     ok: tuple[int, ...] = (200,)
     on_error: Callable[[Exception], Exception] | None = field(default=None)
-    # A report that ends a lease can tell whether it arrived: while the session still shows that lease
-    # (its expiry), it did not. (the session's path, the lease's expiry, the result made of the session)
+    # A report that ends a lease can tell whether it arrived (`_after_check`): while the session still
+    # shows that lease (its expiry), it did not. (the session's path, the lease's expiry, the result made
+    # of the session)
     lease_check: tuple[str, datetime, Callable[[Session], Any]] | None = None
 
 
@@ -488,6 +494,18 @@ class _Base:
             url=url,
         )
 
+    def _maybe_lost(self, call: _Call[Any], error: Exception) -> ServiceUnavailable:
+        assert call.lease_check is not None
+        why = str(error) or type(error).__name__
+        return ServiceUnavailable(
+            f"the answer to {call.method} {call.path} was lost ({why}) and the report may not have arrived: the "
+            f"session no longer shows its lease, but that lease (until {call.lease_check[1].isoformat()}) may have "
+            f"run out rather than been ended by the report; it is not sent again, as one that arrived would count "
+            f"twice",
+            method=call.method,
+            url=f"{self.base_url}{call.path}",
+        )
+
     def _retry_deadline(self, started: float, deadline: float) -> float:
         """Until when a connection error is retried. Once the service at this URL has answered in this
         process, until `deadline` (the service is restarting: wait for it); before that, for
@@ -541,17 +559,45 @@ class _CheckLease(_Retry):
     """The answer to a lease-ending report was lost: read the session to learn whether it arrived."""
 
 
-def _after_check(call: _Call[Any], session: Session) -> Any:
-    """The result of a report whose answer was lost, from the session read afterwards; `_RESEND` when
-    the report did not arrive (the session still shows the lease)."""
+def _after_check(call: _Call[Any], session: Session, read_at: datetime | None) -> Any:
+    """The result of a report whose answer was lost, from the session read afterwards (`read_at`: the
+    service's `Date` of that read). `_RESEND` when sending it again is safe: the session still shows the
+    lease (the report did not arrive), or it is retired (a report then changes nothing but its cookies,
+    stored again as they were). `_UNKNOWN` when the read cannot tell: the lease is gone, but a lease also
+    ends by running out, and the read was not early enough to rule that out."""
     assert call.lease_check is not None
     _, expires_at, recover = call.lease_check
     if session.leased_until is not None and session.leased_until == expires_at:
         return _RESEND
-    return recover(session)
+    if session.retired:
+        return _RESEND
+    # Before its end only a call carrying the lease id ends a lease (or retirement, handled above): the
+    # lease gone while it still had time to run means the report ended it.
+    if read_at is not None and read_at + _DATE_MARGIN <= expires_at:
+        return recover(session)
+    return _UNKNOWN
 
 
 _RESEND = object()
+_UNKNOWN = object()
+
+#: How far before a lease's end the session read must be, by the service's `Date` (whole seconds,
+#: cached by the server for up to a second), to prove that the lease did not simply run out.
+_DATE_MARGIN = timedelta(seconds=2)
+
+
+def _response_date(response: httpx.Response) -> datetime | None:
+    try:
+        date = parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return date if date.tzinfo is not None else None
+
+
+def _session_read(call: _Call[Any]) -> _Call[tuple[Session, datetime | None]]:
+    """The GET of the session a lost report's lease check reads, with the service's `Date` of it."""
+    assert call.lease_check is not None
+    return _Call("GET", call.lease_check[0], lambda r: (Session.from_json(r.json()), _response_date(r)), True)
 
 
 def _classify(
@@ -643,19 +689,23 @@ class SessionPoolClient(_Base):
             except _CheckLease as check:
                 time.sleep(check.delay)
                 attempt += 1
-                session = self._read_for_check(call, check.cause, attempt, deadline)
-                result = _after_check(call, session)
+                session, read_at = self._read_for_check(call, check.cause, attempt, deadline)
+                result = _after_check(call, session, read_at)
+                if result is _UNKNOWN:
+                    raise self._maybe_lost(call, check.cause) from None
                 if result is not _RESEND:
                     return result
             except _Retry as retry:
                 time.sleep(retry.delay)
                 attempt += 1
 
-    def _read_for_check(self, call: _Call[Any], cause: Exception, attempts: int, deadline: float) -> Session:
-        assert call.lease_check is not None
-        read = _Call("GET", call.lease_check[0], _json(Session.from_json), True)
+    def _read_for_check(
+        self, call: _Call[Any], cause: Exception, attempts: int, deadline: float
+    ) -> tuple[Session, datetime | None]:
         try:
-            return self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
+            return self._run(_session_read(call), retry_timeout=max(0.0, deadline - time.monotonic()))
+        except ApiError:
+            raise  # the service answered (the session is gone, the key is refused, ...): that is the error
         except SessionPoolError:
             raise self._unreachable(call, cause, attempts) from None
 
@@ -895,19 +945,23 @@ class AsyncSessionPoolClient(_Base):
             except _CheckLease as check:
                 await asyncio.sleep(check.delay)
                 attempt += 1
-                session = await self._read_for_check(call, check.cause, attempt, deadline)
-                result = _after_check(call, session)
+                session, read_at = await self._read_for_check(call, check.cause, attempt, deadline)
+                result = _after_check(call, session, read_at)
+                if result is _UNKNOWN:
+                    raise self._maybe_lost(call, check.cause) from None
                 if result is not _RESEND:
                     return result
             except _Retry as retry:
                 await asyncio.sleep(retry.delay)
                 attempt += 1
 
-    async def _read_for_check(self, call: _Call[Any], cause: Exception, attempts: int, deadline: float) -> Session:
-        assert call.lease_check is not None
-        read = _Call("GET", call.lease_check[0], _json(Session.from_json), True)
+    async def _read_for_check(
+        self, call: _Call[Any], cause: Exception, attempts: int, deadline: float
+    ) -> tuple[Session, datetime | None]:
         try:
-            return await self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
+            return await self._run(_session_read(call), retry_timeout=max(0.0, deadline - time.monotonic()))
+        except ApiError:
+            raise  # the service answered (the session is gone, the key is refused, ...): that is the error
         except SessionPoolError:
             raise self._unreachable(call, cause, attempts) from None
 
