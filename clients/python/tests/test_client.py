@@ -283,6 +283,30 @@ def test_lost_connections_are_retried_only_for_safe_calls() -> None:
         assert len(attempts) > 1  # retiring twice is retiring once
 
 
+@pytest.mark.parametrize("first", ["answer-lost", "not-sent"])
+def test_a_repeated_release_takes_lease_mismatch_as_success_only_after_a_lost_answer(first: str) -> None:
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if len(calls) == 1:
+            error = httpx.ReadError if first == "answer-lost" else httpx.ConnectError
+            raise error("connection reset", request=request)
+        if request.method == "POST":
+            return problem(409, "lease_mismatch")
+        return httpx.Response(200, json=session_json(None))
+
+    path = "/v1/pools/p/sessions/s1"
+    with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+        if first == "answer-lost":  # the first attempt ended the lease: the repeat's mismatch is its success
+            assert c.release("p", "s1", "L1").leased_until is None
+            assert calls == [f"POST {path}/release", f"POST {path}/release", f"GET {path}"]
+        else:  # nothing was sent the first time: the mismatch is the service's answer to this release
+            with pytest.raises(LeaseMismatch):
+                c.release("p", "s1", "L1")
+            assert calls == [f"POST {path}/release", f"POST {path}/release"]
+
+
 def test_wrong_url_gives_a_clear_error_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     with SessionPoolClient(f"http://127.0.0.1:{port}", retry_timeout=0.5) as c:

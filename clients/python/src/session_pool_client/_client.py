@@ -13,9 +13,11 @@ Retries. A call is repeated only when repeating it cannot do anything twice:
 - a connection lost after the request was sent (read error, read timeout, the server closing the
   connection): retried only for the calls that are safe to repeat, the ones marked *idempotent* in their
   docstrings: every GET, `put_pool`, `delete_pool`, `delete_session`, `patch_session`, `store_cookies`,
-  `retire`, `report_status_code` without `mark`, and `acquire(retry_lost_answers=True)` (which accepts
-  that a lost answer may have leased a session). `acquire`, `create_session`, `mark_good`, `mark_bad`,
-  `release`, `report_status_code(mark=True)` and `import_pool` are not repeated blindly after the request
+  `retire`, `release` (a repeat that finds the lease ended, `LeaseMismatch`, returns the session: the
+  lost attempt ended it, or it ran out), `report_status_code` without `mark`, and
+  `acquire(retry_lost_answers=True)` (which accepts that a lost answer may have leased a session).
+  `acquire`, `create_session`, `mark_good`, `mark_bad`, `report_status_code(mark=True)` and
+  `import_pool` are not repeated blindly after the request
   may have reached the service. A report given its lease as the `Lease` object
   (`lease_id=session.lease`) can tell: the client reads the session, and sends the report again while
   the session still shows that lease (a report that arrived would have ended it) or is retired (a report
@@ -209,6 +211,11 @@ class _Call(Generic[T]):
     # shows that lease (its expiry), it did not. (the session's path, the lease's expiry, the result made
     # of the session)
     lease_check: tuple[str, datetime, Callable[[Session], Any]] | None = None
+    # A release repeated after a lost answer may find its lease ended by the first attempt: a
+    # LeaseMismatch then is success, and the session read at this path is the result.
+    mismatch_after_lost: str | None = None
+    # Set once an attempt's answer was lost after the request may have reached the service.
+    answer_lost: bool = False
 
 
 def _json(parse: Callable[[dict[str, Any]], T]) -> Callable[[httpx.Response], T]:
@@ -368,9 +375,10 @@ class _Base:
                 )
             return error
 
+        # Idempotent: lease ids are never reused, so releasing one twice cannot end another lease.
         return _call(
-            "releaseSession", _json(Session.from_json), idempotent=False, pool=pool, session_id=session_id,
-            json={"lease_id": lease_id}, on_error=explain,
+            "releaseSession", _json(Session.from_json), idempotent=True, pool=pool, session_id=session_id,
+            json={"lease_id": lease_id}, on_error=explain, mismatch_after_lost=_route("getSession", pool, session_id)[1],
         )
 
     @staticmethod
@@ -610,6 +618,8 @@ def _classify(
         retryable = isinstance(outcome, _NOT_SENT) or (call.idempotent and isinstance(outcome, _MAYBE_SENT))
         delay = _backoff(attempt)
         if retryable and now + delay < deadline:
+            if isinstance(outcome, _MAYBE_SENT):
+                call.answer_lost = True
             raise _Retry(delay, outcome)
         if call.lease_check and isinstance(outcome, _MAYBE_SENT) and now + delay < deadline:
             raise _CheckLease(delay, outcome)
@@ -686,6 +696,12 @@ class SessionPoolClient(_Base):
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
                 return _classify(self, call, outcome, attempt, started, deadline)
+            except LeaseMismatch:
+                if not (call.answer_lost and call.mismatch_after_lost):
+                    raise
+                # An earlier attempt, whose answer was lost, ended the lease (or it ran out meanwhile).
+                read = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
+                return self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
             except _CheckLease as check:
                 time.sleep(check.delay)
                 attempt += 1
@@ -844,8 +860,9 @@ class SessionPoolClient(_Base):
         return self._run(self._c_mark("retire", pool, session_id, lease_id, url, set_cookie, cookies))
 
     def release(self, pool: str, session_id: str, lease_id: str) -> Session:
-        """`POST .../release` (not idempotent): end the lease. `LeaseMismatch` when the lease has already
-        ended or is not this session's."""
+        """`POST .../release` (idempotent: lease ids are never reused): end the lease. `LeaseMismatch`
+        when the lease has already ended or is not this session's, except on a repeat after a lost answer,
+        which returns the session read afterwards (the lost attempt ended the lease, or it ran out)."""
         return self._run(self._c_release(pool, session_id, lease_id))
 
     def report_status_code(
@@ -942,6 +959,12 @@ class AsyncSessionPoolClient(_Base):
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
                 return _classify(self, call, outcome, attempt, started, deadline)
+            except LeaseMismatch:
+                if not (call.answer_lost and call.mismatch_after_lost):
+                    raise
+                # An earlier attempt, whose answer was lost, ended the lease (or it ran out meanwhile).
+                read = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
+                return await self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
             except _CheckLease as check:
                 await asyncio.sleep(check.delay)
                 attempt += 1
