@@ -700,7 +700,7 @@ class SessionPoolClient(_Base):
                 if not (call.answer_lost and call.mismatch_after_lost):
                     raise
                 # An earlier attempt, whose answer was lost, ended the lease (or it ran out meanwhile).
-                read = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
+                read: _Call[Any] = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
                 return self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
             except _CheckLease as check:
                 time.sleep(check.delay)
@@ -963,7 +963,7 @@ class AsyncSessionPoolClient(_Base):
                 if not (call.answer_lost and call.mismatch_after_lost):
                     raise
                 # An earlier attempt, whose answer was lost, ended the lease (or it ran out meanwhile).
-                read = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
+                read: _Call[Any] = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
                 return await self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
             except _CheckLease as check:
                 await asyncio.sleep(check.delay)
