@@ -266,21 +266,47 @@ def test_not_ready_is_retried_for_every_call() -> None:
     assert len(calls) == 3
 
 
-def test_lost_connections_are_retried_only_for_safe_calls() -> None:
+#: Every call of the module docstring's lists: (arguments, whether a lost answer is repeated).
+LOST_ANSWER_CALLS = {
+    "healthz": ((), True), "metrics": ((), True), "openapi": ((), True), "list_pools": ((), True),
+    "get_pool": (("p",), True), "list_sessions": (("p",), True), "get_session": (("p", "s1"), True),
+    "cookies_for_url": (("p", "s1", "http://a.test/"), True), "export_pool": (("p",), True),
+    "put_pool": (("p",), True), "delete_pool": (("p",), True), "delete_session": (("p", "s1"), True),
+    "patch_session": (("p", "s1"), True), "store_cookies": (("p", "s1", "http://a.test/", ["a=1"]), True),
+    "retire": (("p", "s1"), True), "release": (("p", "s1", "L1"), True),
+    "report_status_code": (("p", "s1", 200), True),
+    "acquire(retry_lost_answers=True)": (("p",), True),
+    "readyz": ((), False),  # a readiness probe answers now: never retried at all
+    "acquire": (("p",), False), "create_session": (("p",), False), "mark_good": (("p", "s1"), False),
+    "mark_bad": (("p", "s1"), False), "report_status_code(mark=True)": (("p", "s1", 200), False),
+    "import_pool": (("p", {"sessions": []}), False),
+}
+
+
+@pytest.mark.parametrize("name", list(LOST_ANSWER_CALLS))
+def test_lost_connections_are_retried_only_for_safe_calls(name: str) -> None:
+    args, repeated = LOST_ANSWER_CALLS[name]
+    method, _, option = name.partition("(")
+    kwargs = {option.split("=")[0]: True} if option else {}
     attempts: list[str] = []
 
     def broken(request: httpx.Request) -> httpx.Response:
         attempts.append(request.url.path)
         raise httpx.ReadError("connection reset", request=request)
 
-    with SessionPoolClient("http://127.0.0.1:9", retry_timeout=0.5, transport=httpx.MockTransport(broken)) as c:
+    with SessionPoolClient("http://127.0.0.1:9", retry_timeout=0.3, transport=httpx.MockTransport(broken)) as c:
         with pytest.raises(ServiceUnavailable) as e:
-            c.mark_good("p", "s1")
-        assert len(attempts) == 1 and "connection reset" in str(e.value)
-        attempts.clear()
-        with pytest.raises(ServiceUnavailable):
-            c.retire("p", "s1")
-        assert len(attempts) > 1  # retiring twice is retiring once
+            getattr(c, method)(*args, **kwargs)
+    assert "connection reset" in str(e.value)
+    if repeated:
+        assert len(attempts) > 1, f"{name} is idempotent: a lost answer is repeated"
+    else:
+        assert len(attempts) == 1, f"{name} was sent again after its answer was lost"
+
+
+def test_the_docstring_lists_every_call() -> None:
+    from session_pool_client._client import OPERATIONS
+    assert {m for _, _, m in OPERATIONS.values()} == {n.partition("(")[0] for n in LOST_ANSWER_CALLS}
 
 
 @pytest.mark.parametrize("first", ["answer-lost", "not-sent"])
