@@ -9,7 +9,8 @@ Retries. A call is repeated only when repeating it cannot do anything twice:
   the URL, connection errors are retried for 2 seconds at most, so that a wrong URL (nothing listening,
   a name that does not resolve) fails in seconds with a `ServiceUnavailable` naming it;
 - a `503 not_ready` answer (the service is restoring its state or shutting down): nothing was done, so
-  every call is retried after its `Retry-After`, within the same `retry_timeout`;
+  every call is retried after its `Retry-After` (at most 2 s between tries: a service coming back is
+  found quickly), within the same `retry_timeout`;
 - a connection lost after the request was sent (read error, read timeout, the server closing the
   connection): retried only for the calls that are safe to repeat, the ones marked *idempotent* in their
   docstrings: every GET, `put_pool`, `delete_pool`, `delete_session`, `patch_session`, `store_cookies`,
@@ -623,9 +624,7 @@ def _classify(
             raise _Retry(delay, outcome)
         if call.lease_check and isinstance(outcome, _MAYBE_SENT) and now + delay < deadline:
             raise _CheckLease(delay, outcome)
-        if isinstance(outcome, (httpx.TransportError,)):
-            raise base._unreachable(call, outcome, attempt + 1) from None
-        raise outcome
+        raise base._unreachable(call, outcome, attempt + 1) from None  # only TransportErrors get here
     response = outcome
     _ANSWERED.add(base.base_url)
     if response.status_code == 503 and response.status_code not in call.ok:
@@ -767,10 +766,11 @@ class SessionPoolClient(_Base):
     ) -> Session:
         """`POST /v1/pools/{pool}/acquire` (not idempotent: never repeated once the request may have
         arrived). With `lease_secs` the session is leased (`session.lease`); with `url` the answer carries
-        `session.cookie_header` for that page. `wait_secs` > 0 waits that long at most for a session when
-        the service answers `no_session_available` (or `not_ready`), honouring its `Retry-After`; then
-        `NoSessionAvailable` is raised. `retry_lost_answers=True` also repeats an acquire whose answer was
-        lost (the connection broke after the request was sent), within the same deadline: a lease it may
+        `session.cookie_header` for that page. `wait_secs` > 0 waits that long at most for a session while
+        the service answers `no_session_available`, honouring its `Retry-After`; then `NoSessionAvailable`
+        is raised. A service that cannot be reached, or answers `not_ready`, is waited for up to the longer
+        of `retry_timeout` and `wait_secs`. `retry_lost_answers=True` also repeats an acquire whose answer
+        was lost (the connection broke after the request was sent), within that same time: a lease it may
         have taken stays unused until it runs out (`lease_secs`), which crawlers prefer to losing a page."""
         call = self._c_acquire(pool, lease_secs, url, retry_lost_answers)
         deadline = time.monotonic() + wait_secs
