@@ -38,7 +38,7 @@ from crawlee.sessions import Session, SessionPool
 from crawlee.sessions._models import SessionPoolModel
 
 from . import _models
-from ._client import AsyncSessionPoolClient, SessionPoolClient, check_lease_secs, check_pool
+from ._client import AsyncSessionPoolClient, SessionPoolClient, check_base_url, check_lease_secs, check_pool
 from ._errors import InvalidArgument, InvalidRequest, LeaseMismatch, PoolNotFound, SessionNotFound
 
 if TYPE_CHECKING:
@@ -276,10 +276,10 @@ class RemoteSessionPool(SessionPool):
         self._pool_settings = {k: v for k, v in settings.items() if k in _SETTING_ARGS}
         self._makes_sessions = create_session_function is not None or any(k not in _SETTING_ARGS for k in settings)
         self._url, self._api_key, self._timeout, self._retry_timeout = url, api_key, timeout, retry_timeout
-        # Fail now on a bad URL or key setting, not at the first page.
+        # Fail now on a bad URL setting, not at the first page.
         self._client: AsyncSessionPoolClient | None = None
         self._sync_client: SessionPoolClient | None = None
-        self._new_sync_client().close()
+        check_base_url(url)  # SESSION_POOL_URL when url is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
@@ -565,6 +565,8 @@ class RemoteSessionPool(SessionPool):
             session._lease = None
             if lease is not None:
                 self._unreported.pop(lease.id, None)
+            # The request it served has its proxy: kept no longer (a later need reads the session).
+            self._proxy_urls.pop(session.id, None)
             cookies = session._cookies_changed() or None
             user_data = session._user_data_patch()
             blocked = session._blocked_by if kind == "retire" else None
