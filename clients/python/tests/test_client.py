@@ -266,21 +266,71 @@ def test_not_ready_is_retried_for_every_call() -> None:
     assert len(calls) == 3
 
 
-def test_lost_connections_are_retried_only_for_safe_calls() -> None:
+#: Every call of the module docstring's lists: (arguments, whether a lost answer is repeated).
+LOST_ANSWER_CALLS = {
+    "healthz": ((), True), "metrics": ((), True), "openapi": ((), True), "list_pools": ((), True),
+    "get_pool": (("p",), True), "list_sessions": (("p",), True), "get_session": (("p", "s1"), True),
+    "cookies_for_url": (("p", "s1", "http://a.test/"), True), "export_pool": (("p",), True),
+    "put_pool": (("p",), True), "delete_pool": (("p",), True), "delete_session": (("p", "s1"), True),
+    "patch_session": (("p", "s1"), True), "store_cookies": (("p", "s1", "http://a.test/", ["a=1"]), True),
+    "retire": (("p", "s1"), True), "release": (("p", "s1", "L1"), True),
+    "report_status_code": (("p", "s1", 200), True),
+    "acquire(retry_lost_answers=True)": (("p",), True),
+    "readyz": ((), False),  # a readiness probe answers now: never retried at all
+    "acquire": (("p",), False), "create_session": (("p",), False), "mark_good": (("p", "s1"), False),
+    "mark_bad": (("p", "s1"), False), "report_status_code(mark=True)": (("p", "s1", 200), False),
+    "import_pool": (("p", {"sessions": []}), False),
+}
+
+
+@pytest.mark.parametrize("name", list(LOST_ANSWER_CALLS))
+def test_lost_connections_are_retried_only_for_safe_calls(name: str) -> None:
+    args, repeated = LOST_ANSWER_CALLS[name]
+    method, _, option = name.partition("(")
+    kwargs = {option.split("=")[0]: True} if option else {}
     attempts: list[str] = []
 
     def broken(request: httpx.Request) -> httpx.Response:
         attempts.append(request.url.path)
         raise httpx.ReadError("connection reset", request=request)
 
-    with SessionPoolClient("http://127.0.0.1:9", retry_timeout=0.5, transport=httpx.MockTransport(broken)) as c:
+    with SessionPoolClient("http://127.0.0.1:9", retry_timeout=0.3, transport=httpx.MockTransport(broken)) as c:
         with pytest.raises(ServiceUnavailable) as e:
-            c.mark_good("p", "s1")
-        assert len(attempts) == 1 and "connection reset" in str(e.value)
-        attempts.clear()
-        with pytest.raises(ServiceUnavailable):
-            c.retire("p", "s1")
-        assert len(attempts) > 1  # retiring twice is retiring once
+            getattr(c, method)(*args, **kwargs)
+    assert "connection reset" in str(e.value)
+    if repeated:
+        assert len(attempts) > 1, f"{name} is idempotent: a lost answer is repeated"
+    else:
+        assert len(attempts) == 1, f"{name} was sent again after its answer was lost"
+
+
+def test_the_docstring_lists_every_call() -> None:
+    from session_pool_client._client import OPERATIONS
+    assert {m for _, _, m in OPERATIONS.values()} == {n.partition("(")[0] for n in LOST_ANSWER_CALLS}
+
+
+@pytest.mark.parametrize("first", ["answer-lost", "not-sent"])
+def test_a_repeated_release_takes_lease_mismatch_as_success_only_after_a_lost_answer(first: str) -> None:
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if len(calls) == 1:
+            error = httpx.ReadError if first == "answer-lost" else httpx.ConnectError
+            raise error("connection reset", request=request)
+        if request.method == "POST":
+            return problem(409, "lease_mismatch")
+        return httpx.Response(200, json=session_json(None))
+
+    path = "/v1/pools/p/sessions/s1"
+    with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+        if first == "answer-lost":  # the first attempt ended the lease: the repeat's mismatch is its success
+            assert c.release("p", "s1", "L1").leased_until is None
+            assert calls == [f"POST {path}/release", f"POST {path}/release", f"GET {path}"]
+        else:  # nothing was sent the first time: the mismatch is the service's answer to this release
+            with pytest.raises(LeaseMismatch):
+                c.release("p", "s1", "L1")
+            assert calls == [f"POST {path}/release", f"POST {path}/release"]
 
 
 def test_wrong_url_gives_a_clear_error_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -349,35 +399,68 @@ def session_json(leased_until: str | None, usage_count: int = 0) -> dict:
     }
 
 
-@pytest.mark.parametrize("arrived", [False, True], ids=["lost-on-the-way", "answer-lost"])
-def test_a_report_with_its_lease_learns_whether_it_arrived(arrived: bool) -> None:
+@pytest.mark.parametrize("case", ["lost-on-the-way", "answer-lost", "lease-ran-out", "retired"])
+def test_a_report_with_its_lease_learns_whether_it_arrived(case: str) -> None:
     from session_pool_client import Lease
     from session_pool_client._models import _ts
     lease = Lease(id="L1", expires_at=_ts("2026-11-25T19:00:30.123Z"))
+    # When the service read the session (its Date): 10 s before the lease's end, or after it ran out.
+    read_at = "Wed, 25 Nov 2026 19:00:31 GMT" if case == "lease-ran-out" else "Wed, 25 Nov 2026 19:00:20 GMT"
     calls: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
         calls.append(f"{request.method} {request.url.path}")
         if request.method == "POST" and len(calls) == 1:
             raise httpx.RemoteProtocolError("Server disconnected without sending a response", request=request)
-        if request.method == "GET":  # the session: still under the lease unless the report arrived
-            return httpx.Response(200, json=session_json(None if arrived else "2026-11-25T19:00:30.123Z", int(arrived)))
+        if request.method == "GET":  # the session: still under the lease unless the report arrived, or it ran out
+            body = session_json("2026-11-25T19:00:30.123Z" if case == "lost-on-the-way" else None,
+                                int(case == "answer-lost"))
+            if case == "retired":  # retired by another crawler meanwhile: its lease ended with it
+                body.update(retired=True, retired_reason="retired", is_usable=False)
+            return httpx.Response(200, json=body, headers={"Date": read_at})
         assert json.loads(request.content)["lease_id"] == "L1"
+        if request.url.path.endswith("/status_code"):
+            return httpx.Response(200, json={"blocked": True, "session": session_json(None, 1)})
         return httpx.Response(200, json=session_json(None, 1))
 
+    path = "/v1/pools/p/sessions/s1"
+    if case == "lease-ran-out":  # the lease ended, but maybe by running out: the report may not have arrived
+        with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+            with pytest.raises(ServiceUnavailable, match="may not have arrived"):
+                c.mark_good("p", "s1", lease_id=lease)
+        assert calls == [f"POST {path}/mark_good", f"GET {path}"]
+        calls.clear()
+        with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+            with pytest.raises(ServiceUnavailable, match="may not have arrived"):
+                c.report_status_code("p", "s1", 403, mark=True, lease_id=lease)
+        assert calls == [f"POST {path}/status_code", f"GET {path}"]
+        return
     with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
         result = c.mark_good("p", "s1", lease_id=lease)
     assert result.usage_count == 1 and result.leased_until is None
-    path = "/v1/pools/p/sessions/s1"
-    if arrived:  # not sent twice: the session read shows the lease ended
+    if case == "answer-lost":  # not sent twice: the session read before the lease's end shows it ended
         assert calls == [f"POST {path}/mark_good", f"GET {path}"]
-    else:
+    else:  # still leased (it did not arrive), or retired (a report changes nothing then): sent again
         assert calls == [f"POST {path}/mark_good", f"GET {path}", f"POST {path}/mark_good"]
     calls.clear()
     with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
         with pytest.raises(ServiceUnavailable):
             c.mark_good("p", "s1", lease_id="L1")  # a bare lease id cannot be checked: not repeated
     assert calls == [f"POST {path}/mark_good"]
+
+
+def test_a_lost_report_whose_session_is_gone_says_so() -> None:
+    from session_pool_client import Lease
+    from session_pool_client._models import _ts
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            raise httpx.ReadError("connection reset", request=request)
+        return problem(404, "session_not_found")
+
+    with SessionPoolClient("http://127.0.0.1:9", transport=httpx.MockTransport(answer)) as c:
+        with pytest.raises(SessionNotFound):  # the service answered: not "could not reach"
+            c.mark_bad("p", "s1", lease_id=Lease(id="L1", expires_at=_ts("2026-11-25T19:00:30Z")))
 
 
 def test_an_acquire_whose_answer_was_lost_is_repeated_only_when_asked() -> None:

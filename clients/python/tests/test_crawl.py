@@ -143,8 +143,10 @@ def test_the_service_restarts_mid_crawl(tmp_path: Path, proxies, pool_name: str)
             down = time.time()
             time.sleep(1.5)  # the crawlers find no service for a while
             during = len(site.requests)
-            restarted = Server(data_dir, "--retired-retention-secs", "3600", port=server.port).start()
+            # Taken before the start: once the new process is ready the crawlers go on at once, possibly
+            # before start() returns, and a page fetched then is not one fetched with the service down.
             up = time.time()
+            restarted = Server(data_dir, "--retired-retention-secs", "3600", port=server.port).start()
             server = restarted
             rows = wait_crawlers(procs, tmp_path)
             assert len(site.ok_pages) > before

@@ -251,6 +251,50 @@ async def test_leases_never_reported_are_released_on_exit(server: Server, pool_n
     assert sp.report_errors == []
 
 
+async def test_exit_releases_a_live_lease_whatever_the_local_clock_says(server: Server, pool_name: str) -> None:
+    import dataclasses
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=1, lease_secs=600) as sp:
+        forgotten = await sp.get_session()
+        # As a local clock far ahead of the service's would see it: the lease long over.
+        forgotten._lease = dataclasses.replace(forgotten._lease, expires_at=datetime(2000, 1, 1, tzinfo=timezone.utc))
+    with SessionPoolClient(server.url) as c:
+        assert c.get_session(pool_name, forgotten.id).leased_until is None, "a live lease outlived the pool"
+    assert sp.report_errors == []
+
+
+async def test_a_blocked_session_whose_lease_ran_out_is_still_reported_on_exit(server: Server, pool_name: str) -> None:
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=1, lease_secs=0.3) as sp:
+        blocked = await sp.get_session()
+        assert blocked.is_blocked_status_code(status_code=403)  # then the request is given up, not retired
+        await asyncio.sleep(0.6)  # the lease runs out before the crawler exits
+    with SessionPoolClient(server.url) as c:
+        assert c.get_session(pool_name, blocked.id).retired_reason == "blocked_status_code"
+    assert sp.report_errors == []
+
+
+async def test_a_report_handed_over_from_a_thread_during_exit_arrives(server: Server, pool_name: str) -> None:
+    import threading
+    async with RemoteSessionPool(url=server.url, pool=pool_name, max_pool_size=2, lease_secs=600) as sp:
+        marked, forgotten = await sp.get_session(), await sp.get_session()
+        release = sp._release_unreported
+
+        async def late_mark_then_release() -> None:
+            # A thread marks after exit's first flush: the report is handed to the loop while exit goes on.
+            thread = threading.Thread(target=marked.mark_good)
+            thread.start()
+            thread.join()
+            await release()
+
+        sp._release_unreported = late_mark_then_release  # type: ignore[method-assign]
+    with SessionPoolClient(server.url) as c:
+        after = c.get_session(pool_name, marked.id)
+        assert after.usage_count == 1 and after.leased_until is None, "a report handed over during exit was lost"
+        assert c.get_session(pool_name, forgotten.id).leased_until is None
+    assert sp.report_errors == []
+    with pytest.raises(RuntimeError, match="not active"):
+        await asyncio.to_thread(marked.mark_bad)  # after exit: refused, loudly
+
+
 async def test_marks_never_block_the_event_loop(tmp_path) -> None:
     srv = Server(tmp_path / "frozen").start()
     try:

@@ -227,3 +227,42 @@ def test_a_lease_shorter_than_the_download_timeout_warns_once(monkeypatch: pytes
         middleware(monkeypatch, SESSION_POOL_URL="http://127.0.0.1:9", SESSION_POOL_LEASE_SECS=15, DOWNLOAD_TIMEOUT=30)
     [record] = caplog.records
     assert "SESSION_POOL_LEASE_SECS (15)" in record.message and "DOWNLOAD_TIMEOUT (30)" in record.message
+
+
+async def test_requests_that_are_not_http_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    mw = middleware(monkeypatch, SESSION_POOL_URL="http://127.0.0.1:9")
+    spider = SimpleNamespace(name="checks")
+    for url in ("file:///etc/hosts", "data:,hello", "ftp://files.test/a.txt", "s3://bucket/key"):
+        request = Request(url)
+        assert await mw.process_request(request, spider) is None
+        assert "session_id" not in request.meta and "Cookie" not in request.headers, url
+    assert mw._client is None  # no call was made
+
+
+async def test_a_redirect_whose_cookies_cannot_be_read_keeps_the_cookie_header(server: Server, pool_name: str) -> None:
+    mw, spider = live(server, pool_name)
+    request = Request("http://shop.test/p/1")
+    await mw.process_request(request, spider)
+    # As RedirectMiddleware makes it: the same meta (session and lease), the Cookie header it kept.
+    redirected = request.replace(url="http://shop.test/landing", headers={"Cookie": "sid=kept"})
+    with SessionPoolClient(server.url) as client:
+        client.delete_session(pool_name, request.meta["session_id"])  # cookies_for_url now fails
+    assert await mw.process_request(redirected, spider) is None
+    assert redirected.headers["Cookie"] == b"sid=kept"
+    assert spider.crawler.stats.values["session_pool/report_failed"] == 1
+    await mw.spider_closed(spider)
+
+
+async def test_hooks_after_the_spider_closed_call_nothing(server: Server, pool_name: str) -> None:
+    mw, spider = live(server, pool_name)
+    answered, failed = Request("http://shop.test/p/1"), Request("http://shop.test/p/2")
+    await mw.process_request(answered, spider)
+    await mw.process_request(failed, spider)
+    await mw.spider_closed(spider)  # releases both leases, closes the client
+    response = HtmlResponse(answered.url, status=200, body=b"late", request=answered)
+    assert await mw.process_response(answered, response, spider) is response
+    assert await mw.process_exception(failed, TimeoutError("late"), spider) is None
+    mw.request_dropped(Request("http://shop.test/p/3"), spider)
+    assert mw._client is None, "a late hook made a client that nobody closes"
+    with SessionPoolClient(server.url) as client:
+        assert client.get_session(pool_name, answered.meta["session_id"]).usage_count == 0

@@ -9,17 +9,23 @@ Retries. A call is repeated only when repeating it cannot do anything twice:
   the URL, connection errors are retried for 2 seconds at most, so that a wrong URL (nothing listening,
   a name that does not resolve) fails in seconds with a `ServiceUnavailable` naming it;
 - a `503 not_ready` answer (the service is restoring its state or shutting down): nothing was done, so
-  every call is retried after its `Retry-After`, within the same `retry_timeout`;
+  every call is retried after its `Retry-After` (at most 2 s between tries: a service coming back is
+  found quickly), within the same `retry_timeout`;
 - a connection lost after the request was sent (read error, read timeout, the server closing the
   connection): retried only for the calls that are safe to repeat, the ones marked *idempotent* in their
   docstrings: every GET, `put_pool`, `delete_pool`, `delete_session`, `patch_session`, `store_cookies`,
-  `retire`, `report_status_code` without `mark`, and `acquire(retry_lost_answers=True)` (which accepts
-  that a lost answer may have leased a session). `acquire`, `create_session`, `mark_good`, `mark_bad`,
-  `release`, `report_status_code(mark=True)` and `import_pool` are not repeated blindly after the request
+  `retire`, `release` (a repeat that finds the lease ended, `LeaseMismatch`, returns the session: the
+  lost attempt ended it, or it ran out), `report_status_code` without `mark`, and
+  `acquire(retry_lost_answers=True)` (which accepts that a lost answer may have leased a session).
+  `acquire`, `create_session`, `mark_good`, `mark_bad`, `report_status_code(mark=True)` and
+  `import_pool` are not repeated blindly after the request
   may have reached the service. A report given its lease as the `Lease` object
-  (`lease_id=session.lease`) can tell: the client reads the session, and sends the report again only
-  while the session still shows that lease (a report that arrived would have ended it); otherwise the
-  session it read is the result. Without that, the error is raised (`ServiceUnavailable`).
+  (`lease_id=session.lease`) can tell: the client reads the session, and sends the report again while
+  the session still shows that lease (a report that arrived would have ended it) or is retired (a report
+  then changes nothing). When the lease is gone and the read was, by the service's clock, at least 2 s
+  before the lease's end, the report ended it: the session read is the result. A lease also ends by
+  running out, so a lease gone later than that proves nothing, and `ServiceUnavailable` says the report
+  may not have arrived. Without a `Lease`, the error is raised (`ServiceUnavailable`).
 
 `acquire(wait_secs=...)` also waits for `503 no_session_available`, honouring `Retry-After`, until the
 caller's deadline.
@@ -34,13 +40,15 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from ._errors import (
+    ApiError,
     InvalidArgument,
     LeaseMismatch,
     NoSessionAvailable,
@@ -200,9 +208,15 @@ class _Call(Generic[T]):
     params: dict[str, Any] | None = None
     ok: tuple[int, ...] = (200,)
     on_error: Callable[[Exception], Exception] | None = field(default=None)
-    # A report that ends a lease can tell whether it arrived: while the session still shows that lease
-    # (its expiry), it did not. (the session's path, the lease's expiry, the result made of the session)
+    # A report that ends a lease can tell whether it arrived (`_after_check`): while the session still
+    # shows that lease (its expiry), it did not. (the session's path, the lease's expiry, the result made
+    # of the session)
     lease_check: tuple[str, datetime, Callable[[Session], Any]] | None = None
+    # A release repeated after a lost answer may find its lease ended by the first attempt: a
+    # LeaseMismatch then is success, and the session read at this path is the result.
+    mismatch_after_lost: str | None = None
+    # Set once an attempt's answer was lost after the request may have reached the service.
+    answer_lost: bool = False
 
 
 def _json(parse: Callable[[dict[str, Any]], T]) -> Callable[[httpx.Response], T]:
@@ -362,9 +376,10 @@ class _Base:
                 )
             return error
 
+        # Idempotent: lease ids are never reused, so releasing one twice cannot end another lease.
         return _call(
-            "releaseSession", _json(Session.from_json), idempotent=False, pool=pool, session_id=session_id,
-            json={"lease_id": lease_id}, on_error=explain,
+            "releaseSession", _json(Session.from_json), idempotent=True, pool=pool, session_id=session_id,
+            json={"lease_id": lease_id}, on_error=explain, mismatch_after_lost=_route("getSession", pool, session_id)[1],
         )
 
     @staticmethod
@@ -488,6 +503,18 @@ class _Base:
             url=url,
         )
 
+    def _maybe_lost(self, call: _Call[Any], error: Exception) -> ServiceUnavailable:
+        assert call.lease_check is not None
+        why = str(error) or type(error).__name__
+        return ServiceUnavailable(
+            f"the answer to {call.method} {call.path} was lost ({why}) and the report may not have arrived: the "
+            f"session no longer shows its lease, but that lease (until {call.lease_check[1].isoformat()}) may have "
+            f"run out rather than been ended by the report; it is not sent again, as one that arrived would count "
+            f"twice",
+            method=call.method,
+            url=f"{self.base_url}{call.path}",
+        )
+
     def _retry_deadline(self, started: float, deadline: float) -> float:
         """Until when a connection error is retried. Once the service at this URL has answered in this
         process, until `deadline` (the service is restarting: wait for it); before that, for
@@ -541,17 +568,45 @@ class _CheckLease(_Retry):
     """The answer to a lease-ending report was lost: read the session to learn whether it arrived."""
 
 
-def _after_check(call: _Call[Any], session: Session) -> Any:
-    """The result of a report whose answer was lost, from the session read afterwards; `_RESEND` when
-    the report did not arrive (the session still shows the lease)."""
+def _after_check(call: _Call[Any], session: Session, read_at: datetime | None) -> Any:
+    """The result of a report whose answer was lost, from the session read afterwards (`read_at`: the
+    service's `Date` of that read). `_RESEND` when sending it again is safe: the session still shows the
+    lease (the report did not arrive), or it is retired (a report then changes nothing but its cookies,
+    stored again as they were). `_UNKNOWN` when the read cannot tell: the lease is gone, but a lease also
+    ends by running out, and the read was not early enough to rule that out."""
     assert call.lease_check is not None
     _, expires_at, recover = call.lease_check
     if session.leased_until is not None and session.leased_until == expires_at:
         return _RESEND
-    return recover(session)
+    if session.retired:
+        return _RESEND
+    # Before its end only a call carrying the lease id ends a lease (or retirement, handled above): the
+    # lease gone while it still had time to run means the report ended it.
+    if read_at is not None and read_at + _DATE_MARGIN <= expires_at:
+        return recover(session)
+    return _UNKNOWN
 
 
 _RESEND = object()
+_UNKNOWN = object()
+
+#: How far before a lease's end the session read must be, by the service's `Date` (whole seconds,
+#: cached by the server for up to a second), to prove that the lease did not simply run out.
+_DATE_MARGIN = timedelta(seconds=2)
+
+
+def _response_date(response: httpx.Response) -> datetime | None:
+    try:
+        date = parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return date if date.tzinfo is not None else None
+
+
+def _session_read(call: _Call[Any]) -> _Call[tuple[Session, datetime | None]]:
+    """The GET of the session a lost report's lease check reads, with the service's `Date` of it."""
+    assert call.lease_check is not None
+    return _Call("GET", call.lease_check[0], lambda r: (Session.from_json(r.json()), _response_date(r)), True)
 
 
 def _classify(
@@ -564,12 +619,12 @@ def _classify(
         retryable = isinstance(outcome, _NOT_SENT) or (call.idempotent and isinstance(outcome, _MAYBE_SENT))
         delay = _backoff(attempt)
         if retryable and now + delay < deadline:
+            if isinstance(outcome, _MAYBE_SENT):
+                call.answer_lost = True
             raise _Retry(delay, outcome)
         if call.lease_check and isinstance(outcome, _MAYBE_SENT) and now + delay < deadline:
             raise _CheckLease(delay, outcome)
-        if isinstance(outcome, (httpx.TransportError,)):
-            raise base._unreachable(call, outcome, attempt + 1) from None
-        raise outcome
+        raise base._unreachable(call, outcome, attempt + 1) from None  # only TransportErrors get here
     response = outcome
     _ANSWERED.add(base.base_url)
     if response.status_code == 503 and response.status_code not in call.ok:
@@ -640,22 +695,32 @@ class SessionPoolClient(_Base):
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
                 return _classify(self, call, outcome, attempt, started, deadline)
+            except LeaseMismatch:
+                if not (call.answer_lost and call.mismatch_after_lost):
+                    raise
+                # An earlier attempt, whose answer was lost, ended the lease (or it ran out meanwhile).
+                read: _Call[Any] = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
+                return self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
             except _CheckLease as check:
                 time.sleep(check.delay)
                 attempt += 1
-                session = self._read_for_check(call, check.cause, attempt, deadline)
-                result = _after_check(call, session)
+                session, read_at = self._read_for_check(call, check.cause, attempt, deadline)
+                result = _after_check(call, session, read_at)
+                if result is _UNKNOWN:
+                    raise self._maybe_lost(call, check.cause) from None
                 if result is not _RESEND:
                     return result
             except _Retry as retry:
                 time.sleep(retry.delay)
                 attempt += 1
 
-    def _read_for_check(self, call: _Call[Any], cause: Exception, attempts: int, deadline: float) -> Session:
-        assert call.lease_check is not None
-        read = _Call("GET", call.lease_check[0], _json(Session.from_json), True)
+    def _read_for_check(
+        self, call: _Call[Any], cause: Exception, attempts: int, deadline: float
+    ) -> tuple[Session, datetime | None]:
         try:
-            return self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
+            return self._run(_session_read(call), retry_timeout=max(0.0, deadline - time.monotonic()))
+        except ApiError:
+            raise  # the service answered (the session is gone, the key is refused, ...): that is the error
         except SessionPoolError:
             raise self._unreachable(call, cause, attempts) from None
 
@@ -701,10 +766,11 @@ class SessionPoolClient(_Base):
     ) -> Session:
         """`POST /v1/pools/{pool}/acquire` (not idempotent: never repeated once the request may have
         arrived). With `lease_secs` the session is leased (`session.lease`); with `url` the answer carries
-        `session.cookie_header` for that page. `wait_secs` > 0 waits that long at most for a session when
-        the service answers `no_session_available` (or `not_ready`), honouring its `Retry-After`; then
-        `NoSessionAvailable` is raised. `retry_lost_answers=True` also repeats an acquire whose answer was
-        lost (the connection broke after the request was sent), within the same deadline: a lease it may
+        `session.cookie_header` for that page. `wait_secs` > 0 waits that long at most for a session while
+        the service answers `no_session_available`, honouring its `Retry-After`; then `NoSessionAvailable`
+        is raised. A service that cannot be reached, or answers `not_ready`, is waited for up to the longer
+        of `retry_timeout` and `wait_secs`. `retry_lost_answers=True` also repeats an acquire whose answer
+        was lost (the connection broke after the request was sent), within that same time: a lease it may
         have taken stays unused until it runs out (`lease_secs`), which crawlers prefer to losing a page."""
         call = self._c_acquire(pool, lease_secs, url, retry_lost_answers)
         deadline = time.monotonic() + wait_secs
@@ -794,8 +860,9 @@ class SessionPoolClient(_Base):
         return self._run(self._c_mark("retire", pool, session_id, lease_id, url, set_cookie, cookies))
 
     def release(self, pool: str, session_id: str, lease_id: str) -> Session:
-        """`POST .../release` (not idempotent): end the lease. `LeaseMismatch` when the lease has already
-        ended or is not this session's."""
+        """`POST .../release` (idempotent: lease ids are never reused): end the lease. `LeaseMismatch`
+        when the lease has already ended or is not this session's, except on a repeat after a lost answer,
+        which returns the session read afterwards (the lost attempt ended the lease, or it ran out)."""
         return self._run(self._c_release(pool, session_id, lease_id))
 
     def report_status_code(
@@ -892,22 +959,32 @@ class AsyncSessionPoolClient(_Base):
                 raise InvalidArgument(f"bad URL for {call.method} {call.path}: {e}") from None
             try:
                 return _classify(self, call, outcome, attempt, started, deadline)
+            except LeaseMismatch:
+                if not (call.answer_lost and call.mismatch_after_lost):
+                    raise
+                # An earlier attempt, whose answer was lost, ended the lease (or it ran out meanwhile).
+                read: _Call[Any] = _Call("GET", call.mismatch_after_lost, _json(Session.from_json), True)
+                return await self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
             except _CheckLease as check:
                 await asyncio.sleep(check.delay)
                 attempt += 1
-                session = await self._read_for_check(call, check.cause, attempt, deadline)
-                result = _after_check(call, session)
+                session, read_at = await self._read_for_check(call, check.cause, attempt, deadline)
+                result = _after_check(call, session, read_at)
+                if result is _UNKNOWN:
+                    raise self._maybe_lost(call, check.cause) from None
                 if result is not _RESEND:
                     return result
             except _Retry as retry:
                 await asyncio.sleep(retry.delay)
                 attempt += 1
 
-    async def _read_for_check(self, call: _Call[Any], cause: Exception, attempts: int, deadline: float) -> Session:
-        assert call.lease_check is not None
-        read = _Call("GET", call.lease_check[0], _json(Session.from_json), True)
+    async def _read_for_check(
+        self, call: _Call[Any], cause: Exception, attempts: int, deadline: float
+    ) -> tuple[Session, datetime | None]:
         try:
-            return await self._run(read, retry_timeout=max(0.0, deadline - time.monotonic()))
+            return await self._run(_session_read(call), retry_timeout=max(0.0, deadline - time.monotonic()))
+        except ApiError:
+            raise  # the service answered (the session is gone, the key is refused, ...): that is the error
         except SessionPoolError:
             raise self._unreachable(call, cause, attempts) from None
 

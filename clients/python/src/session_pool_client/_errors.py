@@ -176,7 +176,8 @@ class MethodNotAllowed(ApiError):
     code = "method_not_allowed"
 
 
-_BY_CODE: dict[str, type[ApiError]] = {
+#: every problem `type` this client knows, with its class (the one table `error_for_problem` reads)
+PROBLEM_TYPES: dict[str, type[ApiError]] = {
     cls.code: cls
     for cls in (
         InvalidRequest,
@@ -197,9 +198,6 @@ _BY_CODE: dict[str, type[ApiError]] = {
     if cls.code
 }
 
-#: every problem `type` this client knows, with its class
-PROBLEM_TYPES: dict[str, type[ApiError]] = dict(_BY_CODE)
-
 
 def error_for_problem(
     problem: dict[str, Any],
@@ -213,7 +211,7 @@ def error_for_problem(
 ) -> ApiError:
     """The exception for one problem body; an unknown `type` gives the base `ApiError`."""
     code = str(problem.get("type", ""))
-    cls = _BY_CODE.get(code, ApiError)
+    cls = PROBLEM_TYPES.get(code, ApiError)
     detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
     if hint:
         detail = f"{detail}; {hint}"

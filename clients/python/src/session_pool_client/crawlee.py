@@ -25,10 +25,11 @@ import asyncio
 import copy
 import logging
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -38,7 +39,7 @@ from crawlee.sessions._cookies import SessionCookies
 from crawlee.sessions._models import SessionPoolModel
 
 from . import _models
-from ._client import AsyncSessionPoolClient, SessionPoolClient, check_lease_secs, check_pool
+from ._client import AsyncSessionPoolClient, SessionPoolClient, check_base_url, check_lease_secs, check_pool
 from ._errors import InvalidArgument, InvalidRequest, LeaseMismatch, PoolNotFound, SessionNotFound
 
 if TYPE_CHECKING:
@@ -107,7 +108,8 @@ class ReportError:
     """A report of a session that did not reach the service (or that the service refused)."""
 
     session_id: str
-    #: `mark_good`, `mark_bad`, `retire`, `user_data` (its PATCH) or `release` (on exit)
+    #: `mark_good`, `mark_bad`, `retire`, `user_data` (its PATCH), or on exit `release` or `status_code`
+    #: (a session found blocked and never reported)
     kind: str
     error: BaseException
 
@@ -287,15 +289,20 @@ class RemoteSessionPool(SessionPool):
         self._pool_settings = {k: v for k, v in settings.items() if k in _SETTING_ARGS}
         self._makes_sessions = create_session_function is not None or any(k not in _SETTING_ARGS for k in settings)
         self._url, self._api_key, self._timeout, self._retry_timeout = url, api_key, timeout, retry_timeout
-        # Fail now on a bad URL or key setting, not at the first page.
+        # Fail now on a bad URL setting, not at the first page.
         self._client: AsyncSessionPoolClient | None = None
         self._sync_client: SessionPoolClient | None = None
-        self._new_sync_client().close()
+        check_base_url(url)  # SESSION_POOL_URL when url is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
         # Sessions acquired with a lease and not reported yet, by lease id: released on exit.
         self._unreported: dict[str, RemoteSession] = {}
+        # Crawlee's mark methods may run on other threads: this guards `_active`, `_closing` and
+        # `_unreported` between them and the loop. Once `_closing`, reports are refused (RuntimeError);
+        # every report handed over before that is sent before the client closes.
+        self._lock = threading.Lock()
+        self._closing = False
         self._proxy_urls: dict[str, str | None] = {}
         #: The most recent reports that did not reach the service (at most `_KEPT_ERRORS`).
         self.report_errors: list[ReportError] = []
@@ -419,8 +426,10 @@ class RemoteSessionPool(SessionPool):
             await client.aclose()
             self._client = None
             raise
-        self._loop = asyncio.get_running_loop()
-        self._active = True
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._closing = False
+            self._active = True
         return self
 
     async def _configure_with(self, client: AsyncSessionPoolClient) -> _models.PoolStatus | None:
@@ -438,9 +447,14 @@ class RemoteSessionPool(SessionPool):
         try:
             await self.flush()
             await self._release_unreported()
+            with self._lock:
+                self._closing = True
+            await self.flush()  # the reports handed over meanwhile, from other threads
         finally:
-            self._active = False
-            self._loop = None
+            with self._lock:
+                self._active = False
+                self._closing = True
+                self._loop = None
             if self._client is not None:
                 await self._client.aclose()
                 self._client = None
@@ -510,7 +524,8 @@ class RemoteSessionPool(SessionPool):
         self._proxy_urls[remote.id] = remote.proxy_url
         session = RemoteSession(remote_pool=self, remote=remote)
         if remote.lease is not None:
-            self._unreported[remote.lease.id] = session
+            with self._lock:
+                self._unreported[remote.lease.id] = session
         return session
 
     async def get_session_by_id(self, session_id: str) -> Session | None:
@@ -549,28 +564,32 @@ class RemoteSessionPool(SessionPool):
         """Send one report of `session` now, after the ones of it still in flight; called from Crawlee's
         synchronous mark methods, so it never waits. Returns the task sending it (None when it was
         handed to the pool's loop from another thread)."""
-        loop = self._loop
-        if not self._active or self._client is None or loop is None or loop.is_closed():
-            raise RuntimeError(f"The {type(self).__name__} is not active: the report of session {session.id} is lost.")
-        # Only the first report carries the lease, which it ends: a later one with it could not tell,
-        # after a lost answer, whether it arrived.
-        lease = session._lease
-        session._lease = None
-        if lease is not None:
-            self._unreported.pop(lease.id, None)
-        cookies = session._cookies_changed() or None
-        user_data = session._user_data_patch()
-        blocked = session._blocked_by if kind == "retire" else None
-        session._blocked_by = None
-        send = partial(self._send, session.id, kind, lease, cookies, user_data, blocked)
         try:
-            on_loop = asyncio.get_running_loop() is loop
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
-            on_loop = False
-        if on_loop:
-            return self._start(session.id, kind, send)
-        loop.call_soon_threadsafe(self._start, session.id, kind, send)
-        return None
+            running = None
+        with self._lock:
+            loop = self._loop
+            if self._closing or not self._active or self._client is None or loop is None or loop.is_closed():
+                raise RuntimeError(f"The {type(self).__name__} is not active: the report of session {session.id} is lost.")
+            # Only the first report carries the lease, which it ends: a later one with it could not tell,
+            # after a lost answer, whether it arrived.
+            lease = session._lease
+            session._lease = None
+            if lease is not None:
+                self._unreported.pop(lease.id, None)
+            # The request it served has its proxy: kept no longer (a later need reads the session).
+            self._proxy_urls.pop(session.id, None)
+            cookies = session._cookies_changed() or None
+            user_data = session._user_data_patch()
+            blocked = session._blocked_by if kind == "retire" else None
+            session._blocked_by = None
+            send = partial(self._send, session.id, kind, lease, cookies, user_data, blocked)
+            if running is loop:
+                return self._start(session.id, kind, send)
+            # Queued on the loop before `_closing` can be set, so exit's last flush starts and awaits it.
+            loop.call_soon_threadsafe(self._start, session.id, kind, send)
+            return None
 
     def _start(self, session_id: str, kind: str, send: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         previous = self._chains.get(session_id)
@@ -647,18 +666,23 @@ class RemoteSessionPool(SessionPool):
         rather than when the leases run out. A session the crawler found blocked (it checked a status
         code that blocks it, then gave up the request without retiring the session) is reported as
         blocked instead: the site refused it, for every crawler of the pool."""
-        now = datetime.now(timezone.utc)
-        # A lease past its end has ended in the service already.
-        unreported = {k: s for k, s in self._unreported.items() if s._lease is None or s._lease.expires_at > now}
-        self._unreported = {}
+        # Taken in one step: other threads' reports pop from it. Leases are not compared with the local
+        # clock (the service's may differ): a release of one that ran out is a LeaseMismatch, ignored.
+        with self._lock:
+            unreported, self._unreported = self._unreported, {}
+            for session in unreported.values():
+                session._lease = None  # a report made meanwhile must not carry a lease this ends
         client = self._client
         if not unreported or client is None:
             return
 
         async def end(lease_id: str, session: RemoteSession) -> None:
+            blocked = session._blocked_by
             try:
-                if session._blocked_by is not None:
-                    code, ignored = session._blocked_by
+                if blocked is not None:
+                    # Sent whether or not the lease is still live: a status code report with a lease that
+                    # has ended still applies (it just ends nothing), and the site's verdict matters.
+                    code, ignored = blocked
                     await client.report_status_code(
                         self._pool, session.id, code, lease_id=lease_id,
                         ignore_http_error_status_codes=sorted(ignored) or None,
@@ -668,7 +692,7 @@ class RemoteSessionPool(SessionPool):
             except LeaseMismatch:
                 pass  # the lease has ended already (it ran out, or the session retired)
             except Exception as e:  # noqa: BLE001
-                self._report_failed(session.id, "release", e)
+                self._report_failed(session.id, "status_code" if blocked is not None else "release", e)
 
         logger.debug(f"releasing {len(unreported)} leases of sessions acquired and never reported")
         await asyncio.gather(*(end(lease_id, session) for lease_id, session in unreported.items()))

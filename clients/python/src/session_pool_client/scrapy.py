@@ -11,7 +11,7 @@
     SESSION_POOL_ACQUIRE_TIMEOUT = 120            # seconds a request waits for a free session
     SESSION_POOL_RETRY_TIMEOUT = 60               # seconds a call is retried while the service is away
 
-Each request (unless `meta["session_pool"] = False`) gets a session leased from the pool: its `Cookie`
+Each http(s) request (unless `meta["session_pool"] = False`) gets a session leased from the pool: its `Cookie`
 header comes from the session's jar for the request URL and its proxy (`meta["proxy"]`) from the
 session's `proxy_url`; `meta["session_id"]` names the session. The response's status code and its
 `Set-Cookie` headers are reported in one call (with `mark`, ending the lease); a download error marks the
@@ -110,6 +110,8 @@ class SessionPoolMiddleware:
         # Leases taken and not yet ended by a report or a release: lease id -> (session id, lease).
         self._leases: dict[str, tuple[str, Lease]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
+        # Set by spider_closed: a late hook then calls nothing (its client would never be closed).
+        self._closed = False
         self.stats = crawler.stats
 
     @classmethod
@@ -129,6 +131,7 @@ class SessionPoolMiddleware:
         return self._client
 
     async def spider_closed(self, spider: Spider) -> None:
+        self._closed = True
         if self._releasing:
             await asyncio.wait(list(self._releasing))
         held, self._leases = self._leases, {}
@@ -143,7 +146,7 @@ class SessionPoolMiddleware:
         """A request the scheduler dropped (its dupefilter) never reaches the downloader again: a lease it
         carries (a redirect's) is released now."""
         lease: Lease | None = request.meta.pop(_LEASE, None)
-        if lease is None or self._leases.pop(lease.id, None) is None:
+        if lease is None or self._leases.pop(lease.id, None) is None or self._closed:
             return
         task = asyncio.get_running_loop().create_task(self._release(request.meta["session_id"], lease))
         self._releasing.add(task)
@@ -167,8 +170,10 @@ class SessionPoolMiddleware:
             self._report_failed(session_id, "release", e)
 
     async def process_request(self, request: Request, spider: Spider) -> None:
-        if request.meta.get("session_pool") is False:
+        if request.meta.get("session_pool") is False or self._closed:
             return None
+        if urlsplit(request.url).scheme.lower() not in ("http", "https"):
+            return None  # file:, data:, ftp:, s3:, ...: no cookies or proxy of a web session apply
         lease: Lease | None = request.meta.get(_LEASE)
         if lease is not None and lease.id in self._leases:
             # A redirect this middleware let through: the same visit, with the same session and lease.
@@ -199,9 +204,10 @@ class SessionPoolMiddleware:
         try:
             cookies = (await self.client.cookies_for_url(self.pool, session_id, request.url)).cookie_header
         except SessionPoolError as e:
+            # The Cookie header RedirectMiddleware kept (the previous page's, when it allows) stays.
             self._report_failed(session_id, "cookies_for_url", e)
-            cookies = None
-        self._set_cookie_header(request, cookies)
+        else:
+            self._set_cookie_header(request, cookies)
         if request.meta.get(_PROXY):
             request.meta["proxy"] = request.meta[_PROXY]
         self._inc("redirects_followed")
@@ -233,7 +239,7 @@ class SessionPoolMiddleware:
 
     async def process_response(self, request: Request, response: Response, spider: Spider) -> Request | Response:
         lease: Lease | None = request.meta.get(_LEASE)
-        if lease is None:
+        if lease is None or self._closed:
             return response
         session_id = request.meta["session_id"]
         set_cookie = [h.decode("latin-1") for h in response.headers.getlist("Set-Cookie")]
@@ -270,7 +276,7 @@ class SessionPoolMiddleware:
 
     async def process_exception(self, request: Request, exception: Exception, spider: Spider) -> None:
         lease: Lease | None = request.meta.pop(_LEASE, None)
-        if lease is None:
+        if lease is None or self._closed:
             return None
         self._leases.pop(lease.id, None)
         session_id = request.meta["session_id"]
