@@ -269,11 +269,13 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resu
 mod tests {
     use super::*;
 
-    /// A body that arrives in the given frames, with no size hint (like a chunked upload); then ends,
-    /// or, when `stall`, sends nothing more, like a client that stopped mid-upload.
+    /// A body that arrives in the given frames, with the size hint `declared` gives (none, like a
+    /// chunked upload, or a `Content-Length`); then ends, or, when `stall`, sends nothing more, like
+    /// a client that stopped mid-upload.
     struct Frames {
         chunks: std::collections::VecDeque<&'static [u8]>,
         stall: bool,
+        declared: Option<u64>,
     }
 
     impl axum::body::HttpBody for Frames {
@@ -290,29 +292,19 @@ mod tests {
                 None => std::task::Poll::Ready(None),
             }
         }
-    }
 
-    /// A body that declares `length` bytes in its size hint (as `Content-Length` does) and never sends one.
-    fn declares(length: u64) -> axum::body::Body {
-        struct Declared(u64);
-        impl http_body::Body for Declared {
-            type Data = Bytes;
-            type Error = std::convert::Infallible;
-            fn poll_frame(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
-                std::task::Poll::Pending
-            }
-            fn size_hint(&self) -> http_body::SizeHint {
-                http_body::SizeHint::with_exact(self.0)
-            }
+        fn size_hint(&self) -> http_body::SizeHint {
+            self.declared.map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
         }
-        axum::body::Body::new(Declared(length))
     }
 
     fn frames(chunks: &[&'static [u8]], stall: bool) -> axum::body::Body {
-        axum::body::Body::new(Frames { chunks: chunks.iter().copied().collect(), stall })
+        axum::body::Body::new(Frames { chunks: chunks.iter().copied().collect(), stall, declared: None })
+    }
+
+    /// A body that declares `length` bytes (as `Content-Length` does) and never sends one.
+    fn declares(length: u64) -> axum::body::Body {
+        axum::body::Body::new(Frames { chunks: Default::default(), stall: true, declared: Some(length) })
     }
 
     #[tokio::test]

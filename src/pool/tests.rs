@@ -335,31 +335,20 @@ fn the_session_budget_is_shared_and_enforced() {
     assert_eq!(pool.budget.held(), 3);
 }
 
+/// One call of the model test. `Take` is a persist cycle's take of at most `limit` changes, newest
+/// first or in id order.
 #[derive(Debug, Clone)]
 enum Op {
-    Acquire {
-        lease_secs: Option<i64>,
-    },
-    Create {
-        max_age_secs: u8,
-        max_usage: u8,
-    },
+    Acquire { lease_secs: Option<i64> },
+    Create { max_age_secs: u8, max_usage: u8 },
     Good(usize),
     Bad(usize),
     Retire(usize),
     Release(usize),
     Delete(usize),
-    Status {
-        pick: usize,
-        code: u16,
-        mark: bool,
-    },
+    Status { pick: usize, code: u16, mark: bool },
     Advance(u16),
-    /// A persist cycle's take of at most this many changes, newest first or in id order.
-    Take {
-        limit: usize,
-        by_id: bool,
-    },
+    Take { limit: usize, by_id: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
