@@ -39,7 +39,7 @@
 # Logs go to temporary files, deleted at the end. At session-pool's default level a successful request
 # logs nothing; RUST_LOG=info,session_pool::access=debug measures it with a line per request (~250
 # bytes a request on disk while it runs).
-# Needs cargo, curl and wrk; wrk and curl are installed with apt-get when missing (as root).
+# Needs cargo, curl and wrk; wrk and curl are installed with apt-get when missing (scripts/apt-install.sh).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -79,15 +79,8 @@ WARMUP_SECS=$(to_secs "$WARMUP")
 case "$ROUNDS" in [1-9] | 1[0-9] | 20) ;; *) die "ROUNDS must be 1..20" ;; esac
 
 # ---- tools ----------------------------------------------------------------------------------------
-apt_install() {
-    [ "$(id -u)" -eq 0 ] || die "$1 not found; install it (e.g. sudo apt-get install $1)"
-    command -v apt-get >/dev/null 2>&1 || die "$1 not found and no apt-get to install it"
-    echo "==> installing $1 with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
-}
-command -v wrk >/dev/null 2>&1 || apt_install wrk
-command -v curl >/dev/null 2>&1 || apt_install curl
+command -v wrk >/dev/null 2>&1 || bash scripts/apt-install.sh wrk
+command -v curl >/dev/null 2>&1 || bash scripts/apt-install.sh curl
 
 # Command prefixes that pin the servers and wrk to CPU lists (taskset), empty when not asked for. Plain
 # arrays rather than a wrapper function, so `$!` of a server started in the background is its own pid.

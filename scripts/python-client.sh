@@ -60,17 +60,7 @@ say "installing clients/python with its extras [crawlee,scrapy,test]"
 # PlaywrightCrawler's browser: Playwright launches this executable (its own downloads are not used).
 if [[ ! -x "$CHROMIUM_BIN" ]]; then
   [[ "$CHROMIUM_BIN" == /usr/bin/chromium ]] || die "CHROMIUM_BIN=$CHROMIUM_BIN is not an executable"
-  if [[ "$(id -u)" == 0 ]]; then
-    SUDO=()
-  else
-    command -v sudo >/dev/null || die "/usr/bin/chromium is missing and installing it needs root or sudo"
-    SUDO=(sudo -n)
-  fi
-  say "installing Debian's chromium for PlaywrightCrawler"
-  export DEBIAN_FRONTEND=noninteractive
-  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-    || { "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
-    || die "apt-get install chromium failed"
+  bash scripts/apt-install.sh chromium || die "Debian's chromium is needed for PlaywrightCrawler"
   [[ -x "$CHROMIUM_BIN" ]] || die "the chromium package did not install $CHROMIUM_BIN"
 fi
 "$CHROMIUM_BIN" --version >/dev/null 2>&1 || die "$CHROMIUM_BIN does not run: $("$CHROMIUM_BIN" --version 2>&1 | tail -3)"
