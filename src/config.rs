@@ -154,6 +154,13 @@ pub struct Config {
     #[arg(long, env = "SESSION_POOL_STORE", default_value = "memory", value_parser = FromEnv(store), hide_env_values = true)]
     pub store: Store,
 
+    /// The prefix of every key the Redis store writes, so several independent services can share
+    /// one Redis database. It is also the keys' hash tag: on Redis Cluster all of them sit in one
+    /// slot. Letters, digits, `_`, `-`, `.` and `:`, 1 to 64 of them.
+    #[arg(long, env = "SESSION_POOL_REDIS_KEY_PREFIX", default_value = "session-pool",
+          value_parser = FromEnv(key_prefix))]
+    pub redis_key_prefix: String,
+
     /// Seconds a client may take to send a request's head, counted from when it connects or its last
     /// answer was written (fractions allowed); a connection that stays silent longer is closed.
     #[arg(long, env = "SESSION_POOL_HEADER_TIMEOUT_SECS", default_value_t = 10.0, value_parser = FromEnv(positive_secs))]
@@ -212,6 +219,7 @@ impl Default for Config {
             max_pools: 1000,
             max_sessions: 2_000_000,
             store: Store::Memory,
+            redis_key_prefix: "session-pool".into(),
             header_timeout_secs: 10.0,
             max_connections: None,
             log_format: LogFormat::Text,
@@ -266,10 +274,23 @@ impl Config {
             self.header_timeout_secs > 0.0 && self.header_timeout_secs <= MAX_SECS,
             "--header-timeout-secs must be > 0 and at most {MAX_SECS}"
         );
+        key_prefix(&self.redis_key_prefix).map_err(|e| anyhow::anyhow!("--redis-key-prefix: {e}"))?;
         anyhow::ensure!(self.max_connections != Some(0), "--max-connections must be at least 1");
         anyhow::ensure!(self.max_pools >= 1, "--max-pools must be at least 1 (the default pool counts)");
         anyhow::ensure!(self.api_key.iter().all(|k| !k.is_empty()), "--api-key must not be empty");
         Ok(())
+    }
+}
+
+/// A Redis key prefix: 1 to 64 of letters, digits, `_`, `-`, `.` and `:` (no braces, which would
+/// break the hash tag).
+fn key_prefix(raw: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err("expected 1 to 64 of letters, digits, _, -, . and :".into())
     }
 }
 
