@@ -180,6 +180,8 @@ impl From<PoolError> for ApiError {
             PoolError::NoSessionAvailable => Self::NoSessionAvailable,
             PoolError::LimitReached(detail) => Self::LimitReached(detail),
             PoolError::Invalid(e) => e.into(),
+            PoolError::Unavailable(_) => Self::NotReady,
+            PoolError::Damaged(_) | PoolError::Conflict => Self::Internal(anyhow::Error::new(e)),
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod persist;
 pub mod pool;
 pub mod serve;
 pub mod session;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;

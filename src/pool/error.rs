@@ -26,6 +26,15 @@ pub enum PoolError {
     /// Input the domain rejects.
     #[error(transparent)]
     Invalid(#[from] session::Error),
+    /// The store cannot be reached (Redis down or not connected yet): worth a retry.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// What the store holds or answered does not read: a server-side fault, never the client's.
+    #[error("the store holds damaged data: {0}")]
+    Damaged(String),
+    /// A compare-and-set lost to another call: the store retries it, a client never sees it.
+    #[error("another call changed the state first")]
+    Conflict,
 }
 
 impl PoolError {

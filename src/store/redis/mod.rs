@@ -1,0 +1,756 @@
+//! The Redis (or Valkey) store: every pool lives in Redis, so any number of servers on the same
+//! Redis serve the same pools.
+//!
+//! Every call on a pool is one round trip: one `EVALSHA` of `pool.lua`, which reads the clock from
+//! Redis (`TIME`), applies it to the pool and makes the change, atomically on the server. So each
+//! pool is linearizable across servers, and servers with skewed clocks agree on expiry and leases.
+//! The one exception is `PATCH` of user data: the JSON merge patch is applied here, between a read
+//! and a compare-and-set on the session's version, retried when another call came between.
+//! Cookie jars need no such step: the RFC 6265 rules run here and turn a report's cookies into
+//! upserts and deletions by (name, domain, path), which the script applies in the same step as the
+//! mark.
+//!
+//! The key layout and the work each call does are in `pool.lua`'s header: every call costs O(1) or
+//! O(log n) in the pool's size, plus at most a bounded number of timers that came due (expiries,
+//! lease ends, purges), which the sweep ([`RedisStore::tick`]) otherwise handles. Every key
+//! starts with `{PREFIX}` (`--redis-key-prefix`), one hash tag: on Redis Cluster the whole service
+//! sits in one slot, which is what lets one script see the pool list and the count of sessions
+//! against `--max-sessions`.
+//!
+//! Redis unreachable: calls answer [`PoolError::Unavailable`] (503 `not_ready`), the connection
+//! manager reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. A call that
+//! times out may still have been applied by Redis: the client sees 503 either way.
+
+mod codec;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, Value};
+use uuid::Uuid;
+
+use self::codec::{config_fields, config_of, cookie_json, cookie_key, cookie_key_of, session_of, text};
+use super::{CreateSession, JarOp, Mark, PoolInfo};
+use crate::config::RedisUrl;
+use crate::metric_names as names;
+use crate::pool::{Incoming, PoolConfig, PoolCounts, PoolError, StateFilter, DEFAULT_POOL};
+use crate::session::{self, RetiredReason, Session, Timestamp};
+
+/// How many due timers one call handles at most, besides its own work.
+const BOUND: usize = 64;
+
+/// How long one call may wait for Redis before it answers 503.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sessions an export reads per round trip.
+const EXPORT_PAGE: usize = 1000;
+
+/// What the store needs to know of the server's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--redis-key-prefix`.
+    pub prefix: String,
+    /// `--max-pools`.
+    pub max_pools: usize,
+    /// `--max-sessions`.
+    pub max_sessions: usize,
+    /// `--retired-retention-secs`.
+    pub retention: TimeDelta,
+    /// The server's default pool configuration.
+    pub defaults: PoolConfig,
+}
+
+/// The Redis store. Cheap to share: the connection manager multiplexes every call over one
+/// connection.
+pub struct RedisStore {
+    client: redis::Client,
+    url: String,
+    conn: RwLock<Option<ConnectionManager>>,
+    script: redis::Script,
+    tag: String,
+    settings: Settings,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("url", &self.url).field("tag", &self.tag).finish_non_exhaustive()
+    }
+}
+
+/// A script's answer: the Redis time it ran at and the rest of what it returned.
+struct Reply {
+    now: Timestamp,
+    rest: Vec<Value>,
+}
+
+impl RedisStore {
+    /// A store on `url`, not connected yet: [`RedisStore::connect`] connects.
+    ///
+    /// # Errors
+    /// A URL the client refuses.
+    pub fn new(url: &RedisUrl, settings: Settings) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url.as_url().as_str())
+            .map_err(|e| anyhow::anyhow!("--store {url}: the Redis client refuses it: {e}"))?;
+        Ok(Self {
+            client,
+            url: url.to_string(),
+            conn: RwLock::new(None),
+            script: redis::Script::new(include_str!("pool.lua")),
+            tag: format!("{{{}}}", settings.prefix),
+            settings,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Connects, retrying until Redis answers (a Redis that is down at start is waited for, not
+    /// a crash), and makes the `default` pool when the store has none.
+    pub async fn connect(&self) {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(2)
+            .set_max_delay(500);
+        let mut attempt = 0u32;
+        loop {
+            let connected = ConnectionManager::new_with_config(self.client.clone(), config.clone()).await;
+            match connected {
+                Ok(manager) => {
+                    *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(manager);
+                    match self.ensure_default().await {
+                        Ok(()) => {
+                            self.ready.store(true, Ordering::Release);
+                            tracing::info!(store = %self.url, "connected to Redis");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(store = %self.url, error = %e, "Redis does not take calls yet; retrying")
+                        }
+                    }
+                }
+                Err(e) if attempt % 10 == 0 => {
+                    tracing::warn!(store = %self.url, error = %e, "cannot reach Redis; retrying every second");
+                }
+                Err(_) => {}
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Whether the last call reached Redis.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The server's default pool configuration.
+    pub fn defaults(&self) -> &PoolConfig {
+        &self.settings.defaults
+    }
+
+    fn pool_key(&self, pool: &str) -> String {
+        format!("{}:p:{pool}", self.tag)
+    }
+
+    /// Runs the script's `op` on `pool` with `args` after the common ones; answers its reply, or
+    /// the error it refused with.
+    async fn call(&self, op: &str, pool: &str, args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
+        let Some(mut conn) = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Err(PoolError::Unavailable("not connected to Redis yet".into()));
+        };
+        let mut invocation = self.script.key(self.pool_key(pool));
+        invocation
+            .arg(op)
+            .arg(&self.tag)
+            .arg(pool)
+            .arg(self.settings.max_sessions)
+            .arg(self.settings.retention.num_microseconds().unwrap_or(i64::MAX))
+            .arg(BOUND);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let value: Value = match invocation.invoke_async(&mut conn).await {
+            Ok(value) => {
+                self.ready.store(true, Ordering::Release);
+                value
+            }
+            Err(e) => return Err(self.failed(op, pool, &e)),
+        };
+        self.reply(op, pool, value)
+    }
+
+    /// The error a failed call answers; a Redis that cannot be reached makes the store not ready.
+    fn failed(&self, op: &str, pool: &str, e: &RedisError) -> PoolError {
+        let unreachable = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                ErrorKind::BusyLoadingError
+                    | ErrorKind::TryAgain
+                    | ErrorKind::ClusterDown
+                    | ErrorKind::MasterDown
+                    | ErrorKind::ReadOnly
+            )
+            || e.code() == Some("OOM");
+        if unreachable {
+            self.ready.store(false, Ordering::Release);
+            tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis failed");
+            PoolError::Unavailable(e.to_string())
+        } else {
+            tracing::error!(store = %self.url, op, pool, error = %e, "Redis refused a call");
+            PoolError::Damaged(format!("Redis refused {op} on pool {pool:?}: {e}"))
+        }
+    }
+
+    fn reply(&self, op: &str, pool: &str, value: Value) -> Result<Reply, PoolError> {
+        let damaged = |what: &str| {
+            tracing::error!(store = %self.url, op, pool, what, "an answer of the Redis script does not read");
+            PoolError::Damaged(format!("the answer to {op} on pool {pool:?}: {what}"))
+        };
+        let Value::Array(mut items) = value else { return Err(damaged("not a list")) };
+        if items.len() < 3 {
+            return Err(damaged("too short"));
+        }
+        let rest = items.split_off(3);
+        let status = text(&items[0]).ok_or_else(|| damaged("no status"))?.to_owned();
+        if status == "err" {
+            let code = text(&items[1]).unwrap_or("").to_owned();
+            let detail = text(&items[2]).unwrap_or("").to_owned();
+            if let Some(Value::Array(events)) = rest.first() {
+                count(events);
+            }
+            return Err(match code.as_str() {
+                "POOL_NOT_FOUND" => PoolError::PoolNotFound(detail),
+                "SESSION_NOT_FOUND" => PoolError::SessionNotFound(detail),
+                "SESSION_EXISTS" => PoolError::SessionExists(detail),
+                "LEASE_MISMATCH" => PoolError::LeaseMismatch(detail),
+                "NO_SESSION" => {
+                    metrics::counter!(names::ACQUIRES, "pool" => pool.to_owned(), "result" => "exhausted").increment(1);
+                    PoolError::NoSessionAvailable
+                }
+                "LIMIT" => PoolError::LimitReached(detail),
+                "LIMIT_SESSIONS" => PoolError::LimitReached(format!(
+                    "the server holds its maximum of {} sessions (--max-sessions)",
+                    self.settings.max_sessions
+                )),
+                "CONFLICT" => PoolError::Conflict,
+                _ => damaged(&format!("the script failed: {code} {detail}")),
+            });
+        }
+        let now = text(&items[1])
+            .and_then(|raw| raw.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .ok_or_else(|| damaged("no time"))?;
+        if let Value::Array(events) = &items[2] {
+            count(events);
+        }
+        Ok(Reply { now, rest })
+    }
+
+    /// The session of a reply's `[id, fields]` at `at`.
+    fn session_at(&self, reply: &Reply, at: usize, pool: &str) -> Result<Session, PoolError> {
+        let id = reply.rest.get(at).and_then(text);
+        let fields = match reply.rest.get(at + 1) {
+            Some(Value::Array(fields)) => Some(fields),
+            _ => None,
+        };
+        let (Some(id), Some(fields)) = (id, fields) else {
+            return Err(PoolError::Damaged(format!("an answer on pool {pool:?} holds no session")));
+        };
+        self.session_of(pool, id, fields)
+    }
+
+    fn session_of(&self, pool: &str, id: &str, fields: &[Value]) -> Result<Session, PoolError> {
+        session_of(id, fields).map(|(session, _)| session).map_err(|what| {
+            tracing::error!(store = %self.url, pool, session = id, what, "a session stored in Redis does not read");
+            PoolError::Damaged(format!("session {id:?} of pool {pool:?} in Redis: {what}"))
+        })
+    }
+
+    async fn ensure_default(&self) -> Result<(), PoolError> {
+        let mut args = Vec::new();
+        push_fields(&mut args, &config_fields(&self.settings.defaults));
+        self.call("ensure_default", DEFAULT_POOL, args).await.map(drop)
+    }
+
+    /// Hands out a session of `pool` (made with the defaults when missing), leased for `lease`.
+    ///
+    /// # Errors
+    /// As [`crate::pool::Pool::acquire`], and [`PoolError::Unavailable`].
+    pub async fn acquire<R>(
+        &self,
+        pool: &str,
+        lease: Option<TimeDelta>,
+        render: impl FnOnce(&Session, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        let started = std::time::Instant::now();
+        let lease_us = lease.map(|l| l.num_microseconds().unwrap_or(i64::MAX).to_string()).unwrap_or_default();
+        let mut args = vec![
+            lease_us.into_bytes(),
+            Uuid::new_v4().simple().to_string().into_bytes(),
+            Uuid::new_v4().simple().to_string().into_bytes(),
+            self.settings.max_pools.to_string().into_bytes(),
+        ];
+        push_fields(&mut args, &config_fields(&self.settings.defaults));
+        let reply = self.call("acquire", pool, args).await?;
+        let session = self.session_at(&reply, 0, pool)?;
+        metrics::histogram!(names::ACQUIRE_DURATION, "pool" => pool.to_owned()).record(started.elapsed().as_secs_f64());
+        Ok(render(&session, reply.now))
+    }
+
+    /// Creates a session in `pool` (made with the defaults when missing).
+    ///
+    /// # Errors
+    /// As [`crate::pool::Pool::create`], and [`PoolError::Unavailable`].
+    pub async fn create<R>(
+        &self,
+        pool: &str,
+        new: CreateSession,
+        render: impl FnOnce(&Session, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        new.settings.validate()?;
+        let settings = &new.settings;
+        let mut given: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = settings.max_age_secs {
+            given.push(("ma", v.to_string()));
+        }
+        if let Some(v) = settings.max_usage_count {
+            given.push(("mu", v.to_string()));
+        }
+        if let Some(v) = settings.max_error_score {
+            given.push(("me", v.to_string()));
+        }
+        if let Some(v) = settings.error_score_decrement {
+            given.push(("d", v.to_string()));
+        }
+        if let Some(v) = &settings.blocked_status_codes {
+            given.push(("b", codec::codes(v)));
+        }
+        match &new.proxy_url {
+            Some(Some(url)) => given.push(("p", url.clone())),
+            Some(None) => given.push(("np", "1".into())),
+            None => {}
+        }
+        if !new.user_data.is_empty() {
+            given.push(("ud", serde_json::Value::Object(new.user_data.clone()).to_string()));
+        }
+        if let Some(jar) = codec::jar(&new.cookies) {
+            given.push(("j", jar));
+        }
+        let mut args = vec![
+            new.id.clone().unwrap_or_default().into_bytes(),
+            Uuid::new_v4().simple().to_string().into_bytes(),
+            self.settings.max_pools.to_string().into_bytes(),
+        ];
+        push_fields(&mut args, &given);
+        push_fields(&mut args, &config_fields(&self.settings.defaults));
+        let reply = self.call("create", pool, args).await?;
+        let session = self.session_at(&reply, 0, pool)?;
+        Ok(render(&session, reply.now))
+    }
+
+    /// The session `id` of `pool`.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::SessionNotFound`], [`PoolError::Unavailable`].
+    pub async fn get<R>(
+        &self,
+        pool: &str,
+        id: &str,
+        render: impl FnOnce(&Session, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        let reply = self.call("get", pool, vec![id.as_bytes().to_vec()]).await?;
+        let session = self.session_at(&reply, 0, pool)?;
+        Ok(render(&session, reply.now))
+    }
+
+    /// A page of `pool`'s sessions in `state`, in id order after `after`.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::Unavailable`].
+    pub async fn list<R>(
+        &self,
+        pool: &str,
+        filter: StateFilter,
+        after: Option<&str>,
+        limit: usize,
+        render: impl FnOnce(&[&Session], Option<&str>, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        let state = match filter {
+            StateFilter::All => "all",
+            StateFilter::Usable => "usable",
+            StateFilter::Retired => "retired",
+            StateFilter::Leased => "leased",
+        };
+        let args = vec![state.into(), after.unwrap_or("").into(), limit.to_string().into_bytes()];
+        let reply = self.call("list", pool, args).await?;
+        let mut sessions = Vec::new();
+        if let Some(Value::Array(page)) = reply.rest.first() {
+            for entry in page {
+                let Value::Array(pair) = entry else { continue };
+                let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else {
+                    continue;
+                };
+                sessions.push(self.session_of(pool, id, fields)?);
+            }
+        }
+        let more = matches!(reply.rest.get(1), Some(Value::Int(1)));
+        let next = if more { sessions.last().map(|s| s.id.to_string()) } else { None };
+        let page: Vec<&Session> = sessions.iter().collect();
+        Ok(render(&page, next.as_deref(), reply.now))
+    }
+
+    /// PATCH: the user data merge patch and the cookie upserts.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::SessionNotFound`], [`PoolError::Unavailable`].
+    pub async fn edit<R>(
+        &self,
+        pool: &str,
+        id: &str,
+        user_data: Option<serde_json::Map<String, serde_json::Value>>,
+        jar: Vec<JarOp>,
+        render: impl FnOnce(&Session, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        loop {
+            // Without user data the cookie upserts apply in one step; with it, the merge patch is
+            // applied to the version read and written only if no other call changed it meanwhile.
+            let (version, data) = match &user_data {
+                None => (String::new(), String::new()),
+                Some(patch) => {
+                    let reply = self.call("get", pool, vec![id.as_bytes().to_vec()]).await?;
+                    let (id_at, fields) = match (reply.rest.first().and_then(text), reply.rest.get(1)) {
+                        (Some(id), Some(Value::Array(fields))) => (id, fields),
+                        _ => return Err(PoolError::Damaged("an answer holds no session".into())),
+                    };
+                    let (mut session, version) = session_of(id_at, fields).map_err(PoolError::Damaged)?;
+                    super::merge_patch(&mut session.user_data, patch.clone());
+                    (version.to_string(), serde_json::Value::Object(session.user_data).to_string())
+                }
+            };
+            let mut args = vec![id.as_bytes().to_vec(), version.into_bytes(), data.into_bytes()];
+            push_jar(&mut args, &jar);
+            match self.call("edit", pool, args).await {
+                Err(PoolError::Conflict) => continue,
+                Err(e) => return Err(e),
+                Ok(reply) => {
+                    let session = self.session_at(&reply, 0, pool)?;
+                    return Ok(render(&session, reply.now));
+                }
+            }
+        }
+    }
+
+    /// Deletes the session `id` of `pool`.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::SessionNotFound`], [`PoolError::Unavailable`].
+    pub async fn delete_session(&self, pool: &str, id: &str) -> Result<(), PoolError> {
+        self.call("delete", pool, vec![id.as_bytes().to_vec()]).await.map(drop)
+    }
+
+    /// A mark, retire, status report or cookie store, with the jar operations applied first.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::SessionNotFound`], [`PoolError::Unavailable`].
+    pub async fn mark<R>(
+        &self,
+        pool: &str,
+        id: &str,
+        mark: Mark<'_>,
+        lease_id: Option<&str>,
+        jar: Vec<JarOp>,
+        render: impl FnOnce(&Session, bool, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        let (kind, status): (&str, Option<&session::StatusReport<'_>>) = match &mark {
+            Mark::Good => ("good", None),
+            Mark::Bad => ("bad", None),
+            Mark::Retire => ("retire", None),
+            Mark::Status(report) => ("status", Some(report)),
+            Mark::Nothing => ("none", None),
+        };
+        let mut args = vec![
+            id.as_bytes().to_vec(),
+            kind.into(),
+            lease_id.map(normal_lease_id).unwrap_or_default().into_bytes(),
+            status.map(|s| s.status_code.to_string()).unwrap_or_default().into_bytes(),
+            status.map(|s| codec::codes(s.additional_blocked)).unwrap_or_default().into_bytes(),
+            status.map(|s| codec::codes(s.ignored)).unwrap_or_default().into_bytes(),
+            if status.is_some_and(|s| s.mark) { "1" } else { "0" }.into(),
+        ];
+        push_jar(&mut args, &jar);
+        let reply = self.call("mark", pool, args).await?;
+        let session = self.session_at(&reply, 0, pool)?;
+        let blocked = matches!(reply.rest.get(2), Some(Value::Int(1)));
+        Ok(render(&session, blocked, reply.now))
+    }
+
+    /// Ends the lease `lease_id` of the session `id`.
+    ///
+    /// # Errors
+    /// As [`crate::pool::Pool::release`], and [`PoolError::Unavailable`].
+    pub async fn release<R>(
+        &self,
+        pool: &str,
+        id: &str,
+        lease_id: &str,
+        render: impl FnOnce(&Session, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        // An id that is no lease id matches no lease: "-" is never one.
+        let normal = Some(normal_lease_id(lease_id)).filter(|l| !l.is_empty()).unwrap_or_else(|| "-".into());
+        let reply = match self.call("release", pool, vec![id.as_bytes().to_vec(), normal.into_bytes()]).await {
+            Err(PoolError::LeaseMismatch(_)) => return Err(PoolError::LeaseMismatch(lease_id.to_owned())),
+            other => other?,
+        };
+        let session = self.session_at(&reply, 0, pool)?;
+        Ok(render(&session, reply.now))
+    }
+
+    /// Every pool, sorted by name, with the sessions held by all of them.
+    ///
+    /// # Errors
+    /// [`PoolError::Unavailable`].
+    pub async fn pools(&self) -> Result<(Vec<PoolInfo>, usize), PoolError> {
+        let reply = self.call("pools", "", Vec::new()).await?;
+        let mut pools = Vec::new();
+        if let Some(Value::Array(list)) = reply.rest.first() {
+            for status in list {
+                pools.push(self.pool_info(status)?);
+            }
+        }
+        let held = reply.rest.get(1).and_then(text).and_then(|h| h.parse().ok()).unwrap_or(0);
+        Ok((pools, held))
+    }
+
+    fn pool_info(&self, status: &Value) -> Result<PoolInfo, PoolError> {
+        let damaged = |what: &str| PoolError::Damaged(format!("a pool's status in Redis: {what}"));
+        let Value::Array(fields) = status else { return Err(damaged("not a list")) };
+        let field = |i: usize| fields.get(i).and_then(text).ok_or_else(|| damaged("a field is missing"));
+        let int = |i: usize| field(i).and_then(|v| v.parse::<usize>().map_err(|_| damaged("a count is not a number")));
+        let name = field(0)?.to_owned();
+        let config = config_of(field(1)?, &self.settings.defaults).map_err(|e| damaged(&e))?;
+        let created_at = field(2)?
+            .parse::<i64>()
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .ok_or_else(|| damaged("ca is not an instant"))?;
+        let (sessions, usable, leased) = (int(3)?, int(4)?, int(5)?);
+        let counts = PoolCounts { sessions, usable, retired: sessions.saturating_sub(usable), leased };
+        Ok(PoolInfo { name, config, counts, created_at })
+    }
+
+    /// The pool `name`.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::Unavailable`].
+    pub async fn pool(&self, name: &str) -> Result<PoolInfo, PoolError> {
+        let reply = self.call("pool", name, Vec::new()).await?;
+        self.pool_info(reply.rest.first().unwrap_or(&Value::Nil))
+    }
+
+    /// Creates the pool with `config`, or reconfigures it; answers whether it was created.
+    ///
+    /// # Errors
+    /// [`PoolError::LimitReached`] past `--max-pools`, [`PoolError::Unavailable`].
+    pub async fn put_pool(&self, name: &str, config: PoolConfig) -> Result<(PoolInfo, bool), PoolError> {
+        let mut args = vec![self.settings.max_pools.to_string().into_bytes()];
+        push_fields(&mut args, &config_fields(&config));
+        let reply = self.call("put", name, args).await?;
+        let info = self.pool_info(reply.rest.first().unwrap_or(&Value::Nil))?;
+        Ok((info, matches!(reply.rest.get(1), Some(Value::Int(1)))))
+    }
+
+    /// Deletes the pool; `default` is emptied and reset to the server's defaults instead. Its
+    /// sessions' keys are dropped by the sweep, a bounded number at a time.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::Unavailable`].
+    pub async fn delete_pool(&self, name: &str) -> Result<(), PoolError> {
+        let mut args = Vec::new();
+        push_fields(&mut args, &config_fields(&self.settings.defaults));
+        self.call("delete_pool", name, args).await.map(drop)
+    }
+
+    /// The pool's configuration and every session it holds, in id order. Read a page of sessions
+    /// per round trip; a pool deleted meanwhile is [`PoolError::PoolNotFound`].
+    ///
+    /// # Errors
+    /// [`PoolError::PoolNotFound`], [`PoolError::Unavailable`].
+    pub async fn export<R>(
+        &self,
+        pool: &str,
+        render: impl FnOnce(&PoolConfig, &mut dyn Iterator<Item = &Session>, Timestamp) -> R,
+    ) -> Result<R, PoolError> {
+        let mut sessions: Vec<Session> = Vec::new();
+        let mut config = None;
+        let mut generation: Option<String> = None;
+        let mut now = None;
+        loop {
+            let after = sessions.last().map(|s| s.id.to_string()).unwrap_or_default();
+            let reply =
+                self.call("export", pool, vec![EXPORT_PAGE.to_string().into_bytes(), after.into_bytes()]).await?;
+            let this_generation = reply.rest.get(2).and_then(text).map(str::to_owned);
+            if generation.is_some() && generation != this_generation {
+                return Err(PoolError::PoolNotFound(pool.to_owned()));
+            }
+            generation = this_generation;
+            if config.is_none() {
+                let raw = reply.rest.first().and_then(text).unwrap_or("");
+                config = Some(config_of(raw, &self.settings.defaults).map_err(PoolError::Damaged)?);
+            }
+            now.get_or_insert(reply.now);
+            let mut read = 0;
+            if let Some(Value::Array(page)) = reply.rest.get(1) {
+                for entry in page {
+                    let Value::Array(pair) = entry else { continue };
+                    if let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) {
+                        sessions.push(self.session_of(pool, id, fields)?);
+                        read += 1;
+                    }
+                }
+            }
+            if read < EXPORT_PAGE {
+                break;
+            }
+        }
+        let (Some(config), Some(now)) = (config, now) else {
+            return Err(PoolError::PoolNotFound(pool.to_owned()));
+        };
+        Ok(render(&config, &mut sessions.iter(), now))
+    }
+
+    /// Imports `sessions` into `pool`, all or nothing; a missing pool is created with `config`.
+    /// Answers how many were imported, the ids skipped because the pool held them, and whether
+    /// the pool was created.
+    ///
+    /// # Errors
+    /// As [`crate::pool::Pool::import`], and [`PoolError::Unavailable`].
+    pub async fn import<T: Incoming + Clone>(
+        &self,
+        pool: &str,
+        config: PoolConfig,
+        sessions: Vec<T>,
+    ) -> Result<(usize, Vec<String>, bool), PoolError> {
+        let mut seen = std::collections::HashSet::with_capacity(sessions.len());
+        if let Some(twice) = sessions.iter().find(|s| !seen.insert(s.id().to_owned())) {
+            return Err(PoolError::SessionExists(twice.id().to_owned()));
+        }
+        loop {
+            // The settings a session does not give come from the pool's, so they are read first;
+            // the import applies only if the pool's config is still the one read.
+            let reply = self.call("config", pool, Vec::new()).await?;
+            let (raw, version) =
+                (reply.rest.first().and_then(text).unwrap_or(""), reply.rest.get(1).and_then(text).unwrap_or(""));
+            let base = if raw.is_empty() {
+                std::sync::Arc::clone(&config.session)
+            } else {
+                config_of(raw, &self.settings.defaults).map_err(PoolError::Damaged)?.session
+            };
+            let mut args = vec![version.as_bytes().to_vec(), self.settings.max_pools.to_string().into_bytes()];
+            push_fields(&mut args, &config_fields(&config));
+            args.push(sessions.len().to_string().into_bytes());
+            for incoming in &sessions {
+                let settings = std::sync::Arc::new(incoming.settings(&base)?);
+                let session = incoming.clone().into_session(settings, reply.now);
+                let fields = codec::session_fields(&session, reply.now);
+                args.push(session.id.as_bytes().to_vec());
+                args.push(fields.len().to_string().into_bytes());
+                for (field, value) in fields {
+                    args.push(field.into());
+                    args.push(value.into_bytes());
+                }
+            }
+            match self.call("import", pool, args).await {
+                // The pool was made or reconfigured between the read and the import.
+                Err(PoolError::Conflict) => continue,
+                Err(e) => return Err(e),
+                Ok(done) => {
+                    let imported = done.rest.first().and_then(text).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    let skipped = match done.rest.get(1) {
+                        Some(Value::Array(list)) => list.iter().filter_map(text).map(str::to_owned).collect(),
+                        _ => Vec::new(),
+                    };
+                    return Ok((imported, skipped, matches!(done.rest.get(2), Some(Value::Int(1)))));
+                }
+            }
+        }
+    }
+
+    /// The counts of every pool and the sessions held, for `/metrics`.
+    ///
+    /// # Errors
+    /// [`PoolError::Unavailable`].
+    pub async fn gauges(&self) -> Result<(Vec<(String, PoolCounts)>, usize), PoolError> {
+        let (pools, held) = self.pools().await?;
+        Ok((pools.into_iter().map(|p| (p.name, p.counts)).collect(), held))
+    }
+
+    /// The sweep: applies the clock to every pool, purges what is due and drops deleted pools'
+    /// keys, a bounded amount per call, calling again at once while work is left (at most a
+    /// hundred calls a sweep).
+    pub async fn tick(&self) {
+        for _ in 0..100 {
+            match self.call("tick", "", Vec::new()).await {
+                Ok(reply) if matches!(reply.rest.first(), Some(Value::Int(1))) => continue,
+                Ok(_) => return,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Counts a script's events in the metrics: `kind\tpool`, count, ...
+fn count(events: &[Value]) {
+    for pair in events.chunks(2) {
+        let [key, Value::Int(n)] = pair else { continue };
+        let Some((kind, pool)) = text(key).and_then(|k| k.split_once('\t')) else { continue };
+        let (n, pool) = (*n as u64, pool.to_owned());
+        match kind {
+            "c" => metrics::counter!(names::SESSIONS_CREATED, "pool" => pool).increment(n),
+            "a" => metrics::counter!(names::ACQUIRES, "pool" => pool, "result" => "ok").increment(n),
+            "x" => metrics::counter!(names::ACQUIRES, "pool" => pool, "result" => "exhausted").increment(n),
+            "g" => metrics::counter!(names::MARKS, "pool" => pool, "outcome" => "good").increment(n),
+            "b" => metrics::counter!(names::MARKS, "pool" => pool, "outcome" => "bad").increment(n),
+            _ => {
+                if let Some(reason) = kind.strip_prefix("r:").and_then(RetiredReason::parse) {
+                    metrics::counter!(names::RETIREMENTS, "pool" => pool, "reason" => reason.as_str()).increment(n);
+                }
+            }
+        }
+    }
+}
+
+/// A lease id as the script compares it: the simple form of a UUID, or `""` when it is none.
+fn normal_lease_id(raw: &str) -> String {
+    Uuid::try_parse(raw).map(|id| id.simple().to_string()).unwrap_or_default()
+}
+
+fn push_fields(args: &mut Vec<Vec<u8>>, fields: &[(&str, String)]) {
+    args.push(fields.len().to_string().into_bytes());
+    for (field, value) in fields {
+        args.push(field.as_bytes().to_vec());
+        args.push(value.as_bytes().to_vec());
+    }
+}
+
+fn push_jar(args: &mut Vec<Vec<u8>>, jar: &[JarOp]) {
+    args.push(jar.len().to_string().into_bytes());
+    for op in jar {
+        match op {
+            JarOp::Put(cookie) => {
+                args.push(b"put".to_vec());
+                args.push(cookie_key(cookie).into_bytes());
+                args.push(cookie_json(cookie).into_bytes());
+            }
+            JarOp::Delete { name, domain, path } => {
+                args.push(b"del".to_vec());
+                args.push(cookie_key_of(name, domain, path).into_bytes());
+            }
+        }
+    }
+}

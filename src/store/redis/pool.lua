@@ -1,0 +1,785 @@
+-- The Redis store's one script: every call on a pool is one EVALSHA of it, atomic on the server.
+-- ARGV[1] names the operation; ARGV[2..6] are the same for every call:
+--   2 tag        the key prefix with its braces, `{session-pool}`: every key starts with it
+--   3 pool       the pool's name ("" for calls on every pool)
+--   4 max        --max-sessions
+--   5 retention  --retired-retention-secs, in microseconds
+--   6 bound      how many due timers (expiries, lease ends, purges) one call handles at most
+-- and the operation's own arguments follow from ARGV[7]. KEYS[1] is the pool's key (or the pool
+-- list's), declared for routing only: every key shares the tag, so all sit in one slot.
+--
+-- Keys (T is the tag, P a pool name, G the pool's generation: a pool deleted and made again gets
+-- a new one, so the old sessions can be dropped in the background, not in the call that deleted it):
+--   T:pools            sorted set of pool names (score 0), for listing in name order and --max-pools
+--   T:held             sessions held by every pool together, against --max-sessions
+--   T:gen              the last generation handed out
+--   T:purge            sorted set "P\tG\tid" by purge time: retired sessions of every pool
+--   T:graves           list of "P\tG" whose keys the sweep still has to drop
+--   T:p:P              the pool: hash of g (generation), ca (created at), cv (config version), cfg
+--                      (its config as JSON, read by Rust only), the fields sessions are created
+--                      with (mps, ma, mu, me, d, b, pt, px, pc), n (sessions) and us (usable)
+--   T:s:P:G:ids        sorted set of every session id (score 0), for listing in id order
+--   T:s:P:G:free       set of usable sessions not leased: the uniform pick is SRANDMEMBER
+--   T:s:P:G:exp        sorted set of usable sessions by expiry
+--   T:s:P:G:lease      sorted set of leased sessions by lease end
+--   T:s:P:G:h:ID       the session: hash of c (created), e (expires), ma mu me d b (its settings),
+--                      u (usage), s (error score), r ra (retired reason and time), l lu (lease id
+--                      and end), p (proxy URL), ud (user data JSON), j (cookie jar), v (version)
+-- Instants are microseconds since the Unix epoch, whole milliseconds when the clock made them.
+
+local op, T, POOL = ARGV[1], ARGV[2], ARGV[3]
+local MAX, RETENTION, BOUND = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000000 + math.floor(tonumber(t[2]) / 1000) * 1000
+local EVENTS = {}
+
+local function num(x)
+  return string.format('%.0f', x)
+end
+
+-- Something the replica counts in its metrics: a kind (c created, a acquired, x exhausted, g good,
+-- b bad, r:REASON retired) and the pool it happened in.
+local function event(kind, K)
+  local key = kind .. '\t' .. K.name
+  EVENTS[key] = (EVENTS[key] or 0) + 1
+end
+
+
+local function counted()
+  local list = {}
+  for key, count in pairs(EVENTS) do
+    list[#list + 1] = key
+    list[#list + 1] = count
+  end
+  return list
+end
+
+-- A refusal: a code (POOL_NOT_FOUND ...), a detail, and what the call counted before it refused
+-- (what it changed until then stays: applying the clock).
+local function err(code, detail)
+  return { 'err', code, detail or '', counted() }
+end
+
+-- A pool's keys -------------------------------------------------------------------------------
+
+local function pool_key(name)
+  return T .. ':p:' .. name
+end
+
+local function keys_of(name, gen)
+  local base = T .. ':s:' .. name .. ':' .. gen .. ':'
+  return {
+    name = name, gen = gen, meta = pool_key(name), base = base,
+    ids = base .. 'ids', free = base .. 'free', exp = base .. 'exp', lease = base .. 'lease',
+  }
+end
+
+local function open(name)
+  local gen = redis.call('HGET', pool_key(name), 'g')
+  if not gen then return nil end
+  return keys_of(name, gen)
+end
+
+local function hkey(K, id)
+  return K.base .. 'h:' .. id
+end
+
+-- Arguments as field/value pairs from ARGV[from], `count` of them.
+local function pairs_at(from, count)
+  local list = {}
+  for i = from, from + 2 * count - 1 do list[#list + 1] = ARGV[i] end
+  return list
+end
+
+-- Sessions --------------------------------------------------------------------------------------
+
+local function codes_of(csv)
+  local set = {}
+  for code in string.gmatch(csv or '', '[^,]+') do set[code] = true end
+  return set
+end
+
+-- Why the record says the session can no longer be used (blocked, then usage, then expiry).
+local function unusable_reason(h)
+  if tonumber(h.s) >= tonumber(h.me) then return 'blocked' end
+  if tonumber(h.u) >= tonumber(h.mu) then return 'max_usage_count' end
+  if NOW >= tonumber(h.e) then return 'expired' end
+  return nil
+end
+
+local function load(K, id)
+  local flat = redis.call('HGETALL', hkey(K, id))
+  if #flat == 0 then return nil end
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+local function purge_member(K, id)
+  return K.name .. '\t' .. K.gen .. '\t' .. id
+end
+
+-- Retires a usable session: it leaves the candidates and its lease ends; its purge is queued.
+local function retire(K, id, h, reason, at)
+  local key = hkey(K, id)
+  redis.call('HSET', key, 'r', reason, 'ra', at)
+  redis.call('HDEL', key, 'l', 'lu')
+  h.r, h.ra, h.l, h.lu = reason, at, nil, nil
+  redis.call('SREM', K.free, id)
+  redis.call('ZREM', K.exp, id)
+  redis.call('ZREM', K.lease, id)
+  redis.call('HINCRBY', K.meta, 'us', -1)
+  redis.call('ZADD', T .. ':purge', tonumber(at) + RETENTION, purge_member(K, id))
+  event('r:' .. reason, K)
+end
+
+-- Ends a session's lease; a usable one becomes a candidate again.
+local function end_lease(K, id, h)
+  redis.call('HDEL', hkey(K, id), 'l', 'lu')
+  h.l, h.lu = nil, nil
+  redis.call('ZREM', K.lease, id)
+  if not h.r then redis.call('SADD', K.free, id) end
+end
+
+-- Applies the clock to one session about to be read or changed: an expiry or a lease end that is
+-- due but that no drain has reached yet.
+local function touch(K, id, h)
+  if not h.r and NOW >= tonumber(h.e) then retire(K, id, h, 'expired', h.e) end
+  if h.lu and NOW >= tonumber(h.lu) then end_lease(K, id, h) end
+end
+
+local function remove(K, id, h)
+  redis.call('DEL', hkey(K, id))
+  redis.call('ZREM', K.ids, id)
+  redis.call('SREM', K.free, id)
+  redis.call('ZREM', K.exp, id)
+  redis.call('ZREM', K.lease, id)
+  redis.call('ZREM', T .. ':purge', purge_member(K, id))
+  redis.call('HINCRBY', K.meta, 'n', -1)
+  if not h.r then redis.call('HINCRBY', K.meta, 'us', -1) end
+  redis.call('DECR', T .. ':held')
+end
+
+-- Puts a session whose hash is written and whose place under --max-sessions is counted into the
+-- pool's indexes, by its state.
+local function index(K, id, h)
+  redis.call('ZADD', K.ids, 0, id)
+  redis.call('HINCRBY', K.meta, 'n', 1)
+  if h.r then
+    redis.call('ZADD', T .. ':purge', tonumber(h.ra) + RETENTION, purge_member(K, id))
+    return
+  end
+  redis.call('HINCRBY', K.meta, 'us', 1)
+  redis.call('ZADD', K.exp, h.e, id)
+  if h.lu then
+    redis.call('ZADD', K.lease, h.lu, id)
+  else
+    redis.call('SADD', K.free, id)
+  end
+  touch(K, id, h)
+end
+
+local function held()
+  return tonumber(redis.call('GET', T .. ':held') or '0')
+end
+
+local function generate_id(seed, i)
+  local hex = redis.sha1hex(seed .. ':' .. i)
+  -- The form of a UUID v4: version nibble 4, variant 10xx.
+  local v = tonumber(string.sub(hex, 17, 17), 16) % 4 + 1
+  local variant = string.sub('89ab', v, v)
+  return string.sub(hex, 1, 12) .. '4' .. string.sub(hex, 14, 16) .. variant .. string.sub(hex, 18, 32)
+end
+
+local function replace_all(text, pattern, with)
+  local out, from = {}, 1
+  while true do
+    local i, j = string.find(text, pattern, from, true)
+    if not i then break end
+    out[#out + 1] = string.sub(text, from, i - 1)
+    out[#out + 1] = with
+    from = j + 1
+  end
+  out[#out + 1] = string.sub(text, from)
+  return table.concat(out)
+end
+
+-- The pool's next sticky proxy for a session it creates: the template, else the list round-robin.
+local function proxy_for(K, meta, id)
+  if meta.pt and meta.pt ~= '' then return replace_all(meta.pt, '{session_id}', id) end
+  if meta.px and meta.px ~= '' then
+    local urls = {}
+    for url in string.gmatch(meta.px, '[^\n]+') do urls[#urls + 1] = url end
+    local cursor = tonumber(meta.pc or '0')
+    meta.pc = num((cursor + 1) % #urls)
+    redis.call('HSET', K.meta, 'pc', meta.pc)
+    return urls[cursor % #urls + 1]
+  end
+  return nil
+end
+
+local function meta_of(K)
+  local flat = redis.call('HGETALL', K.meta)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+
+-- A new session with the pool's settings, or with `given` (a table of fields) over them.
+local function new_session(K, meta, id, given)
+  local h = { c = num(NOW), u = '0', s = '0', v = '0' }
+  for _, f in ipairs({ 'ma', 'mu', 'me', 'd', 'b' }) do h[f] = meta[f] end
+  local explicit_proxy = false
+  for f, value in pairs(given or {}) do
+    if f == 'p' or f == 'np' then explicit_proxy = true end
+    h[f] = value
+  end
+  h.np = nil
+  h.e = num(NOW + math.floor(tonumber(h.ma) * 1000000 + 0.5))
+  if not explicit_proxy then h.p = proxy_for(K, meta, id) end
+  local flat = {}
+  for f, value in pairs(h) do
+    flat[#flat + 1] = f
+    flat[#flat + 1] = value
+  end
+  redis.call('HSET', hkey(K, id), unpack(flat))
+  redis.call('INCR', T .. ':held')
+  index(K, id, h)
+  event('c', K)
+  return h
+end
+
+-- The clock -------------------------------------------------------------------------------------
+
+-- Expiries and lease ends due in the pool, at most `bound` of each; returns whether any is left.
+local function drain(K, bound)
+  local due = redis.call('ZRANGEBYSCORE', K.exp, '-inf', num(NOW), 'LIMIT', 0, bound)
+  for _, id in ipairs(due) do
+    local h = load(K, id)
+    if h and not h.r then retire(K, id, h, 'expired', h.e) else redis.call('ZREM', K.exp, id) end
+  end
+  local ended = redis.call('ZRANGEBYSCORE', K.lease, '-inf', num(NOW), 'LIMIT', 0, bound)
+  for _, id in ipairs(ended) do
+    local h = load(K, id)
+    if h then end_lease(K, id, h) else redis.call('ZREM', K.lease, id) end
+  end
+  return #due == bound or #ended == bound
+end
+
+-- Retired sessions of any pool past their retention, at most `bound`; returns how many.
+local function purge(bound)
+  local due = redis.call('ZRANGEBYSCORE', T .. ':purge', '-inf', num(NOW), 'LIMIT', 0, bound)
+  for _, member in ipairs(due) do
+    local name, gen, id = string.match(member, '^([^\t]*)\t([^\t]*)\t(.*)$')
+    redis.call('ZREM', T .. ':purge', member)
+    local K = open(name)
+    if K and K.gen == gen then
+      local h = load(K, id)
+      if h then remove(K, id, h) end
+    end
+  end
+  return #due
+end
+
+-- Drops up to `bound` keys of deleted pools; returns how many.
+local function bury(bound)
+  local dropped = 0
+  while dropped < bound do
+    local grave = redis.call('LINDEX', T .. ':graves', 0)
+    if not grave then break end
+    local name, gen = string.match(grave, '^([^\t]*)\t(.*)$')
+    local K = keys_of(name, gen)
+    local ids = redis.call('ZRANGE', K.ids, 0, bound - dropped - 1)
+    for _, id in ipairs(ids) do redis.call('UNLINK', hkey(K, id)) end
+    if #ids > 0 then redis.call('ZREM', K.ids, unpack(ids)) end
+    dropped = dropped + #ids
+    if #ids == 0 then
+      redis.call('UNLINK', K.free, K.exp, K.lease, K.ids)
+      redis.call('LPOP', T .. ':graves')
+      dropped = dropped + 1
+    end
+  end
+  return dropped
+end
+
+-- Pools -----------------------------------------------------------------------------------------
+
+-- Creates the pool `name` with the configuration fields `fields` (a flat list), unless
+-- --max-pools (`max_pools`) is reached.
+local function create_pool(name, fields, max_pools)
+  if redis.call('ZCARD', T .. ':pools') >= max_pools then
+    return nil, err('LIMIT', 'the server holds its maximum of ' .. max_pools .. ' pools (--max-pools)')
+  end
+  local gen = redis.call('INCR', T .. ':gen')
+  redis.call('HSET', pool_key(name), 'g', gen, 'ca', num(NOW), 'cv', '1', 'n', '0', 'us', '0', 'pc', '0',
+    unpack(fields))
+  redis.call('ZADD', T .. ':pools', 0, name)
+  return keys_of(name, tostring(gen))
+end
+
+local function counts(K)
+  while drain(K, 1000) do end
+  local n, us = unpack(redis.call('HMGET', K.meta, 'n', 'us'))
+  return { n, us, tostring(redis.call('ZCARD', K.lease)) }
+end
+
+local function status(K)
+  local c = counts(K)
+  local cfg, ca = unpack(redis.call('HMGET', K.meta, 'cfg', 'ca'))
+  return { K.name, cfg, ca, c[1], c[2], c[3] }
+end
+
+-- Answers ---------------------------------------------------------------------------------------
+
+local function flat_of(h)
+  local flat = {}
+  for f, value in pairs(h) do
+    flat[#flat + 1] = f
+    flat[#flat + 1] = value
+  end
+  return flat
+end
+
+-- A successful answer: the time the call ran at, what it counted (event, count, ...), then `...`.
+local function ok(...)
+  return { 'ok', num(NOW), counted(), ... }
+end
+
+-- The session `id` of the pool, with the clock applied, or an error answer.
+local function find(K, id)
+  local h = load(K, id)
+  if not h then return nil, err('SESSION_NOT_FOUND', id) end
+  touch(K, id, h)
+  return h
+end
+
+-- The pool of this call, or an error answer; applies the clock first.
+local function pool_or_err()
+  local K = open(POOL)
+  if not K then return nil, err('POOL_NOT_FOUND', POOL) end
+  drain(K, BOUND)
+  purge(BOUND)
+  return K
+end
+
+-- Applies cookie jar operations at ARGV[from..]: `count` of ("put", key, cookie) or ("del", key).
+-- The jar is a JSON list of [key, cookie JSON] pairs in the order the cookies were first stored.
+local function apply_jar(K, id, h, from, count)
+  if count == 0 then return from end
+  local jar = {}
+  if h.j and h.j ~= '' then jar = cjson.decode(h.j) end
+  local i = from
+  for _ = 1, count do
+    local kind, key = ARGV[i], ARGV[i + 1]
+    local at = nil
+    for position, entry in ipairs(jar) do
+      if entry[1] == key then at = position break end
+    end
+    if kind == 'put' then
+      if at then jar[at][2] = ARGV[i + 2] else jar[#jar + 1] = { key, ARGV[i + 2] } end
+      i = i + 3
+    else
+      if at then table.remove(jar, at) end
+      i = i + 2
+    end
+  end
+  if #jar == 0 then
+    h.j = nil
+    redis.call('HDEL', hkey(K, id), 'j')
+  else
+    h.j = cjson.encode(jar)
+    redis.call('HSET', hkey(K, id), 'j', h.j)
+  end
+  h.v = tostring(redis.call('HINCRBY', hkey(K, id), 'v', 1))
+  return i
+end
+
+-- After a mark: a session no longer usable retires.
+local function settle(K, id, h)
+  local reason = unusable_reason(h)
+  if reason then retire(K, id, h, reason, num(NOW)) end
+end
+
+local function use(K, id, h, good)
+  local score = tonumber(h.s)
+  h.u = tostring(tonumber(h.u) + 1)
+  if good then
+    if score > 0 then score = math.max(0, score - tonumber(h.d)) end
+    event('g', K)
+  else
+    score = score + 1
+    event('b', K)
+  end
+  h.s = string.format('%.17g', score)
+  redis.call('HSET', hkey(K, id), 'u', h.u, 's', h.s)
+  settle(K, id, h)
+end
+
+-- Operations ------------------------------------------------------------------------------------
+
+local ops = {}
+
+-- ARGV: 7 lease microseconds ("" for none), 8 lease id, 9 seed for new ids, 10 --max-pools,
+-- 11 count of default config fields, then the fields (for a pool this call creates).
+function ops.acquire()
+  local K = open(POOL)
+  if not K then
+    local e
+    K, e = create_pool(POOL, pairs_at(12, tonumber(ARGV[11])), tonumber(ARGV[10]))
+    if not K then return e end
+  end
+  drain(K, BOUND)
+  purge(BOUND)
+  local meta = meta_of(K)
+  local missing = tonumber(meta.mps) - tonumber(meta.us)
+  if missing > 0 then
+    if held() + missing > MAX then purge(math.max(1000, missing)) end
+    local granted = math.min(missing, MAX - held())
+    for i = 1, granted do
+      local id = generate_id(ARGV[9], i)
+      while redis.call('EXISTS', hkey(K, id)) == 1 do id = generate_id(ARGV[9] .. 'x', i) end
+      new_session(K, meta, id)
+    end
+  end
+  while true do
+    local id = redis.call('SRANDMEMBER', K.free)
+    if not id then
+      event('x', K)
+      return err('NO_SESSION')
+    end
+    local h = load(K, id)
+    if not h then
+      redis.call('SREM', K.free, id)
+    else
+      touch(K, id, h)
+      if not h.r and not h.l then
+        if ARGV[7] ~= '' then
+          h.l, h.lu = ARGV[8], num(NOW + tonumber(ARGV[7]))
+          redis.call('HSET', hkey(K, id), 'l', h.l, 'lu', h.lu)
+          redis.call('SREM', K.free, id)
+          redis.call('ZADD', K.lease, h.lu, id)
+        end
+        event('a', K)
+        return ok(id, flat_of(h))
+      end
+      redis.call('SREM', K.free, id)
+    end
+  end
+end
+
+-- ARGV: 7 id ("" to generate one), 8 seed, 9 --max-pools, 10 count of the session's own fields,
+-- then those fields, then a count of default config fields and the fields.
+function ops.create()
+  local given_count = tonumber(ARGV[10])
+  local config_at = 11 + 2 * given_count
+  local K = open(POOL)
+  if not K then
+    if held() >= MAX then purge(1000) end
+    if held() >= MAX then return err('LIMIT_SESSIONS') end
+    local e
+    K, e = create_pool(POOL, pairs_at(config_at + 1, tonumber(ARGV[config_at])), tonumber(ARGV[9]))
+    if not K then return e end
+  end
+  drain(K, BOUND)
+  purge(BOUND)
+  local id = ARGV[7]
+  if id == '' then
+    id = generate_id(ARGV[8], 0)
+    while redis.call('EXISTS', hkey(K, id)) == 1 do id = generate_id(ARGV[8] .. 'x', 0) end
+  elseif redis.call('EXISTS', hkey(K, id)) == 1 then
+    return err('SESSION_EXISTS', id)
+  end
+  if held() >= MAX then purge(1000) end
+  if held() >= MAX then return err('LIMIT_SESSIONS') end
+  local given = {}
+  for i = 11, 10 + 2 * given_count, 2 do given[ARGV[i]] = ARGV[i + 1] end
+  local h = new_session(K, meta_of(K), id, given)
+  return ok(id, flat_of(h))
+end
+
+function ops.get()
+  local K, e = pool_or_err()
+  if not K then return e end
+  local h
+  h, e = find(K, ARGV[7])
+  if not h then return e end
+  return ok(ARGV[7], flat_of(h))
+end
+
+-- ARGV: 7 state (all, usable, retired, leased), 8 the id to start after ("" for the first), 9 limit.
+function ops.list()
+  local K, e = pool_or_err()
+  if not K then return e end
+  local state, limit = ARGV[7], tonumber(ARGV[9])
+  local from = '-'
+  if ARGV[8] ~= '' then from = '(' .. ARGV[8] end
+  local page, more = {}, false
+  while not more do
+    local ids = redis.call('ZRANGEBYLEX', K.ids, from, '+', 'LIMIT', 0, 256)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      local h = load(K, id)
+      if h then
+        touch(K, id, h)
+        local wanted = state == 'all' or (state == 'usable' and not h.r) or (state == 'retired' and h.r)
+          or (state == 'leased' and not h.r and h.l)
+        if wanted then
+          if #page == limit then
+            more = true
+            break
+          end
+          page[#page + 1] = { id, flat_of(h) }
+        end
+      end
+      from = '(' .. id
+    end
+  end
+  return ok(page, more and 1 or 0)
+end
+
+-- ARGV: 7 id, 8 the version read ("" for any), 9 user data JSON ("" for unchanged), 10 count of
+-- jar operations, then the operations.
+function ops.edit()
+  local K, e = pool_or_err()
+  if not K then return e end
+  local id = ARGV[7]
+  local h
+  h, e = find(K, id)
+  if not h then return e end
+  if ARGV[8] ~= '' and ARGV[8] ~= (h.v or '0') then return err('CONFLICT') end
+  if ARGV[9] ~= '' then
+    h.ud = ARGV[9]
+    redis.call('HSET', hkey(K, id), 'ud', h.ud)
+  end
+  apply_jar(K, id, h, 11, tonumber(ARGV[10]))
+  if ARGV[9] ~= '' then h.v = tostring(redis.call('HINCRBY', hkey(K, id), 'v', 1)) end
+  return ok(id, flat_of(h))
+end
+
+function ops.delete()
+  local K, e = pool_or_err()
+  if not K then return e end
+  local h = load(K, ARGV[7])
+  if not h then return err('SESSION_NOT_FOUND', ARGV[7]) end
+  remove(K, ARGV[7], h)
+  return ok()
+end
+
+-- ARGV: 7 id, 8 kind (good, bad, retire, status, none), 9 lease id ("" for none), 10 status code,
+-- 11 additional blocked codes (comma-separated), 12 ignored codes, 13 mark ("1" or "0"),
+-- 14 count of jar operations, then the operations. Answers the session and whether the status
+-- blocked.
+function ops.mark()
+  local K, e = pool_or_err()
+  if not K then return e end
+  local id, kind = ARGV[7], ARGV[8]
+  local h
+  h, e = find(K, id)
+  if not h then return e end
+  apply_jar(K, id, h, 15, tonumber(ARGV[14]))
+  local blocked = false
+  if kind == 'status' then
+    local code = ARGV[10]
+    local ignored = codes_of(ARGV[12])
+    blocked = codes_of(ARGV[11])[code] or (codes_of(h.b)[code] and not ignored[code]) or false
+  end
+  if not h.r then
+    if kind == 'good' then
+      use(K, id, h, true)
+    elseif kind == 'bad' then
+      use(K, id, h, false)
+    elseif kind == 'retire' then
+      h.s = string.format('%.17g', math.max(tonumber(h.s), tonumber(h.me)))
+      redis.call('HSET', hkey(K, id), 's', h.s)
+      retire(K, id, h, 'retired', num(NOW))
+    elseif kind == 'status' then
+      local code = tonumber(ARGV[10])
+      if blocked then
+        retire(K, id, h, 'blocked_status_code', num(NOW))
+      elseif ARGV[13] == '1' then
+        use(K, id, h, code >= 200 and code <= 399)
+      end
+    end
+    if h.l and ARGV[9] ~= '' and h.l == ARGV[9] then end_lease(K, id, h) end
+  end
+  return ok(id, flat_of(h), blocked and 1 or 0)
+end
+
+-- ARGV: 7 id, 8 lease id.
+function ops.release()
+  local K, e = pool_or_err()
+  if not K then return e end
+  local id = ARGV[7]
+  local h
+  h, e = find(K, id)
+  if not h then return e end
+  if not h.r then
+    if not h.l or h.l ~= ARGV[8] then return err('LEASE_MISMATCH', ARGV[8]) end
+    end_lease(K, id, h)
+  end
+  return ok(id, flat_of(h))
+end
+
+function ops.pool()
+  local K, e = pool_or_err()
+  if not K then return e end
+  return ok(status(K))
+end
+
+function ops.pools()
+  purge(BOUND)
+  local list = {}
+  for _, name in ipairs(redis.call('ZRANGE', T .. ':pools', 0, -1)) do
+    local K = open(name)
+    if K then list[#list + 1] = status(K) end
+  end
+  return ok(list, tostring(held()))
+end
+
+-- ARGV: 7 --max-pools, 8 count of config fields, then the fields. Answers the status and whether
+-- the pool was created.
+function ops.put()
+  local fields = pairs_at(9, tonumber(ARGV[8]))
+  local K = open(POOL)
+  local created = 0
+  if K then
+    redis.call('HSET', K.meta, 'pc', '0', unpack(fields))
+    redis.call('HINCRBY', K.meta, 'cv', 1)
+    -- A field the new config leaves out is gone (PUT replaces).
+    for _, f in ipairs({ 'pt', 'px' }) do
+      local given = false
+      for i = 1, #fields, 2 do if fields[i] == f then given = true end end
+      if not given then redis.call('HDEL', K.meta, f) end
+    end
+  else
+    local e
+    K, e = create_pool(POOL, fields, tonumber(ARGV[7]))
+    if not K then return e end
+    created = 1
+  end
+  drain(K, BOUND)
+  purge(BOUND)
+  return ok(status(K), created)
+end
+
+-- ARGV: 7 count of default config fields, then the fields (`default` is reset to them).
+function ops.delete_pool()
+  local K = open(POOL)
+  if not K then return err('POOL_NOT_FOUND', POOL) end
+  local n = tonumber(redis.call('HGET', K.meta, 'n'))
+  redis.call('DECRBY', T .. ':held', n)
+  redis.call('RPUSH', T .. ':graves', K.name .. '\t' .. K.gen)
+  redis.call('DEL', K.meta)
+  if POOL == 'default' then
+    local gen = redis.call('INCR', T .. ':gen')
+    redis.call('HSET', pool_key(POOL), 'g', gen, 'ca', num(NOW), 'cv', '1', 'n', '0', 'us', '0', 'pc', '0',
+      unpack(pairs_at(8, tonumber(ARGV[7]))))
+  else
+    redis.call('ZREM', T .. ':pools', POOL)
+  end
+  return ok()
+end
+
+-- Every session of the pool in id order, `ARGV[7]` at most after the id ARGV[8] ("" for the
+-- first), with the pool's config.
+function ops.export()
+  local K, e = pool_or_err()
+  if not K then return e end
+  while drain(K, 1000) do end
+  local from = '-'
+  if ARGV[8] ~= '' then from = '(' .. ARGV[8] end
+  local ids = redis.call('ZRANGEBYLEX', K.ids, from, '+', 'LIMIT', 0, tonumber(ARGV[7]))
+  local page = {}
+  for _, id in ipairs(ids) do
+    local h = load(K, id)
+    if h then page[#page + 1] = { id, flat_of(h) } end
+  end
+  return ok(redis.call('HGET', K.meta, 'cfg'), page, redis.call('HGET', K.meta, 'g'))
+end
+
+-- The pool's config, its version and its session settings (what an import resolves against).
+function ops.config()
+  local K = open(POOL)
+  if not K then return ok('', '') end
+  return ok(redis.call('HGET', K.meta, 'cfg'), redis.call('HGET', K.meta, 'cv'))
+end
+
+-- ARGV: 7 the config version the sessions were resolved against ("" when the pool did not exist),
+-- 8 --max-pools, 9 count of config fields, then the fields (for a pool this call creates), then
+-- the count of sessions and, for each, its id, its count of fields and the fields. All or nothing.
+function ops.import()
+  local config_count = tonumber(ARGV[9])
+  local at = 10 + 2 * config_count
+  local K = open(POOL)
+  local created = 0
+  if K then
+    if ARGV[7] ~= redis.call('HGET', K.meta, 'cv') then return err('CONFLICT') end
+  else
+    if ARGV[7] ~= '' then return err('CONFLICT') end
+  end
+  local sessions, i = {}, at + 1
+  for _ = 1, tonumber(ARGV[at]) do
+    local count = tonumber(ARGV[i + 1])
+    sessions[#sessions + 1] = { id = ARGV[i], from = i + 2, count = count }
+    i = i + 2 + 2 * count
+  end
+  if K then
+    drain(K, BOUND)
+  end
+  local fresh, skipped = {}, {}
+  for _, s in ipairs(sessions) do
+    if K and redis.call('EXISTS', hkey(K, s.id)) == 1 then
+      skipped[#skipped + 1] = s.id
+    else
+      fresh[#fresh + 1] = s
+    end
+  end
+  if held() + #fresh > MAX then purge(math.max(1000, #fresh)) end
+  if held() + #fresh > MAX then
+    return err('LIMIT', 'importing ' .. #fresh .. ' sessions would pass --max-sessions (' .. math.max(0, MAX - held())
+      .. ' more allowed); nothing was imported')
+  end
+  if not K then
+    local e
+    K, e = create_pool(POOL, pairs_at(11, config_count), tonumber(ARGV[8]))
+    if not K then return e end
+    created = 1
+  end
+  for _, s in ipairs(fresh) do
+    local fields = pairs_at(s.from, s.count)
+    redis.call('HSET', hkey(K, s.id), unpack(fields))
+    redis.call('INCR', T .. ':held')
+    local h = {}
+    for j = 1, #fields, 2 do h[fields[j]] = fields[j + 1] end
+    index(K, s.id, h)
+  end
+  return ok(tostring(#fresh), skipped, created)
+end
+
+-- The sweep: the clock applied to every pool (bounded), purges, and keys of deleted pools.
+function ops.tick()
+  local left = false
+  for _, name in ipairs(redis.call('ZRANGE', T .. ':pools', 0, -1)) do
+    local K = open(name)
+    if K and drain(K, BOUND) then left = true end
+  end
+  if purge(BOUND) == BOUND then left = true end
+  if bury(BOUND) == BOUND then left = true end
+  return ok(left and 1 or 0)
+end
+
+-- Makes the `default` pool when it does not exist. ARGV: 7 count of config fields, then the fields.
+function ops.ensure_default()
+  if not open('default') then
+    local gen = redis.call('INCR', T .. ':gen')
+    redis.call('HSET', pool_key('default'), 'g', gen, 'ca', num(NOW), 'cv', '1', 'n', '0', 'us', '0', 'pc', '0',
+      unpack(pairs_at(8, tonumber(ARGV[7]))))
+    redis.call('ZADD', T .. ':pools', 0, 'default')
+  end
+  return ok()
+end
+
+local run = ops[op]
+if not run then return err('INTERNAL', 'unknown operation ' .. tostring(op)) end
+return run()
