@@ -12,7 +12,7 @@ use super::sessions::SessionView;
 use super::{check_pool_name, check_session_id, json_response, AppJson, AppPath, AppQuery, AppState};
 use crate::clock::now;
 use crate::error::{ApiError, Result};
-use crate::session::jar::{cookie_header, cookies_for, is_cookie_url, store_set_cookie_headers};
+use crate::session::jar::{apply, cookie_header, cookies_for, is_cookie_url, set_cookie_ops};
 use crate::session::{Cookie, Timestamp};
 
 /// The most `Set-Cookie` headers one call may carry.
@@ -81,10 +81,11 @@ impl SetCookies {
     /// would ignore (a foreign or public-suffix Domain, Secure from http, unparseable) are ignored the
     /// same way.
     pub(super) fn store(&self, jar: &mut Vec<Cookie>, now: Timestamp) {
-        let outcome = store_set_cookie_headers(jar, &self.url, &self.headers, now);
-        for ignored in &outcome.ignored {
+        let parsed = set_cookie_ops(&self.url, &self.headers, now);
+        for ignored in &parsed.ignored {
             tracing::debug!(index = ignored.index, reason = %ignored.reason, "Set-Cookie ignored");
         }
+        apply(jar, parsed.ops);
     }
 }
 

@@ -25,8 +25,8 @@ use crate::json::strict::{Fields, Obj, Split};
 use crate::metric_names as names;
 use crate::pool::{validate_proxy_url, NewSession, PoolGuard, StateFilter};
 use crate::session::cookie::upsert;
-use crate::session::secs_to_delta;
 use crate::session::settings::{is_status_code, SettingsPatch};
+use crate::session::{merge_patch, secs_to_delta};
 use crate::session::{Cookie, Session, StatusReport, Timestamp};
 
 /// The longest lease, in seconds.
@@ -351,30 +351,6 @@ fn check_status_codes(field: &str, codes: &[u16]) -> Result<()> {
     }
 }
 
-/// RFC 7396 JSON merge patch of `patch` onto `target`: `null` deletes, objects merge, anything else
-/// replaces.
-fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
-    for (key, value) in patch {
-        match value {
-            Value::Null => {
-                target.remove(&key);
-            }
-            Value::Object(inner) => {
-                let slot = target.entry(key).or_insert_with(|| Value::Object(Map::new()));
-                if !slot.is_object() {
-                    *slot = Value::Object(Map::new());
-                }
-                if let Value::Object(existing) = slot {
-                    merge_patch(existing, inner);
-                }
-            }
-            other => {
-                target.insert(key, other);
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
@@ -612,20 +588,6 @@ async fn status_code(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut target = obj(json!({"a": "b", "c": {"d": "e", "f": "g"}, "k": 1}));
-        merge_patch(&mut target, obj(json!({"a": "z", "c": {"f": null}, "k": {"x": null, "y": 2}})));
-        assert_eq!(Value::Object(target), json!({"a": "z", "c": {"d": "e"}, "k": {"y": 2}}));
-    }
 
     #[test]
     fn cookies_come_in_two_forms() {
