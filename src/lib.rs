@@ -10,6 +10,8 @@
 //!   No HTTP, no clock: time comes in as `now`.
 //! - [`pool`]: a pool of sessions and the registry of named pools: the structures that keep every
 //!   call O(1) or O(log n) in the pool's size.
+//! - [`store`]: where the pools live, the one interface the handlers call for every pool operation;
+//!   its memory store is the registry of [`pool`].
 //! - [`interop`]: conversions between sessions and the documents that move pools in and out, one
 //!   file per form (the own export form, Crawlee for Python's and for JavaScript's pool states).
 //! - [`json`]: the JSON rules every input shares: strict parsing (duplicate keys, depth, errors that
@@ -40,6 +42,7 @@ pub mod persist;
 pub mod pool;
 pub mod serve;
 pub mod session;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,7 +85,9 @@ pub async fn run(
         .await
         .context("opening the state")??;
     tracing::info!(address = %listener.local_addr()?, file = %store.path().display(), "listening");
-    let state = AppState::starting(config);
+    // The memory store: persistence works on its registry directly.
+    let registry = Arc::new(api::memory_registry(&config));
+    let state = AppState::with_store(config, crate::store::Store::Memory(Arc::clone(&registry)));
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let (draining_tx, mut draining_rx) = watch::channel(false);
@@ -101,7 +106,7 @@ pub async fn run(
     let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), limits, signal));
 
     let restoring = {
-        let registry = Arc::clone(&state.registry);
+        let registry = Arc::clone(&registry);
         tokio::task::spawn_blocking(move || store.restore(&registry, clock::now()).map(|stats| (store, stats)))
     };
     let restored = tokio::select! {
@@ -125,7 +130,6 @@ pub async fn run(
     let sweeper = Background::spawn(sweep(state.clone()));
     let (stop_writer, stop_rx) = std::sync::mpsc::channel();
     let writer = {
-        let registry = Arc::clone(&state.registry);
         std::thread::Builder::new()
             .name("persist".into())
             .spawn(move || persist::write_until_stopped(store, &registry, persist_interval, &stop_rx))
@@ -162,7 +166,7 @@ async fn sweep(state: AppState) {
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        state.registry.tick_all(clock::now()).await;
+        state.store.tick().await;
         // Histogram samples queue up until upkeep folds them in; without a scrape they would grow.
         api::service::metrics_handle().run_upkeep();
     }
