@@ -44,8 +44,7 @@ pub enum Store {
     /// In this process, persisted in `--data-dir`.
     #[default]
     Memory,
-    /// A Redis or Valkey server, shared by every server on it. Parsed and checked, but this build
-    /// does not implement it yet: [`Config::validate`] refuses it.
+    /// A Redis or Valkey server, shared by every server on it.
     Redis(RedisUrl),
 }
 
@@ -149,8 +148,8 @@ pub struct Config {
     pub max_sessions: usize,
 
     /// Where the state lives: `memory` (in this process, persisted in --data-dir) or
-    /// `redis://HOST:PORT/DB` (also `rediss://`, credentials in the URL; not available in this build
-    /// yet).
+    /// `redis://HOST:PORT/DB` (also `rediss://`, credentials in the URL): Redis or Valkey, shared by
+    /// every server on it; --data-dir is then unused.
     #[arg(long, env = "SESSION_POOL_STORE", default_value = "memory", value_parser = FromEnv(store), hide_env_values = true)]
     pub store: Store,
 
@@ -256,11 +255,6 @@ impl Config {
     /// # Errors
     /// A message naming the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
-        // Until a Redis store exists, asking for one must stop the server rather than silently keep
-        // the state in memory, where other servers on the "same" store would not see it.
-        if let Store::Redis(url) = &self.store {
-            anyhow::bail!("--store {url}: the Redis store is not available in this build yet");
-        }
         self.pool_defaults().validate().map_err(|e| anyhow::anyhow!("invalid default pool setting: {e}"))?;
         anyhow::ensure!(
             self.persist_interval_secs > 0.0 && self.persist_interval_secs <= MAX_SECS,
@@ -494,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn the_store_is_memory_by_default_and_a_redis_url_parses_but_is_refused() {
+    fn the_store_is_memory_by_default_and_a_redis_url_parses_with_its_password_hidden() {
         let parse = |value: &str| Cli::try_parse_from(["session-pool", "--store", value]).map(|cli| cli.config);
         assert_eq!(Cli::try_parse_from(["session-pool"]).unwrap().config.store, Store::Memory);
         assert_eq!(parse("memory").unwrap().store, Store::Memory);
@@ -507,10 +501,9 @@ mod tests {
             let config = parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
             let Store::Redis(url) = &config.store else { panic!("{raw} is not a Redis store") };
             assert_eq!((url.db, url.tls()), (db, tls), "{raw}");
-            let refused = config.validate().unwrap_err().to_string();
-            assert!(refused.starts_with("--store redis"), "{refused}");
-            assert!(refused.ends_with("the Redis store is not available in this build yet"), "{refused}");
-            assert!(!refused.contains("secret"), "the password must not be shown: {refused}");
+            config.validate().unwrap_or_else(|e| panic!("{raw}: {e}"));
+            let shown = url.to_string();
+            assert!(!shown.contains("secret"), "the password must not be shown: {shown}");
         }
         for bad in ["", "Memory", "disk", "redis:/x", "redis://", "redis://host/x", "redis://host/0?x=1", "http://host"]
         {

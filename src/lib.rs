@@ -10,6 +10,8 @@
 //!   No HTTP, no clock: time comes in as `now`.
 //! - [`pool`]: a pool of sessions and the registry of named pools: the structures that keep every
 //!   call O(1) or O(log n) in the pool's size.
+//! - [`store`]: where the pools live, the one interface the handlers call for every pool operation;
+//!   its memory store is the registry of [`pool`].
 //! - [`interop`]: conversions between sessions and the documents that move pools in and out, one
 //!   file per form (the own export form, Crawlee for Python's and for JavaScript's pool states).
 //! - [`json`]: the JSON rules every input shares: strict parsing (duplicate keys, depth, errors that
@@ -77,37 +79,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     api::service::metrics_handle();
+    match config.store.clone() {
+        config::Store::Memory => run_memory(listener, config, shutdown).await,
+        config::Store::Redis(url) => run_redis(listener, config, &url, shutdown).await,
+    }
+}
+
+/// [`run`] with the memory store, persisted in `--data-dir`.
+async fn run_memory(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (data_dir, cache_mb) = (config.data_dir.clone(), config.store_cache_mb);
     let persist_interval = Duration::from_secs_f64(config.persist_interval_secs);
     let mut store = tokio::task::spawn_blocking(move || persist::Store::open(&data_dir, cache_mb))
         .await
         .context("opening the state")??;
     tracing::info!(address = %listener.local_addr()?, file = %store.path().display(), "listening");
-    let state = AppState::starting(config);
-
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let (draining_tx, mut draining_rx) = watch::channel(false);
-    let lifecycle = state.lifecycle.clone();
-    let signal = async move {
-        tokio::select! {
-            () = shutdown => {},
-            _ = stop_rx.wait_for(|stop| *stop) => {},
-        }
-        lifecycle.begin_shutdown();
-        tracing::info!("shutdown requested: draining in-flight requests");
-        let _ = draining_tx.send(true);
-    };
-    let limits = serve::Limits::from_config(&state.config);
-    tracing::info!(max_connections = limits.max_connections, "accepting connections");
-    let mut server = tokio::spawn(serve::serve(listener, app(state.clone()), limits, signal));
+    // The memory store: persistence works on its registry directly.
+    let registry = Arc::new(api::memory_registry(&config));
+    let state = AppState::with_store(config, crate::store::Store::Memory(Arc::clone(&registry)));
+    let mut serving = Serving::start(listener, &state, shutdown);
 
     let restoring = {
-        let registry = Arc::clone(&state.registry);
+        let registry = Arc::clone(&registry);
         tokio::task::spawn_blocking(move || store.restore(&registry, clock::now()).map(|stats| (store, stats)))
     };
     let restored = tokio::select! {
         restored = restoring => restored.context("the restore task failed").and_then(|r| r),
-        served = &mut server => {
+        served = &mut serving.server => {
             served.context("the server task failed")?;
             return Ok(());
         }
@@ -115,8 +116,8 @@ pub async fn run(
     let (store, stats) = match restored {
         Ok(restored) => restored,
         Err(e) => {
-            let _ = stop_tx.send(true);
-            let _ = server.await;
+            let _ = serving.stop.send(true);
+            let _ = serving.server.await;
             return Err(e);
         }
     };
@@ -126,25 +127,12 @@ pub async fn run(
     let sweeper = Background::spawn(sweep(state.clone()));
     let (stop_writer, stop_rx) = std::sync::mpsc::channel();
     let writer = {
-        let registry = Arc::clone(&state.registry);
         std::thread::Builder::new()
             .name("persist".into())
             .spawn(move || persist::write_until_stopped(store, &registry, persist_interval, &stop_rx))
             .context("cannot start the persist thread")?
     };
-    let drain_deadline = async move {
-        if draining_rx.wait_for(|draining| *draining).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
-    tokio::select! {
-        served = &mut server => served.context("the server task failed")?,
-        () = drain_deadline => {
-            tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
-            server.abort();
-        }
-    }
+    serving.finish().await?;
     drop(sweeper);
     let _ = stop_writer.send(());
     let written = tokio::task::spawn_blocking(move || writer.join())
@@ -156,6 +144,93 @@ pub async fn run(
     Ok(())
 }
 
+/// [`run`] with the Redis store: no data directory and no lock, so any number of servers share
+/// it. Serves at once; `/readyz` and `/v1` answer 503 until Redis has answered (a Redis that is
+/// down at start is waited for), and again while it cannot be reached.
+async fn run_redis(
+    listener: TcpListener,
+    config: Config,
+    url: &config::RedisUrl,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = store::redis::Settings {
+        prefix: config.redis_key_prefix.clone(),
+        max_pools: config.max_pools,
+        max_sessions: config.max_sessions,
+        retention: session::secs_to_delta(config.retired_retention_secs),
+        defaults: config.pool_defaults(),
+    };
+    let redis = store::redis::RedisStore::new(url, settings)?;
+    tracing::info!(address = %listener.local_addr()?, store = %url, "listening");
+    let state = AppState::with_store(config, store::Store::Redis(redis));
+    let serving = Serving::start(listener, &state, shutdown);
+    let connecting = {
+        let state = state.clone();
+        Background::spawn(async move {
+            if let store::Store::Redis(redis) = &state.store {
+                redis.connect().await;
+            }
+            state.lifecycle.set_ready();
+            sweep(state).await;
+        })
+    };
+    serving.finish().await?;
+    drop(connecting);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The server task, and what stops it.
+struct Serving {
+    server: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    draining: watch::Receiver<bool>,
+}
+
+impl Serving {
+    /// Serves the app on `listener` until `shutdown` resolves or [`Serving::stop`] says so; then
+    /// `/readyz` and `/v1` answer 503 while in-flight requests drain.
+    fn start(listener: TcpListener, state: &AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (stop, mut stop_rx) = watch::channel(false);
+        let (draining_tx, draining) = watch::channel(false);
+        let lifecycle = state.lifecycle.clone();
+        let signal = async move {
+            tokio::select! {
+                () = shutdown => {},
+                _ = stop_rx.wait_for(|stop| *stop) => {},
+            }
+            lifecycle.begin_shutdown();
+            tracing::info!("shutdown requested: draining in-flight requests");
+            let _ = draining_tx.send(true);
+        };
+        let limits = serve::Limits::from_config(&state.config);
+        tracing::info!(max_connections = limits.max_connections, "accepting connections");
+        let server = tokio::spawn(serve::serve(listener, app(state.clone()), limits, signal));
+        Self { server, stop, draining }
+    }
+
+    /// Waits until the server stopped: shutdown began and in-flight requests finished, or
+    /// [`DRAIN_TIMEOUT`] passed.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        let mut draining = self.draining.clone();
+        let drain_deadline = async move {
+            if draining.wait_for(|draining| *draining).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        tokio::select! {
+            served = &mut self.server => served.context("the server task failed")?,
+            () = drain_deadline => {
+                tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+                self.server.abort();
+            }
+        }
+        drop(self.stop);
+        Ok(())
+    }
+}
+
 /// Applies the clock to every pool on a timer, so leases end, sessions expire and retired ones are
 /// purged (freeing memory) even in pools nobody calls.
 async fn sweep(state: AppState) {
@@ -163,7 +238,7 @@ async fn sweep(state: AppState) {
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        state.registry.tick_all(clock::now()).await;
+        state.store.tick().await;
         // Histogram samples queue up until upkeep folds them in; without a scrape they would grow.
         api::service::metrics_handle().run_upkeep();
     }

@@ -12,8 +12,9 @@ use super::sessions::SessionView;
 use super::{check_pool_name, check_session_id, json_response, AppJson, AppPath, AppQuery, AppState};
 use crate::clock::now;
 use crate::error::{ApiError, Result};
-use crate::session::jar::{cookie_header, cookies_for, is_cookie_url, store_set_cookie_headers};
-use crate::session::{Cookie, Timestamp};
+use crate::session::jar::{cookie_header, cookies_for, is_cookie_url, set_cookie_ops, Ignored, SetCookieOps};
+use crate::session::{Cookie, Session, Timestamp};
+use crate::store::Mark;
 
 /// The most `Set-Cookie` headers one call may carry.
 pub const MAX_SET_COOKIE_HEADERS: usize = 1000;
@@ -77,14 +78,19 @@ impl SetCookies {
         Ok(Self { url, headers })
     }
 
-    /// Stores each header in `jar` as a browser would for a response from the URL; headers a browser
-    /// would ignore (a foreign or public-suffix Domain, Secure from http, unparseable) are ignored the
-    /// same way.
-    pub(super) fn store(&self, jar: &mut Vec<Cookie>, now: Timestamp) {
-        let outcome = store_set_cookie_headers(jar, &self.url, &self.headers, now);
-        for ignored in &outcome.ignored {
-            tracing::debug!(index = ignored.index, reason = %ignored.reason, "Set-Cookie ignored");
-        }
+    /// The changes each header makes to a jar as a browser would take it for a response from the URL
+    /// at `now`, and the headers a browser would ignore (a foreign or public-suffix Domain, Secure
+    /// from http, unparseable): [`log_ignored`] them once the changes are stored.
+    pub(super) fn parse(&self, now: Timestamp) -> SetCookieOps {
+        set_cookie_ops(&self.url, &self.headers, now)
+    }
+}
+
+/// Logs the `Set-Cookie` headers a browser would have ignored, as the call that stored the others
+/// succeeded.
+pub(super) fn log_ignored(ignored: &[Ignored]) {
+    for ignored in ignored {
+        tracing::debug!(index = ignored.index, reason = %ignored.reason, "Set-Cookie ignored");
     }
 }
 
@@ -93,18 +99,18 @@ pub(super) fn cookie_header_for(jar: &[Cookie], url: &Url, now: Timestamp) -> St
     cookie_header(&cookies_for(jar, url, now))
 }
 
-/// Stores each header as a browser would for a response from `url` ([`SetCookies::store`]).
+/// Stores each header as a browser would for a response from `url` ([`SetCookies::parse`]).
 async fn store_cookies(
     State(state): State<AppState>,
     AppPath((pool, id)): AppPath<(String, String)>,
     AppJson(request): AppJson<StoreCookiesRequest>,
 ) -> Result<Response> {
     let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
-    let set_cookies = SetCookies::new(&request.url, request.set_cookie)?;
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    let session = guard.edit(id, now, |_, jar| set_cookies.store(jar, now))?;
-    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
+    let SetCookieOps { ops, ignored } = SetCookies::new(&request.url, request.set_cookie)?.parse(now());
+    let answer = |session: &Session, _, now| json_response(StatusCode::OK, &SessionView::of(session, pool, now));
+    let response = state.store.mark(pool, id, Mark::Nothing, None, ops, answer).await??;
+    log_ignored(&ignored);
+    Ok(response)
 }
 
 /// The `Cookie` header and the cookies a browser would send to `url`.
@@ -115,9 +121,9 @@ async fn cookies_for_url(
 ) -> Result<Response> {
     let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
     let url = parse_url(&query.url)?;
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    let session = guard.get(id, now).ok_or_else(|| ApiError::SessionNotFound(id.to_owned()))?;
-    let cookies = cookies_for(&session.cookies, &url, now);
-    json_response(StatusCode::OK, &CookiesForUrl { cookie_header: cookie_header(&cookies), cookies })
+    let answer = |session: &Session, now| {
+        let cookies = cookies_for(&session.cookies, &url, now);
+        json_response(StatusCode::OK, &CookiesForUrl { cookie_header: cookie_header(&cookies), cookies })
+    };
+    state.store.get(pool, id, answer).await?
 }

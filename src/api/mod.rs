@@ -28,6 +28,8 @@ use crate::clock::now;
 use crate::error::{ApiError, Result};
 use crate::json::strict;
 use crate::pool::{Registry, RegistryLimits};
+use crate::store::off_the_runtime_if;
+use crate::store::Store;
 use crate::Config;
 
 /// How long a request body may take to arrive before the request is answered 408
@@ -66,8 +68,8 @@ pub struct AppState(Arc<Shared>);
 /// The contents of [`AppState`].
 #[derive(Debug)]
 pub struct Shared {
-    /// The named pools.
-    pub registry: Arc<Registry>,
+    /// Where the pools live: every pool operation of a handler is a call of it.
+    pub store: Store,
     /// The server's settings.
     pub config: Arc<Config>,
     /// Readiness and shutdown.
@@ -90,24 +92,32 @@ impl AppState {
         state
     }
 
-    /// A fresh state that answers 503 `not_ready` until [`Lifecycle::set_ready`].
+    /// A fresh state with the memory store ([`memory_registry`]) that answers 503 `not_ready` until
+    /// [`Lifecycle::set_ready`].
     pub fn starting(config: Config) -> Self {
-        // Metric handles taken before the recorder is installed record nowhere: install it before
-        // any pool registers its own (a no-op when `run` did already).
-        service::metrics_handle();
-        let limits = RegistryLimits {
-            max_pools: config.max_pools,
-            max_sessions: config.max_sessions,
-            retention: crate::session::secs_to_delta(config.retired_retention_secs),
-        };
-        let registry = Registry::new(config.pool_defaults(), limits, now());
-        let lifecycle = Lifecycle::default();
-        Self(Arc::new(Shared {
-            registry: Arc::new(registry),
-            config: Arc::new(config),
-            lifecycle: Arc::new(lifecycle),
-        }))
+        let store = Store::Memory(Arc::new(memory_registry(&config)));
+        Self::with_store(config, store)
     }
+
+    /// A state serving `store` that answers 503 `not_ready` until [`Lifecycle::set_ready`].
+    pub fn with_store(config: Config, store: Store) -> Self {
+        let lifecycle = Lifecycle::default();
+        Self(Arc::new(Shared { store, config: Arc::new(config), lifecycle: Arc::new(lifecycle) }))
+    }
+}
+
+/// A registry of pools as `config` sets it up (`--max-pools`, `--max-sessions`, retention, the
+/// `default` pool), for the memory store.
+pub fn memory_registry(config: &Config) -> Registry {
+    // Metric handles taken before the recorder is installed record nowhere: install it before
+    // any pool registers its own (a no-op when `run` did already).
+    service::metrics_handle();
+    let limits = RegistryLimits {
+        max_pools: config.max_pools,
+        max_sessions: config.max_sessions,
+        retention: crate::session::secs_to_delta(config.retired_retention_secs),
+    };
+    Registry::new(config.pool_defaults(), limits, now())
 }
 
 /// The whole application: every route and the 404/405 fallbacks, inside one middleware stack
@@ -150,21 +160,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
 
 /// A body above this is parsed off the runtime's worker (see [`off_the_runtime_if`]).
 const LARGE_BODY_BYTES: usize = 1024 * 1024;
-
-/// Runs `work` so that, when `large`, it does not hold up the other requests queued on this runtime
-/// worker: `block_in_place` hands them to another worker first. Work on one large pool (a fill of a
-/// million sessions, an import of a large document) so takes one thread, and every other request,
-/// `/healthz` and other pools included, goes on being served. Small work runs inline: handing off a
-/// worker costs more than it saves. On a single-threaded runtime (some tests) it always runs inline.
-pub fn off_the_runtime_if<R>(large: bool, work: impl FnOnce() -> R) -> R {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if large && multi_thread {
-        tokio::task::block_in_place(work)
-    } else {
-        work()
-    }
-}
 
 /// Reads the whole body within `limit`, refusing more than `--max-body-bytes` (a declared length over
 /// it before anything is read).

@@ -8,11 +8,12 @@ use axum::Router;
 use serde::Serialize;
 
 use super::{check_pool_name, json_response, AppJson, AppPath, AppState};
-use crate::clock::{now, Rfc3339};
+use crate::clock::Rfc3339;
 use crate::error::Result;
 use crate::metric_names as names;
-use crate::pool::{Pool, PoolConfig, PoolConfigPatch};
+use crate::pool::{PoolConfig, PoolConfigPatch};
 use crate::session::SessionSettings;
+use crate::store::PoolInfo;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -54,18 +55,17 @@ pub struct PoolStatus<'a> {
 }
 
 impl<'a> PoolStatus<'a> {
-    /// The status of `pool` at `now`.
-    pub fn of(pool: &'a mut Pool, now: crate::session::Timestamp) -> Self {
-        let counts = pool.counts(now);
-        let pool: &'a Pool = pool;
+    /// The status of the pool `info` describes.
+    pub fn of(info: &'a PoolInfo) -> Self {
+        let counts = &info.counts;
         Self {
-            name: pool.name(),
-            config: PoolConfigView::from(pool.config()),
+            name: &info.name,
+            config: PoolConfigView::from(&info.config),
             session_count: counts.sessions,
             usable_session_count: counts.usable,
             retired_session_count: counts.retired,
             leased_session_count: counts.leased,
-            created_at: Rfc3339(pool.created_at()),
+            created_at: Rfc3339(info.created_at),
         }
     }
 }
@@ -76,21 +76,14 @@ struct PoolList<'a> {
 }
 
 async fn list_pools(State(state): State<AppState>) -> Result<Response> {
-    let now = now();
-    let mut guards = Vec::new();
-    for pool in state.registry.pools() {
-        let guard = pool.lock_owned().await;
-        guards.push(guard);
-    }
-    let pools = guards.iter_mut().map(|g| PoolStatus::of(&mut *g, now)).collect();
-    json_response(StatusCode::OK, &PoolList { pools })
+    let pools = state.store.pools().await?;
+    json_response(StatusCode::OK, &PoolList { pools: pools.iter().map(PoolStatus::of).collect() })
 }
 
 async fn get_pool(State(state): State<AppState>, AppPath(name): AppPath<String>) -> Result<Response> {
     let name = check_pool_name(&name)?;
-    let now = now();
-    let mut pool = state.registry.lock(name, false, now).await?;
-    json_response(StatusCode::OK, &PoolStatus::of(&mut pool, now))
+    let pool = state.store.pool(name).await?;
+    json_response(StatusCode::OK, &PoolStatus::of(&pool))
 }
 
 async fn put_pool(
@@ -99,16 +92,15 @@ async fn put_pool(
     AppJson(patch): AppJson<PoolConfigPatch>,
 ) -> Result<Response> {
     let name = check_pool_name(&name)?;
-    let config = patch.resolve(state.registry.defaults())?;
-    let now = now();
-    let (mut pool, created) = state.registry.put(name, config, now).await?;
+    let config = patch.resolve(state.store.defaults())?;
+    let (pool, created) = state.store.put_pool(name, config).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    json_response(status, &PoolStatus::of(&mut pool, now))
+    json_response(status, &PoolStatus::of(&pool))
 }
 
 async fn delete_pool(State(state): State<AppState>, AppPath(name): AppPath<String>) -> Result<StatusCode> {
     let name = check_pool_name(&name)?;
-    state.registry.delete(name, now()).await?;
+    state.store.delete_pool(name).await?;
     for label in ["usable", "retired", "leased"] {
         metrics::gauge!(names::SESSIONS, "pool" => name.to_owned(), "state" => label).set(0.0);
     }

@@ -31,7 +31,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.lifecycle.is_ready() {
+    if state.lifecycle.is_ready() && state.store.is_ready() {
         Json(json!({"status": "ready"})).into_response()
     } else {
         ApiError::NotReady.into_response()
@@ -45,16 +45,16 @@ async fn openapi() -> impl IntoResponse {
 async fn render_metrics(State(state): State<AppState>) -> Response {
     // The gauges and the retirement counters as of now: the clock is applied to each pool first, so
     // a scrape sees the expiries, lease ends and purges a read of the pool would see.
-    let now = crate::clock::now();
-    for pool in state.registry.pools() {
-        let mut pool = pool.lock().await;
-        let counts = pool.counts(now);
-        let name = pool.name().to_owned();
+    let (pools, held) = match state.store.gauges().await {
+        Ok(gauges) => gauges,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    for (name, counts) in pools {
         for (label, value) in [("usable", counts.usable), ("retired", counts.retired), ("leased", counts.leased)] {
             metrics::gauge!(names::SESSIONS, "pool" => name.clone(), "state" => label).set(value as f64);
         }
     }
-    metrics::gauge!(names::SESSIONS_HELD).set(state.registry.sessions_held() as f64);
+    metrics::gauge!(names::SESSIONS_HELD).set(held as f64);
     crate::logging::export_dropped();
     let handle = metrics_handle();
     handle.run_upkeep();

@@ -1,9 +1,9 @@
 //! `/v1/pools/{pool}/acquire` and `/v1/pools/{pool}/sessions...`: hand out, create, read, edit and
 //! report on sessions.
 //!
-//! Each handler validates its input first, then locks the one pool it touches, applies one core
-//! operation and serializes the answer before unlocking, so what the client reads is the state its
-//! own call left.
+//! Each handler validates its input first, then makes one call of the store with a closure that
+//! renders the answer; the store calls it on the session as its own call left it (the memory store,
+//! before the pool is unlocked).
 
 use std::fmt;
 
@@ -16,18 +16,19 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::cookies::{cookie_header_for, parse_url, SetCookies};
+use super::cookies::{cookie_header_for, log_ignored, parse_url, SetCookies};
 use super::{check_pool_name, check_session_id, json_response, AppJson, AppPath, AppQuery, AppState};
 use crate::clock::{now, Rfc3339};
 use crate::error::{ApiError, Result};
 use crate::json::int as json_int;
 use crate::json::strict::{Fields, Obj, Split};
 use crate::metric_names as names;
-use crate::pool::{validate_proxy_url, NewSession, PoolGuard, StateFilter};
-use crate::session::cookie::upsert;
+use crate::pool::{validate_proxy_url, StateFilter};
+use crate::session::jar::{Ignored, JarOp, SetCookieOps};
 use crate::session::secs_to_delta;
 use crate::session::settings::{is_status_code, SettingsPatch};
 use crate::session::{Cookie, Session, StatusReport, Timestamp};
+use crate::store::{CreateSession, Mark};
 
 /// The longest lease, in seconds.
 pub const MAX_LEASE_SECS: f64 = 3600.0;
@@ -288,8 +289,8 @@ struct StatusCodeRequest {
 }
 
 /// What a report brings for the session's cookie jar besides the mark: a response's `Set-Cookie`
-/// headers with its URL, and cookies already parsed. Checked before the pool is locked, stored in
-/// the same locked step as the mark and before it, on a retired session too.
+/// headers with its URL, and cookies already parsed. Checked before the store is called, which
+/// applies them in the same step as the mark and before it, on a retired session too.
 #[derive(Debug, Default)]
 struct JarUpdate {
     set_cookies: Option<SetCookies>,
@@ -297,21 +298,12 @@ struct JarUpdate {
 }
 
 impl JarUpdate {
-    /// Stores the headers, then upserts the cookies, in the session `id` of the locked pool; a
-    /// report without either does not touch the session.
-    fn store(self, guard: &mut PoolGuard, id: &str, now: Timestamp) -> Result<()> {
-        if self.set_cookies.is_none() && self.cookies.is_empty() {
-            return Ok(());
-        }
-        guard.edit(id, now, |_, jar| {
-            if let Some(set_cookies) = &self.set_cookies {
-                set_cookies.store(jar, now);
-            }
-            for cookie in self.cookies {
-                upsert(jar, cookie);
-            }
-        })?;
-        Ok(())
+    /// The changes to the jar: the headers' first, then an upsert of each cookie; with the headers a
+    /// browser would ignore, to log once the changes are stored. Reads the clock only for headers.
+    fn into_ops(self) -> (Vec<JarOp>, Vec<Ignored>) {
+        let SetCookieOps { mut ops, ignored } = self.set_cookies.map(|s| s.parse(now())).unwrap_or_default();
+        ops.extend(self.cookies.into_iter().map(JarOp::Put));
+        (ops, ignored)
     }
 }
 
@@ -351,32 +343,13 @@ fn check_status_codes(field: &str, codes: &[u16]) -> Result<()> {
     }
 }
 
-/// RFC 7396 JSON merge patch of `patch` onto `target`: `null` deletes, objects merge, anything else
-/// replaces.
-fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
-    for (key, value) in patch {
-        match value {
-            Value::Null => {
-                target.remove(&key);
-            }
-            Value::Object(inner) => {
-                let slot = target.entry(key).or_insert_with(|| Value::Object(Map::new()));
-                if !slot.is_object() {
-                    *slot = Value::Object(Map::new());
-                }
-                if let Value::Object(existing) = slot {
-                    merge_patch(existing, inner);
-                }
-            }
-            other => {
-                target.insert(key, other);
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Handlers
+
+/// The answer of most calls: the session as a client sees it, 200.
+fn session_answer(pool: &str) -> impl FnOnce(&Session, Timestamp) -> Result<Response> + '_ {
+    move |session, now| json_response(StatusCode::OK, &SessionView::of(session, pool, now))
+}
 
 async fn acquire(
     State(state): State<AppState>,
@@ -392,24 +365,14 @@ async fn acquire(
         None => None,
     };
     let url = request.url.as_deref().map(parse_url).transpose()?;
-    let started = std::time::Instant::now();
-    let (mut guard, now) = state.registry.lock_for_acquire(pool, now).await?;
-    // A fill of many sessions (a pool made large) takes a while: keep it off the other requests.
-    super::off_the_runtime_if(guard.fill_size() > LARGE_FILL, || {
-        // The answer, with the `Cookie` header for `url` when one was given, is written before
-        // the lock is let go.
-        let answer = guard.acquire(lease, now).map(|session| {
-            let cookie_header = url.as_ref().map(|url| cookie_header_for(&session.cookies, url, now));
-            let view = SessionView::of(session, pool, now).with_lease(session, now).with_cookie_header(cookie_header);
-            json_response(StatusCode::OK, &view)
-        });
-        guard.record_acquire_latency(started.elapsed());
-        answer?
-    })
+    // The answer, with the `Cookie` header for `url` when one was given.
+    let answer = |session: &Session, now| {
+        let cookie_header = url.as_ref().map(|url| cookie_header_for(&session.cookies, url, now));
+        let view = SessionView::of(session, pool, now).with_lease(session, now).with_cookie_header(cookie_header);
+        json_response(StatusCode::OK, &view)
+    };
+    state.store.acquire(pool, lease, answer).await?
 }
-
-/// A fill above this many sessions runs off the runtime's worker (about 10 ms of work).
-const LARGE_FILL: usize = 10_000;
 
 async fn create_session(
     State(state): State<AppState>,
@@ -426,24 +389,22 @@ async fn create_session(
     let cookies = request.cookies.unwrap_or_default().validated()?;
     // Before the pool is touched (or implicitly created).
     settings.validate()?;
-    state.registry.make_room(1, now()).await;
-    let now = now();
-    let mut guard = state.registry.lock(pool, true, now).await?;
-    let settings = if settings.is_empty() { None } else { Some(settings.resolve(&guard.config().session)?) };
-    let new = NewSession {
+    let new = CreateSession {
         id: request.id,
         settings,
         user_data: request.user_data.unwrap_or_default(),
         cookies,
         proxy_url: request.proxy_url,
     };
-    let session = guard.create(new, now)?;
-    let location = format!("/v1/pools/{pool}/sessions/{}", session.id);
-    let mut response = json_response(StatusCode::CREATED, &SessionView::of(session, pool, now))?;
-    if let Ok(value) = location.parse() {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    let answer = |session: &Session, now| {
+        let location = format!("/v1/pools/{pool}/sessions/{}", session.id);
+        let mut response = json_response(StatusCode::CREATED, &SessionView::of(session, pool, now))?;
+        if let Ok(value) = location.parse() {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        Ok(response)
+    };
+    state.store.create(pool, new, answer).await?
 }
 
 async fn list_sessions(
@@ -465,14 +426,11 @@ async fn list_sessions(
         Some(StateParam::Leased) => StateFilter::Leased,
         Some(StateParam::All) | None => StateFilter::All,
     };
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    let (page, next) = guard.list(filter, query.cursor.as_deref(), limit as usize, now);
-    let list = SessionList {
-        sessions: page.into_iter().map(|s| SessionView::of(s, pool, now)).collect(),
-        next_cursor: next.as_deref(),
+    let answer = |page: &[&Session], next_cursor: Option<&str>, now| {
+        let list = SessionList { sessions: page.iter().map(|s| SessionView::of(s, pool, now)).collect(), next_cursor };
+        json_response(StatusCode::OK, &list)
     };
-    json_response(StatusCode::OK, &list)
+    state.store.list(pool, filter, query.cursor.as_deref(), limit as usize, answer).await?
 }
 
 async fn get_session(
@@ -480,10 +438,7 @@ async fn get_session(
     AppPath((pool, id)): AppPath<(String, String)>,
 ) -> Result<Response> {
     let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    let session = guard.get(id, now).ok_or_else(|| ApiError::SessionNotFound(id.to_owned()))?;
-    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
+    state.store.get(pool, id, session_answer(pool)).await?
 }
 
 async fn patch_session(
@@ -493,17 +448,8 @@ async fn patch_session(
 ) -> Result<Response> {
     let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
     let cookies = request.cookies.map(CookiesInput::validated).transpose()?;
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    let session = guard.edit(id, now, |user_data, jar| {
-        if let Some(patch) = request.user_data {
-            merge_patch(user_data, patch);
-        }
-        for cookie in cookies.into_iter().flatten() {
-            upsert(jar, cookie);
-        }
-    })?;
-    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
+    let ops = cookies.into_iter().flatten().map(JarOp::Put).collect();
+    state.store.edit(pool, id, request.user_data, ops, session_answer(pool)).await?
 }
 
 async fn delete_session(
@@ -511,9 +457,7 @@ async fn delete_session(
     AppPath((pool, id)): AppPath<(String, String)>,
 ) -> Result<StatusCode> {
     let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    guard.delete(id, now)?;
+    state.store.delete_session(pool, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -541,29 +485,16 @@ async fn retire(
     mark(&state, &pool, &id, report, Mark::Retire).await
 }
 
-/// Which of the three mark-like calls [`mark`] makes.
-#[derive(Debug, Clone, Copy)]
-enum Mark {
-    Good,
-    Bad,
-    Retire,
-}
-
 /// mark_good, mark_bad or retire of `id` in `pool` (as the path gave them), with the cookies the
-/// report carries stored first, in the same locked step.
-async fn mark(state: &AppState, pool: &str, id: &str, report: ReportRequest, mark: Mark) -> Result<Response> {
+/// report carries stored first, in the same step.
+async fn mark(state: &AppState, pool: &str, id: &str, report: ReportRequest, mark: Mark<'_>) -> Result<Response> {
     let (pool, id) = (check_pool_name(pool)?, check_session_id(id)?);
     let (lease_id, jar) = report.checked()?;
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    jar.store(&mut guard, id, now)?;
-    let lease_id = lease_id.as_deref();
-    let session = match mark {
-        Mark::Good => guard.mark_good(id, lease_id, now)?,
-        Mark::Bad => guard.mark_bad(id, lease_id, now)?,
-        Mark::Retire => guard.retire(id, lease_id, now)?,
-    };
-    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
+    let (ops, ignored) = jar.into_ops();
+    let answer = session_answer(pool);
+    let response = state.store.mark(pool, id, mark, lease_id.as_deref(), ops, |s, _, now| answer(s, now)).await??;
+    log_ignored(&ignored);
+    Ok(response)
 }
 
 async fn release(
@@ -572,10 +503,7 @@ async fn release(
     AppJson(request): AppJson<ReleaseRequest>,
 ) -> Result<Response> {
     let (pool, id) = (check_pool_name(&pool)?, check_session_id(&id)?);
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    let session = guard.release(id, &request.lease_id, now)?;
-    json_response(StatusCode::OK, &SessionView::of(session, pool, now))
+    state.store.release(pool, id, &request.lease_id, session_answer(pool)).await?
 }
 
 async fn status_code(
@@ -596,13 +524,12 @@ async fn status_code(
         ignored: &request.ignore_http_error_status_codes,
         mark: request.mark,
     };
-    let now = now();
-    let mut guard = state.registry.lock(pool, false, now).await?;
-    jar.store(&mut guard, id, now)?;
-    let (verdict, session) = guard.report_status(id, &status, lease_id.as_deref(), now)?;
-    let answer = StatusCodeAnswer { blocked: verdict.blocked, session: SessionView::of(session, pool, now) };
-    let response = json_response(StatusCode::OK, &answer)?;
-    drop(guard);
+    let (ops, ignored) = jar.into_ops();
+    let answer = |session: &Session, blocked, now| {
+        json_response(StatusCode::OK, &StatusCodeAnswer { blocked, session: SessionView::of(session, pool, now) })
+    };
+    let response = state.store.mark(pool, id, Mark::Status(status), lease_id.as_deref(), ops, answer).await??;
+    log_ignored(&ignored);
     metrics::counter!(names::STATUS_CODES, "pool" => pool.to_owned(), "code" => request.status_code.to_string())
         .increment(1);
     Ok(response)
@@ -612,20 +539,6 @@ async fn status_code(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut target = obj(json!({"a": "b", "c": {"d": "e", "f": "g"}, "k": 1}));
-        merge_patch(&mut target, obj(json!({"a": "z", "c": {"f": null}, "k": {"x": null, "y": 2}})));
-        assert_eq!(Value::Object(target), json!({"a": "z", "c": {"d": "e"}, "k": {"y": 2}}));
-    }
 
     #[test]
     fn cookies_come_in_two_forms() {

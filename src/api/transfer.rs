@@ -1,12 +1,13 @@
 //! `/v1/pools/{pool}/export` and `/v1/pools/{pool}/import`: moving pools in and out, in this
 //! service's own lossless form and in Crawlee's persisted forms.
 //!
-//! Export serializes the pool under its lock: the own form is exactly the PoolConfig and Session
-//! objects the rest of the API answers (without leases), the Crawlee form comes from
-//! [`crate::interop`]. Import is all or nothing: the whole document is parsed and checked before any
-//! pool is created or locked; then the registry makes room, locks the pool and puts the sessions in
-//! ([`crate::pool::Registry::lock_for_import`], [`Pool::import`]).
+//! Export serializes the pool as the store hands it over (the memory store, under the pool's lock):
+//! the own form is exactly the PoolConfig and Session objects the rest of the API answers (without
+//! leases), the Crawlee form comes from [`crate::interop`]. Import is all or nothing: the whole
+//! document is parsed and checked before the store is called, which then puts the sessions in, or
+//! none ([`crate::store::Store::import`]).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -21,10 +22,9 @@ use serde_json::Value;
 use super::pools::PoolConfigView;
 use super::sessions::SessionView;
 use super::{check_pool_name, check_session_id, json_response, AppJson, AppPath, AppQuery, AppState};
-use crate::clock::now;
 use crate::error::{ApiError, Result};
 use crate::interop::{self, ImportDocument, ImportedSession};
-use crate::pool::{Imported, Incoming, Pool};
+use crate::pool::{Imported, Incoming, PoolConfig};
 use crate::session::{self, Session, SessionSettings, Timestamp};
 
 /// Routes of this module.
@@ -38,29 +38,31 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-/// `{"config": PoolConfig, "sessions": [Session...]}`, streamed from the locked pool into the
-/// response body without building an intermediate list.
-struct OwnExport<'a> {
-    pool: &'a Pool,
+/// `{"config": PoolConfig, "sessions": [Session...]}`, streamed from the store into the response
+/// body without building an intermediate list.
+struct OwnExport<'a, 's> {
+    config: &'a PoolConfig,
+    sessions: RefCell<&'a mut dyn Iterator<Item = &'s Session>>,
     name: &'a str,
     now: Timestamp,
 }
 
-impl Serialize for OwnExport<'_> {
+impl Serialize for OwnExport<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("config", &PoolConfigView::from(self.pool.config()))?;
+        map.serialize_entry("config", &PoolConfigView::from(self.config))?;
         map.serialize_entry("sessions", &ExportedSessions(self))?;
         map.end()
     }
 }
 
-struct ExportedSessions<'a>(&'a OwnExport<'a>);
+struct ExportedSessions<'e, 'a, 's>(&'e OwnExport<'a, 's>);
 
-impl Serialize for ExportedSessions<'_> {
+impl Serialize for ExportedSessions<'_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let OwnExport { pool, name, now } = *self.0;
-        serializer.collect_seq(pool.sessions().map(|session| ExportedSession { session, name, now }))
+        let OwnExport { sessions, name, now, .. } = self.0;
+        let mut sessions = sessions.borrow_mut();
+        serializer.collect_seq((&mut **sessions).map(|session| ExportedSession { session, name, now: *now }))
     }
 }
 
@@ -109,14 +111,14 @@ async fn export_pool(
             )));
         }
     };
-    let now = now();
-    let mut guard = state.registry.lock(name, false, now).await?;
-    guard.tick(now);
-    if crawlee {
-        json_response(StatusCode::OK, &interop::crawlee_pool_state(guard.config(), guard.sessions(), now))
-    } else {
-        json_response(StatusCode::OK, &OwnExport { pool: &guard, name, now })
-    }
+    let answer = |config: &PoolConfig, sessions: &mut dyn Iterator<Item = &Session>, now| {
+        if crawlee {
+            json_response(StatusCode::OK, &interop::crawlee_pool_state(config, sessions, now))
+        } else {
+            json_response(StatusCode::OK, &OwnExport { config, sessions: RefCell::new(sessions), name, now })
+        }
+    };
+    state.store.export(name, answer).await?
 }
 
 async fn import_pool(
@@ -127,22 +129,20 @@ async fn import_pool(
     let name = check_pool_name(&pool)?;
     let large = body.get("sessions").and_then(Value::as_array).is_some_and(|s| s.len() > LARGE_IMPORT);
     let ImportDocument { format, pool_config, sessions } = super::off_the_runtime_if(large, || {
-        let document = interop::parse_import(body, state.registry.defaults()).map_err(|e| ApiError::invalid(e.0))?;
+        let document = interop::parse_import(body, state.store.defaults()).map_err(|e| ApiError::invalid(e.0))?;
         for (index, session) in document.sessions.iter().enumerate() {
             check_session_id(&session.id).map_err(|e| ApiError::invalid(format!("sessions[{index}]: {e}")))?;
         }
         Ok::<_, ApiError>(document)
     })?;
 
-    let (mut guard, created, now) = state.registry.lock_for_import(name, pool_config, sessions.len(), now).await?;
-    let Imported { imported, skipped } = super::off_the_runtime_if(large, || guard.import(sessions, now))?;
-    drop(guard);
+    let (Imported { imported, skipped }, created) = state.store.import(name, pool_config, sessions).await?;
     let skipped = skipped.iter().map(|session| Skipped { id: &session.id, reason: "exists" }).collect();
     tracing::debug!(pool = name, format = format.as_str(), imported, created, "import");
     json_response(StatusCode::OK, &ImportAnswer { imported, skipped })
 }
 
-/// An import of more sessions than this runs off the runtime's worker.
+/// An import document with more sessions than this is parsed off the runtime's worker.
 const LARGE_IMPORT: usize = 10_000;
 
 impl Incoming for ImportedSession {

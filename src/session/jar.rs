@@ -7,12 +7,17 @@
 //! suffix list (compiled in, from the `psl` crate, since nothing may be downloaded at run time),
 //! refusing `Secure` cookies from insecure origins (RFC 6265bis, as browsers do), deletion by an
 //! expired cookie in our list, and the RFC's sending order.
+//!
+//! Storing comes in two steps, so that a store can do the second wherever it keeps the jar:
+//! [`set_cookie_ops`] turns the headers into [`JarOp`]s without looking at any jar, and [`apply`]
+//! makes those changes to one.
 
 use std::collections::HashMap;
 
 use cookie_store::{CookieDomain, CookieExpiration, CookieStore, RawCookie};
 use url::Url;
 
+use super::cookie::upsert;
 use super::{Cookie, SameSite, Timestamp};
 
 /// Why a `Set-Cookie` header was not stored (a browser ignores such headers silently).
@@ -24,13 +29,30 @@ pub struct Ignored {
     pub reason: String,
 }
 
-/// What storing a batch of `Set-Cookie` headers did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct StoreOutcome {
-    /// Cookies set or replaced.
-    pub stored: usize,
-    /// Cookies removed by an expired `Set-Cookie`.
-    pub deleted: usize,
+/// One change to a session's jar, decided before the session is at hand: by a `Set-Cookie` header
+/// ([`set_cookie_ops`]) or by a cookie given as it is (PATCH and the reports' `cookies`). Applied by
+/// [`apply`], in order, to whichever jar the store holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JarOp {
+    /// Sets the cookie, replacing the one with the same `(domain, path, name)` in place.
+    Put(Cookie),
+    /// Removes the cookie with this `(domain, path, name)`, if the jar holds one.
+    Delete {
+        /// The cookie's name.
+        name: String,
+        /// Its domain, as the jar keeps it.
+        domain: String,
+        /// Its path.
+        path: String,
+    },
+}
+
+/// What a batch of `Set-Cookie` headers comes to: the changes a browser would make to its jar, and
+/// the headers it would ignore.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SetCookieOps {
+    /// The changes, in the headers' order.
+    pub ops: Vec<JarOp>,
     /// Headers a browser would ignore.
     pub ignored: Vec<Ignored>,
 }
@@ -40,40 +62,40 @@ pub fn is_cookie_url(url: &Url) -> bool {
     matches!(url.scheme(), "http" | "https") && url.host().is_some()
 }
 
-/// Stores each `Set-Cookie` header as a browser would store it for a response from `url`: host-only
-/// or domain cookies, the default path, `Max-Age` over `Expires`, deletion by an already expired
-/// cookie; headers with a `Domain` that does not cover the URL's host, a public suffix as `Domain`,
-/// or `Secure` from an insecure URL are ignored.
-pub fn store_set_cookie_headers(jar: &mut Vec<Cookie>, url: &Url, headers: &[String], now: Timestamp) -> StoreOutcome {
-    let mut outcome = StoreOutcome::default();
+/// The changes to a jar of each `Set-Cookie` header as a browser would make them for a response from
+/// `url` at `now`: host-only or domain cookies, the default path, `Max-Age` over `Expires`, deletion
+/// by an already expired cookie; headers with a `Domain` that does not cover the URL's host, a public
+/// suffix as `Domain`, or `Secure` from an insecure URL are ignored. Needs no jar: [`apply`] makes
+/// the changes.
+pub fn set_cookie_ops(url: &Url, headers: &[String], now: Timestamp) -> SetCookieOps {
+    let mut parsed = SetCookieOps::default();
     for (index, header) in headers.iter().enumerate() {
         match parse_set_cookie(header, url) {
-            Ok(cookie) => {
-                let expired = cookie.expires.is_some_and(|at| at <= now.timestamp());
-                let existing = jar
-                    .iter()
-                    .position(|c| c.name == cookie.name && c.domain == cookie.domain && c.path == cookie.path);
-                match (expired, existing) {
-                    (true, Some(position)) => {
-                        jar.remove(position);
-                        outcome.deleted += 1;
-                    }
-                    (true, None) => {}
-                    (false, Some(position)) => {
-                        // The replaced cookie keeps its place: its creation time (RFC 6265 5.3, 11.3).
-                        jar[position] = cookie;
-                        outcome.stored += 1;
-                    }
-                    (false, None) => {
-                        jar.push(cookie);
-                        outcome.stored += 1;
-                    }
-                }
+            Ok(cookie) if cookie.expires.is_some_and(|at| at <= now.timestamp()) => {
+                let Cookie { name, domain, path, .. } = cookie;
+                parsed.ops.push(JarOp::Delete { name, domain, path });
             }
-            Err(reason) => outcome.ignored.push(Ignored { index, reason }),
+            Ok(cookie) => parsed.ops.push(JarOp::Put(cookie)),
+            Err(reason) => parsed.ignored.push(Ignored { index, reason }),
         }
     }
-    outcome
+    parsed
+}
+
+/// Makes the changes `ops` to `jar`, in order. A replaced cookie keeps its place: its creation
+/// time (RFC 6265 5.3, 11.3), which decides the sending order.
+pub fn apply(jar: &mut Vec<Cookie>, ops: Vec<JarOp>) {
+    for op in ops {
+        match op {
+            JarOp::Put(cookie) => upsert(jar, cookie),
+            JarOp::Delete { name, domain, path } => {
+                if let Some(position) = jar.iter().position(|c| c.name == name && c.domain == domain && c.path == path)
+                {
+                    jar.remove(position);
+                }
+            }
+        }
+    }
 }
 
 fn parse_set_cookie(header: &str, url: &Url) -> Result<Cookie, String> {
@@ -179,9 +201,12 @@ mod tests {
         Url::parse(s).unwrap()
     }
 
-    fn store(jar: &mut Vec<Cookie>, at: &str, headers: &[&str]) -> StoreOutcome {
+    /// Parses the headers into ops and applies them, as a store does; returns what was parsed.
+    fn store(jar: &mut Vec<Cookie>, at: &str, headers: &[&str]) -> SetCookieOps {
         let headers: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-        store_set_cookie_headers(jar, &url(at), &headers, now())
+        let parsed = set_cookie_ops(&url(at), &headers, now());
+        apply(jar, parsed.ops.clone());
+        parsed
     }
 
     fn sent(jar: &[Cookie], to: &str) -> String {
@@ -216,21 +241,36 @@ mod tests {
         store(&mut jar, "https://example.com/", &["a=1; Max-Age=3600; Expires=Thu, 01 Jan 2015 00:00:00 GMT"]);
         let expires = jar[0].expires.expect("persistent");
         assert!(expires > chrono::Utc::now().timestamp(), "Max-Age must win over a past Expires");
-        let outcome = store(&mut jar, "https://example.com/", &["a=gone; Max-Age=0"]);
-        assert_eq!((outcome.deleted, jar.len()), (1, 0));
+        let parsed = store(&mut jar, "https://example.com/", &["a=gone; Max-Age=0"]);
+        let delete = JarOp::Delete { name: "a".into(), domain: "example.com".into(), path: "/".into() };
+        assert_eq!((parsed.ops, jar.len()), (vec![delete], 0));
         store(&mut jar, "https://example.com/", &["b=1", "b=2; Expires=Thu, 01 Jan 2015 00:00:00 GMT"]);
         assert!(jar.is_empty(), "an expired Set-Cookie deletes the cookie it names");
     }
 
     #[test]
+    fn a_delete_removes_only_the_cookie_of_its_exact_key() {
+        let mut jar = vec![
+            Cookie::simple("a", "1"),
+            Cookie { path: "/x".into(), ..Cookie::simple("a", "2") },
+            Cookie { domain: "example.com".into(), ..Cookie::simple("a", "3") },
+        ];
+        let delete = |path: &str| JarOp::Delete { name: "a".into(), domain: String::new(), path: path.into() };
+        apply(&mut jar, vec![delete("/x"), delete("/nothing")]);
+        assert_eq!(jar.iter().map(|c| c.value.as_str()).collect::<Vec<_>>(), ["1", "3"]);
+        apply(&mut jar, vec![JarOp::Put(Cookie::simple("b", "4")), JarOp::Put(Cookie::simple("a", "5")), delete("/")]);
+        assert_eq!(jar.iter().map(|c| c.value.as_str()).collect::<Vec<_>>(), ["3", "4"], "ops apply in order");
+    }
+
+    #[test]
     fn foreign_domains_and_public_suffixes_are_refused() {
         let mut jar = Vec::new();
-        let outcome = store(
+        let parsed = store(
             &mut jar,
             "https://www.example.com/",
             &["a=1; Domain=other.com", "b=1; Domain=com", "c=1; Domain=co.uk", "d=1; Domain=www.example.com"],
         );
-        assert_eq!(outcome.ignored.iter().map(|i| i.index).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(parsed.ignored.iter().map(|i| i.index).collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(jar.len(), 1);
         assert_eq!(jar[0].domain, ".www.example.com");
     }
@@ -238,8 +278,8 @@ mod tests {
     #[test]
     fn secure_cookies_need_a_secure_origin_and_go_to_https_only() {
         let mut jar = Vec::new();
-        let outcome = store(&mut jar, "http://example.com/", &["a=1; Secure"]);
-        assert_eq!(outcome.ignored.len(), 1);
+        let parsed = store(&mut jar, "http://example.com/", &["a=1; Secure"]);
+        assert_eq!(parsed.ignored.len(), 1);
         store(&mut jar, "https://example.com/", &["a=1; Secure; HttpOnly; SameSite=Strict"]);
         assert!(jar[0].secure && jar[0].http_only && jar[0].same_site == Some(SameSite::Strict));
         assert_eq!(sent(&jar, "https://example.com/"), "a=1");

@@ -37,6 +37,34 @@ pub fn secs_to_delta(secs: f64) -> chrono::TimeDelta {
     chrono::TimeDelta::nanoseconds((secs * 1e9).round() as i64)
 }
 
+/// RFC 7396 JSON merge patch of `patch` onto `target` (a session's user data): `null` deletes,
+/// objects merge, anything else replaces.
+pub fn merge_patch(
+    target: &mut serde_json::Map<String, serde_json::Value>,
+    patch: serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::{Map, Value};
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&key);
+            }
+            Value::Object(inner) => {
+                let slot = target.entry(key).or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(existing) = slot {
+                    merge_patch(existing, inner);
+                }
+            }
+            other => {
+                target.insert(key, other);
+            }
+        }
+    }
+}
+
 /// Why a session stopped being usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetiredReason {
@@ -308,6 +336,17 @@ impl Session {
 mod tests {
     use super::*;
     use chrono::TimeDelta;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let obj = |v: serde_json::Value| match v {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let mut target = obj(serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}, "k": 1}));
+        merge_patch(&mut target, obj(serde_json::json!({"a": "z", "c": {"f": null}, "k": {"x": null, "y": 2}})));
+        assert_eq!(serde_json::Value::Object(target), serde_json::json!({"a": "z", "c": {"d": "e"}, "k": {"y": 2}}));
+    }
 
     fn t0() -> Timestamp {
         DateTime::parse_from_rfc3339("2026-11-25T19:00:00Z").unwrap().with_timezone(&Utc)

@@ -33,10 +33,11 @@ use redis::{ErrorKind, RedisError, Value};
 use uuid::Uuid;
 
 use self::codec::{config_fields, config_of, cookie_json, cookie_key, cookie_key_of, session_of, text};
-use super::{CreateSession, JarOp, Mark, PoolInfo};
+use super::{CreateSession, Mark, PoolInfo};
 use crate::config::RedisUrl;
 use crate::metric_names as names;
-use crate::pool::{Incoming, PoolConfig, PoolCounts, PoolError, StateFilter, DEFAULT_POOL};
+use crate::pool::{Imported, Incoming, PoolConfig, PoolCounts, PoolError, StateFilter, DEFAULT_POOL};
+use crate::session::jar::JarOp;
 use crate::session::{self, RetiredReason, Session, Timestamp};
 
 /// How many due timers one call handles at most, besides its own work.
@@ -429,7 +430,7 @@ impl RedisStore {
                         _ => return Err(PoolError::Damaged("an answer holds no session".into())),
                     };
                     let (mut session, version) = session_of(id_at, fields).map_err(PoolError::Damaged)?;
-                    super::merge_patch(&mut session.user_data, patch.clone());
+                    session::merge_patch(&mut session.user_data, patch.clone());
                     (version.to_string(), serde_json::Value::Object(session.user_data).to_string())
                 }
             };
@@ -625,8 +626,8 @@ impl RedisStore {
     }
 
     /// Imports `sessions` into `pool`, all or nothing; a missing pool is created with `config`.
-    /// Answers how many were imported, the ids skipped because the pool held them, and whether
-    /// the pool was created.
+    /// Answers what was imported and skipped (the pool held the id), and whether the pool was
+    /// created.
     ///
     /// # Errors
     /// As [`crate::pool::Pool::import`], and [`PoolError::Unavailable`].
@@ -635,7 +636,7 @@ impl RedisStore {
         pool: &str,
         config: PoolConfig,
         sessions: Vec<T>,
-    ) -> Result<(usize, Vec<String>, bool), PoolError> {
+    ) -> Result<(Imported<T>, bool), PoolError> {
         let mut seen = std::collections::HashSet::with_capacity(sessions.len());
         if let Some(twice) = sessions.iter().find(|s| !seen.insert(s.id().to_owned())) {
             return Err(PoolError::SessionExists(twice.id().to_owned()));
@@ -671,11 +672,12 @@ impl RedisStore {
                 Err(e) => return Err(e),
                 Ok(done) => {
                     let imported = done.rest.first().and_then(text).and_then(|n| n.parse().ok()).unwrap_or(0);
-                    let skipped = match done.rest.get(1) {
-                        Some(Value::Array(list)) => list.iter().filter_map(text).map(str::to_owned).collect(),
-                        _ => Vec::new(),
+                    let skipped: std::collections::HashSet<&str> = match done.rest.get(1) {
+                        Some(Value::Array(list)) => list.iter().filter_map(text).collect(),
+                        _ => std::collections::HashSet::new(),
                     };
-                    return Ok((imported, skipped, matches!(done.rest.get(2), Some(Value::Int(1)))));
+                    let skipped = sessions.into_iter().filter(|s| skipped.contains(s.id())).collect();
+                    return Ok((Imported { imported, skipped }, matches!(done.rest.get(2), Some(Value::Int(1)))));
                 }
             }
         }

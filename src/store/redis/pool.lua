@@ -401,6 +401,13 @@ local function settle(K, id, h)
   if reason then retire(K, id, h, reason, num(NOW)) end
 end
 
+-- An explicit retirement (retire, a blocked status): the error score reaches the maximum.
+local function retire_now(K, id, h, reason)
+  h.s = string.format('%.17g', math.max(tonumber(h.s), tonumber(h.me)))
+  redis.call('HSET', hkey(K, id), 's', h.s)
+  retire(K, id, h, reason, num(NOW))
+end
+
 local function use(K, id, h, good)
   local score = tonumber(h.s)
   h.u = tostring(tonumber(h.u) + 1)
@@ -590,13 +597,11 @@ function ops.mark()
     elseif kind == 'bad' then
       use(K, id, h, false)
     elseif kind == 'retire' then
-      h.s = string.format('%.17g', math.max(tonumber(h.s), tonumber(h.me)))
-      redis.call('HSET', hkey(K, id), 's', h.s)
-      retire(K, id, h, 'retired', num(NOW))
+      retire_now(K, id, h, 'retired')
     elseif kind == 'status' then
       local code = tonumber(ARGV[10])
       if blocked then
-        retire(K, id, h, 'blocked_status_code', num(NOW))
+        retire_now(K, id, h, 'blocked_status_code')
       elseif ARGV[13] == '1' then
         use(K, id, h, code >= 200 and code <= 399)
       end
