@@ -1,8 +1,11 @@
 //! The one harness every test binary shares: the real binary as a process ([`Server`]), the wait for
 //! readiness that the in-process servers of `tests/api` use as well ([`wait_until_ready`]), and
 //! [`eventually`], the poll with a deadline that replaces sleeping and hoping.
+//! [`redis`] runs a private redis-server for the tests of the Redis store.
 //! Each test binary that includes this module uses part of it.
 #![allow(dead_code)]
+
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -101,8 +104,8 @@ pub struct Launch<'a> {
 
 impl Launch<'_> {
     /// More flags.
-    pub fn args(mut self, args: &[&str]) -> Self {
-        self.args.extend(args.iter().map(|a| a.to_string()));
+    pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -132,6 +135,30 @@ impl Launch<'_> {
 
     /// Starts the binary and waits until `/readyz` answers 200.
     pub async fn start(self) -> Server {
+        let mut server = self.spawn();
+        let (client, base) = (server.client.clone(), server.base.clone());
+        wait_until_ready(&client, &base, || server.exited()).await;
+        server
+    }
+
+    /// Starts the binary and waits only until `/healthz` answers 200: for a server that cannot be
+    /// ready yet (its store is out of reach).
+    pub async fn start_unready(self) -> Server {
+        let mut server = self.spawn();
+        let url = format!("{}/healthz", server.base);
+        let client = server.client.clone();
+        eventually(READY_TIMEOUT, &format!("{url} answers 200"), || {
+            if let Some(why) = server.exited() {
+                panic!("the server stopped before it answered /healthz: {why}");
+            }
+            let probe = client.get(&url).header(reqwest::header::CONNECTION, "close").send();
+            async move { probe.await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        server
+    }
+
+    fn spawn(self) -> Server {
         let port = free_port();
         let log = self.log;
         let stdout = match &log {
@@ -157,12 +184,7 @@ impl Launch<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let mut server =
-            Server { child, port, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), log };
-        let client = server.client.clone();
-        let base = server.base.clone();
-        wait_until_ready(&client, &base, || server.exited()).await;
-        server
+        Server { child, port, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), log }
     }
 }
 
