@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
-use common::{eventually, free_port, Server, TempDir};
+use common::{encode, eventually, free_port, Server, TempDir};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -111,19 +111,6 @@ impl Replica {
             assert!(answer.is_not_ready(), "{method} {path} on replica {}: {answer:?}", self.index);
         }
     }
-}
-
-/// Percent-encodes a cursor for a query string.
-fn encode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Three servers on one Redis under a key prefix of their own.

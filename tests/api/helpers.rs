@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use session_pool::Config;
 use tokio::sync::oneshot;
 
+pub use crate::common::encode;
 use crate::common::redis::{self, Redis};
 use crate::common::{temp_dir, wait_until_ready};
 
@@ -456,19 +457,6 @@ pub fn assert_session_shape(session: &Value, leased: bool) {
     }
     let got: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
     assert_eq!(got, expected, "session keys of {session}");
-}
-
-/// Percent-encodes everything but unreserved characters (for query values).
-pub fn encode(raw: &str) -> String {
-    let mut out = String::new();
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Parses an RFC 3339 UTC timestamp ending in `Z` to nanoseconds since the Unix epoch; panics on

@@ -74,18 +74,35 @@ where
 /// Waits until the server at `base` answers `GET /readyz` with 200. `stopped` is asked before each
 /// try and says why the server is gone, if it is, so a server that cannot start fails the test at
 /// once with its reason instead of at the deadline.
-pub async fn wait_until_ready(client: &reqwest::Client, base: &str, mut stopped: impl FnMut() -> Option<String>) {
-    let url = format!("{base}/readyz");
+pub async fn wait_until_ready(client: &reqwest::Client, base: &str, stopped: impl FnMut() -> Option<String>) {
+    wait_for_200(client, &format!("{base}/readyz"), stopped).await;
+}
+
+/// Waits until `GET url` answers 200, failing at once when `stopped` says why the server is gone.
+async fn wait_for_200(client: &reqwest::Client, url: &str, mut stopped: impl FnMut() -> Option<String>) {
     eventually(READY_TIMEOUT, &format!("{url} answers 200"), || {
         if let Some(why) = stopped() {
-            panic!("the server stopped before it was ready: {why}");
+            panic!("the server stopped before {url} answered 200: {why}");
         }
         // Connection: close, so the probe leaves no idle connection behind in a server whose
         // connections a test counts.
-        let probe = client.get(&url).header(reqwest::header::CONNECTION, "close").send();
+        let probe = client.get(url).header(reqwest::header::CONNECTION, "close").send();
         async move { probe.await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
+}
+
+/// Percent-encodes everything but unreserved characters (for query values).
+pub fn encode(raw: &str) -> String {
+    let mut out = String::new();
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The value of an unlabelled sample in a Prometheus text page.
@@ -145,16 +162,8 @@ impl Launch<'_> {
     /// ready yet (its store is out of reach).
     pub async fn start_unready(self) -> Server {
         let mut server = self.spawn();
-        let url = format!("{}/healthz", server.base);
-        let client = server.client.clone();
-        eventually(READY_TIMEOUT, &format!("{url} answers 200"), || {
-            if let Some(why) = server.exited() {
-                panic!("the server stopped before it answered /healthz: {why}");
-            }
-            let probe = client.get(&url).header(reqwest::header::CONNECTION, "close").send();
-            async move { probe.await.is_ok_and(|r| r.status() == 200) }
-        })
-        .await;
+        let (client, url) = (server.client.clone(), format!("{}/healthz", server.base));
+        wait_for_200(&client, &url, || server.exited()).await;
         server
     }
 
