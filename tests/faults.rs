@@ -110,7 +110,7 @@ async fn a_final_write_on_a_full_disk_is_retried_and_succeeds_once_space_returns
     let data = disk.dir.join("data");
     // The log lives off the small disk, or the line waited for could not be written.
     let log = temp_dir("full-disk-final").with_extension("log");
-    let server = Server::on(&data).args(&["--persist-interval-secs", "3600"]).log_to(log.clone()).start().await;
+    let server = Server::on(&data).args(["--persist-interval-secs", "3600"]).log_to(log.clone()).start().await;
     disk.fill();
     create_sessions(&server, "p", 0..300).await;
     common::signal(server.pid(), "TERM");

@@ -161,7 +161,7 @@ async fn the_connection_metrics_are_exported_from_the_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_bearer_scheme_is_matched_whatever_its_case() {
-    let (server, _dir) = start("hardening", |launch| launch.args(&["--api-key", "key-one"])).await;
+    let (server, _dir) = start("hardening", |launch| launch.args(["--api-key", "key-one"])).await;
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let answer = get(&server, "/v1/pools", &[&format!("Authorization: {scheme} key-one")]);
         assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");

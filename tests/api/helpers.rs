@@ -2,6 +2,11 @@
 //! `127.0.0.1:0` with a fresh data directory, waits for it as every test does (`tests/common`), and
 //! has one helper per endpoint. Helpers return the raw
 //! [`Response`]; [`expect_json`] and [`assert_problem`] check status, content type and shape.
+//!
+//! The store under test is the memory store, or with `SESSION_POOL_TEST_STORE=redis` the Redis
+//! store: then one redis-server serves the whole test binary and each [`TestApp`] has a key prefix
+//! of its own, so no app sees another's pools ([`store_under_test`]). A test of what only the
+//! memory store does returns early through [`skipped_on_redis`].
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,6 +19,8 @@ use serde_json::{json, Value};
 use session_pool::Config;
 use tokio::sync::oneshot;
 
+pub use crate::common::encode;
+use crate::common::redis::{self, Redis};
 use crate::common::{temp_dir, wait_until_ready};
 
 /// Every key of the Session object of openapi.yaml.
@@ -77,11 +84,53 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// The server with `Config::default()` changed by `configure`.
+/// The redis-server of this test binary when `SESSION_POOL_TEST_STORE=redis`, started at the first
+/// call and killed when the process ends; `None` for the memory store (the variable unset, or
+/// `memory`). Any other value, or `redis` without a redis-server on `PATH`, fails the test: a run
+/// that asked for Redis must not pass on the memory store.
+pub fn store_under_test() -> Option<&'static Redis> {
+    static REDIS: std::sync::OnceLock<Option<&'static Redis>> = std::sync::OnceLock::new();
+    *REDIS.get_or_init(|| match std::env::var("SESSION_POOL_TEST_STORE").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "memory") => None,
+        Ok("redis") => {
+            assert!(redis::on_path(), "SESSION_POOL_TEST_STORE=redis needs redis-server on PATH");
+            let redis = Redis::start().expect("redis-server is on PATH");
+            Some(redis.keep_for_this_process())
+        }
+        Ok(other) => panic!("SESSION_POOL_TEST_STORE={other:?}: expected `memory` or `redis`"),
+        Err(e) => panic!("SESSION_POOL_TEST_STORE: {e}"),
+    })
+}
+
+/// True, after saying so on stderr, when the store under test is Redis and the calling test checks
+/// what only the memory store does (`why`); the test then returns at once.
+pub fn skipped_on_redis(why: &str) -> bool {
+    if store_under_test().is_none() {
+        return false;
+    }
+    let test = std::thread::current().name().unwrap_or("this test").to_owned();
+    redis::say(&format!("skipping {test} on the Redis store: {why}"));
+    true
+}
+
+/// The flags that put a real server process ([`crate::common::Server`]) on the store under test:
+/// none for the memory store, `--store` and a key prefix of its own for Redis.
+pub fn store_args() -> Vec<String> {
+    match store_under_test() {
+        None => Vec::new(),
+        Some(redis) => vec!["--store".into(), redis.url(), "--redis-key-prefix".into(), unique("app")],
+    }
+}
+
+/// The server with `Config::default()` changed by `configure`, on the store under test.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = temp_dir("api");
     std::fs::create_dir_all(&data_dir).expect("create the test data dir");
     let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
+    if let Some(redis) = store_under_test() {
+        config.store = redis.url().parse().expect("the URL of the test redis-server");
+        config.redis_key_prefix = unique("app");
+    }
     configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
@@ -408,19 +457,6 @@ pub fn assert_session_shape(session: &Value, leased: bool) {
     }
     let got: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
     assert_eq!(got, expected, "session keys of {session}");
-}
-
-/// Percent-encodes everything but unreserved characters (for query values).
-pub fn encode(raw: &str) -> String {
-    let mut out = String::new();
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Parses an RFC 3339 UTC timestamp ending in `Z` to nanoseconds since the Unix epoch; panics on

@@ -1,8 +1,11 @@
 //! The one harness every test binary shares: the real binary as a process ([`Server`]), the wait for
 //! readiness that the in-process servers of `tests/api` use as well ([`wait_until_ready`]), and
 //! [`eventually`], the poll with a deadline that replaces sleeping and hoping.
+//! [`redis`] runs a private redis-server for the tests of the Redis store.
 //! Each test binary that includes this module uses part of it.
 #![allow(dead_code)]
+
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -71,18 +74,35 @@ where
 /// Waits until the server at `base` answers `GET /readyz` with 200. `stopped` is asked before each
 /// try and says why the server is gone, if it is, so a server that cannot start fails the test at
 /// once with its reason instead of at the deadline.
-pub async fn wait_until_ready(client: &reqwest::Client, base: &str, mut stopped: impl FnMut() -> Option<String>) {
-    let url = format!("{base}/readyz");
+pub async fn wait_until_ready(client: &reqwest::Client, base: &str, stopped: impl FnMut() -> Option<String>) {
+    wait_for_200(client, &format!("{base}/readyz"), stopped).await;
+}
+
+/// Waits until `GET url` answers 200, failing at once when `stopped` says why the server is gone.
+async fn wait_for_200(client: &reqwest::Client, url: &str, mut stopped: impl FnMut() -> Option<String>) {
     eventually(READY_TIMEOUT, &format!("{url} answers 200"), || {
         if let Some(why) = stopped() {
-            panic!("the server stopped before it was ready: {why}");
+            panic!("the server stopped before {url} answered 200: {why}");
         }
         // Connection: close, so the probe leaves no idle connection behind in a server whose
         // connections a test counts.
-        let probe = client.get(&url).header(reqwest::header::CONNECTION, "close").send();
+        let probe = client.get(url).header(reqwest::header::CONNECTION, "close").send();
         async move { probe.await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
+}
+
+/// Percent-encodes everything but unreserved characters (for query values).
+pub fn encode(raw: &str) -> String {
+    let mut out = String::new();
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The value of an unlabelled sample in a Prometheus text page.
@@ -101,8 +121,8 @@ pub struct Launch<'a> {
 
 impl Launch<'_> {
     /// More flags.
-    pub fn args(mut self, args: &[&str]) -> Self {
-        self.args.extend(args.iter().map(|a| a.to_string()));
+    pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -132,6 +152,22 @@ impl Launch<'_> {
 
     /// Starts the binary and waits until `/readyz` answers 200.
     pub async fn start(self) -> Server {
+        let mut server = self.spawn();
+        let (client, base) = (server.client.clone(), server.base.clone());
+        wait_until_ready(&client, &base, || server.exited()).await;
+        server
+    }
+
+    /// Starts the binary and waits only until `/healthz` answers 200: for a server that cannot be
+    /// ready yet (its store is out of reach).
+    pub async fn start_unready(self) -> Server {
+        let mut server = self.spawn();
+        let (client, url) = (server.client.clone(), format!("{}/healthz", server.base));
+        wait_for_200(&client, &url, || server.exited()).await;
+        server
+    }
+
+    fn spawn(self) -> Server {
         let port = free_port();
         let log = self.log;
         let stdout = match &log {
@@ -157,12 +193,7 @@ impl Launch<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let mut server =
-            Server { child, port, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), log };
-        let client = server.client.clone();
-        let base = server.base.clone();
-        wait_until_ready(&client, &base, || server.exited()).await;
-        server
+        Server { child, port, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), log }
     }
 }
 

@@ -1,0 +1,577 @@
+//! Several servers on one Redis (API.md "Stores"): any number of servers on the same store serve the
+//! same pools, each pool linearizable across them, and a store out of reach makes a server answer
+//! `not_ready` rather than fail. Each test starts its own redis-server (`tests/common/redis.rs`) and
+//! three real server processes on it, and spreads its requests over the three; some then kill a
+//! replica or Redis itself in the middle of the load. Without redis-server on `PATH` each test says
+//! on stderr that it is skipped (and fails when `CI` is set).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::{encode, eventually, free_port, Server, TempDir};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const REPLICAS: usize = 3;
+
+/// How long a replica may take to notice that Redis is gone, or back.
+const NOTICE: Duration = Duration::from_secs(10);
+
+/// One server's address and a client for it; cheap to clone into tasks.
+#[derive(Clone)]
+struct Replica {
+    index: usize,
+    client: reqwest::Client,
+    base: String,
+}
+
+/// What a replica answered.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    body: Value,
+}
+
+impl Answer {
+    /// Whether this is 503 `not_ready` with `Retry-After`, the answer of a server whose store is out
+    /// of reach.
+    fn is_not_ready(&self) -> bool {
+        self.status == 503 && self.retry_after && self.body["type"] == "not_ready"
+    }
+}
+
+impl Replica {
+    fn of(index: usize, server: &Server) -> Replica {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client");
+        Replica { index, client, base: server.base.clone() }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> reqwest::Result<Answer> {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let retry_after = response.headers().contains_key(reqwest::header::RETRY_AFTER);
+        let text = response.text().await?;
+        Ok(Answer { status, retry_after, body: serde_json::from_str(&text).unwrap_or(Value::Null) })
+    }
+
+    /// `method path` answered, whatever the status.
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Answer {
+        let what = format!("{method} {path} on replica {}", self.index);
+        self.send(method, path, body).await.unwrap_or_else(|e| panic!("{what}: no answer: {e}"))
+    }
+
+    /// `method path` answered with `status`; the body.
+    async fn expect(&self, method: Method, path: &str, body: Option<&Value>, status: u16) -> Value {
+        let what = format!("{method} {path} on replica {}", self.index);
+        let answer = self.call(method, path, body).await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.body);
+        answer.body
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.expect(Method::GET, path, None, 200).await
+    }
+
+    /// The status of `GET path`, or `None` without an answer.
+    async fn status_of(&self, path: &str) -> Option<u16> {
+        self.send(Method::GET, path, None).await.ok().map(|a| a.status)
+    }
+
+    /// Every session of `pool`, through every page of the listing.
+    async fn sessions(&self, pool: &str) -> Vec<Value> {
+        let mut sessions = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self.get(&format!("/v1/pools/{pool}/sessions?limit=1000{cursor}")).await;
+            sessions.extend(page["sessions"].as_array().expect("a list of sessions").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={}", encode(next)),
+                None => return sessions,
+            }
+        }
+    }
+
+    /// Asserts that `/healthz` answers 200 while `/readyz` and `/v1` answer 503, the latter
+    /// `not_ready` with `Retry-After`.
+    async fn assert_not_ready(&self) {
+        assert_eq!(self.status_of("/healthz").await, Some(200), "/healthz of replica {}", self.index);
+        assert_eq!(self.status_of("/readyz").await, Some(503), "/readyz of replica {}", self.index);
+        for (method, path) in [(Method::GET, "/v1/pools"), (Method::POST, "/v1/pools/default/acquire")] {
+            let answer = self.call(method.clone(), path, None).await;
+            assert!(answer.is_not_ready(), "{method} {path} on replica {}: {answer:?}", self.index);
+        }
+    }
+}
+
+/// Three servers on one Redis under a key prefix of their own.
+struct Cluster {
+    servers: Vec<Server>,
+    replicas: Vec<Replica>,
+    prefix: String,
+    dirs: Vec<TempDir>,
+}
+
+impl Cluster {
+    /// Starts [`REPLICAS`] servers on `redis` and waits until each is ready.
+    async fn start(redis: &Redis) -> Cluster {
+        let prefix = "replicas-test".to_owned();
+        let dirs: Vec<TempDir> = (0..REPLICAS).map(|_| TempDir::new("replica")).collect();
+        let url = redis.url();
+        let args = ["--store", &url, "--redis-key-prefix", &prefix];
+        let (a, b, c) = tokio::join!(
+            Server::on(&dirs[0]).args(args).start(),
+            Server::on(&dirs[1]).args(args).start(),
+            Server::on(&dirs[2]).args(args).start()
+        );
+        let servers = vec![a, b, c];
+        let replicas = servers.iter().enumerate().map(|(i, s)| Replica::of(i, s)).collect();
+        Cluster { servers, replicas, prefix, dirs }
+    }
+
+    /// The replica that serves request number `n` (round-robin).
+    fn replica(&self, n: usize) -> Replica {
+        self.replicas[n % self.replicas.len()].clone()
+    }
+
+    /// Asserts that every key in Redis starts with `{prefix}` (the prefix as the keys' hash tag) and
+    /// that no server made its `--data-dir`, which the Redis store does not use.
+    fn assert_footprint(&self, redis: &Redis) {
+        let keys = redis.keys();
+        assert!(!keys.is_empty(), "the store wrote no key in Redis");
+        let tag = format!("{{{}}}", self.prefix);
+        let strays: Vec<&String> = keys.iter().filter(|k| !k.starts_with(&tag)).collect();
+        assert!(strays.is_empty(), "keys without the prefix {tag}: {strays:?}");
+        for dir in &self.dirs {
+            assert!(!dir.exists(), "a server on the Redis store made its --data-dir {}", dir.display());
+        }
+    }
+}
+
+/// The harness the tests below rely on: a durable redis-server killed with SIGKILL comes back on the
+/// same port with every write it acknowledged; one stopped with SIGTERM comes back too.
+#[test]
+fn the_redis_harness_restarts_on_the_same_port_and_a_durable_one_keeps_its_writes() {
+    use common::redis::{ping, Reply};
+    let Some(mut redis) = Redis::start_durable() else { return };
+    let port = redis.port;
+    for n in 0..100 {
+        assert_eq!(redis.command(&["INCR", "counter"]), Reply::Integer(n + 1));
+    }
+    redis.kill9();
+    assert!(!ping(port) && !redis.is_running(), "redis-server still answers after SIGKILL");
+    redis.restart();
+    assert_eq!((redis.port, redis.command(&["GET", "counter"])), (port, Reply::Bulk(Some("100".into()))));
+    redis.terminate();
+    assert!(!ping(port), "redis-server still answers after SIGTERM");
+    redis.restart();
+    assert_eq!(redis.command(&["GET", "counter"]), Reply::Bulk(Some("100".into())));
+    assert_eq!(redis.keys(), vec!["counter".to_owned()]);
+
+    let Some(mut volatile) = Redis::start() else { return };
+    assert_eq!(volatile.command(&["SET", "k", "v"]), Reply::Status("OK".into()));
+    volatile.kill9();
+    volatile.restart();
+    assert_eq!(volatile.command(&["GET", "k"]), Reply::Bulk(None), "a redis-server without AOF kept a write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leased_acquires_racing_through_three_replicas_fill_the_pool_once_and_exhaust_the_rest() {
+    let Some(redis) = Redis::start() else { return };
+    let cluster = Cluster::start(&redis).await;
+    cluster.replica(0).expect(Method::PUT, "/v1/pools/race", Some(&json!({"max_pool_size": 40})), 201).await;
+
+    let start = Arc::new(tokio::sync::Barrier::new(48));
+    let tasks: Vec<_> = (0..48)
+        .map(|n| {
+            let (replica, start) = (cluster.replica(n), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                replica.call(Method::POST, "/v1/pools/race/acquire", Some(&json!({"lease_secs": 60}))).await
+            })
+        })
+        .collect();
+    let mut leased = BTreeSet::new();
+    let mut exhausted = 0;
+    for task in tasks {
+        let answer = task.await.expect("an acquire");
+        match answer.status {
+            200 => {
+                assert!(answer.body["lease"]["id"].is_string(), "a leased acquire without a lease: {}", answer.body);
+                let id = answer.body["id"].as_str().expect("an id").to_owned();
+                assert!(leased.insert(id), "one session handed out twice: {}", answer.body);
+            }
+            503 => {
+                assert_eq!(answer.body["type"], "no_session_available", "{}", answer.body);
+                assert!(answer.retry_after, "a 503 without Retry-After: {}", answer.body);
+                exhausted += 1;
+            }
+            status => panic!("an acquire answered {status}: {}", answer.body),
+        }
+    }
+    assert_eq!((leased.len(), exhausted), (40, 8));
+    for replica in &cluster.replicas {
+        let status = replica.get("/v1/pools/race").await;
+        assert_eq!(
+            (&status["session_count"], &status["usable_session_count"], &status["leased_session_count"]),
+            (&json!(40), &json!(40), &json!(40)),
+            "replica {}: {status}",
+            replica.index
+        );
+    }
+    cluster.assert_footprint(&redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn marks_racing_through_three_replicas_lose_no_update() {
+    let Some(redis) = Redis::start() else { return };
+    let cluster = Cluster::start(&redis).await;
+    let body = json!({"id": "busy", "max_usage_count": 100_000});
+    cluster.replica(0).expect(Method::POST, "/v1/pools/marks/sessions", Some(&body), 201).await;
+
+    // 1000 marks through each replica, from 10 connections each.
+    let tasks: Vec<_> = (0..REPLICAS * 10)
+        .map(|n| {
+            let replica = cluster.replica(n);
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    replica.expect(Method::POST, "/v1/pools/marks/sessions/busy/mark_good", None, 200).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a worker");
+    }
+    for replica in &cluster.replicas {
+        let session = replica.get("/v1/pools/marks/sessions/busy").await;
+        assert_eq!(session["usage_count"], 3000, "replica {}: {session}", replica.index);
+        assert_eq!(session["is_usable"], true, "replica {}: {session}", replica.index);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retire_racing_marks_on_other_replicas_is_never_undone() {
+    let Some(redis) = Redis::start() else { return };
+    let cluster = Cluster::start(&redis).await;
+    for round in 0..5 {
+        let pool = format!("retire-{round}");
+        let path = format!("/v1/pools/{pool}/sessions/target");
+        // A consume-only pool holding only the target: an acquire can hand out nothing else.
+        cluster
+            .replica(0)
+            .expect(Method::PUT, &format!("/v1/pools/{pool}"), Some(&json!({"max_pool_size": 0})), 201)
+            .await;
+        let body = json!({"id": "target", "max_usage_count": 1_000_000, "max_error_score": 1_000_000.0});
+        cluster.replica(0).expect(Method::POST, &format!("/v1/pools/{pool}/sessions"), Some(&body), 201).await;
+
+        // Marks through replicas 1 and 2, each answer kept with the moment its request left.
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let markers: Vec<_> = (0..8)
+            .map(|n| {
+                let replica = cluster.replica(1 + n % 2);
+                let (stop, sent, path) = (stop.clone(), sent.clone(), path.clone());
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    for k in 0.. {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let verb = if (n + k) % 2 == 0 { "mark_good" } else { "mark_bad" };
+                        let at = Instant::now();
+                        let session = replica.expect(Method::POST, &format!("{path}/{verb}"), None, 200).await;
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        answers.push((at, format!("{verb} on replica {}", replica.index), session));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        eventually(Duration::from_secs(5), "the marks are under way", || {
+            let sent = sent.load(Ordering::SeqCst);
+            async move { sent >= 20 }
+        })
+        .await;
+        let retired = cluster.replica(0).expect(Method::POST, &format!("{path}/retire"), None, 200).await;
+        let after = Instant::now();
+        assert_eq!((&retired["retired"], &retired["retired_reason"]), (&json!(true), &json!("retired")), "{retired}");
+
+        // While the marks go on: reads and acquires on every replica.
+        let mut seen = Vec::new();
+        for n in 0..30 {
+            let replica = cluster.replica(n);
+            seen.push((after, format!("read on replica {}", replica.index), replica.get(&path).await));
+            let acquire = replica.call(Method::POST, &format!("/v1/pools/{pool}/acquire"), None).await;
+            assert_eq!(acquire.status, 503, "replica {} handed out a retired session: {}", replica.index, acquire.body);
+            assert_eq!(acquire.body["type"], "no_session_available", "{}", acquire.body);
+        }
+        stop.store(true, Ordering::SeqCst);
+        for marker in markers {
+            seen.extend(marker.await.expect("a marker"));
+        }
+        for replica in &cluster.replicas {
+            seen.push((Instant::now(), format!("final read on replica {}", replica.index), replica.get(&path).await));
+        }
+
+        // Everything that started after the retire answered sees the session as the retire left it.
+        let later: Vec<_> = seen.iter().filter(|(at, _, _)| *at >= after).collect();
+        assert!(later.len() >= 30 + REPLICAS, "round {round}: {} answers after the retire", later.len());
+        for (_, what, session) in later {
+            for field in ["retired", "retired_reason", "retired_at", "usage_count", "error_score"] {
+                assert_eq!(
+                    session[field], retired[field],
+                    "round {round}, {what}: {field} of {session}, retired as {retired}"
+                );
+            }
+            assert_eq!(session["is_usable"], false, "round {round}, {what}: {session}");
+        }
+    }
+}
+
+/// What the load of [`run_load`] did to one session.
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    /// Marks answered 200.
+    acked_marks: u64,
+    /// Marks without a success answer (no answer, or `not_ready`): applied or not.
+    unknown_marks: u64,
+}
+
+/// The writes a load made, as the clients saw them.
+#[derive(Default)]
+struct Ledger {
+    /// Sessions whose create was answered 201, by (pool, id).
+    sessions: Mutex<BTreeMap<(String, String), Tally>>,
+    /// Writes answered with success.
+    acked: AtomicUsize,
+    /// Writes answered with success since the last [`Ledger::reset_recent`], per pool.
+    recent: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Ledger {
+    fn ack(&self, pool: &str) {
+        self.acked.fetch_add(1, Ordering::SeqCst);
+        *self.recent.lock().unwrap().entry(pool.to_owned()).or_default() += 1;
+    }
+
+    fn reset_recent(&self) {
+        self.recent.lock().unwrap().clear();
+    }
+
+    /// Asserts through `replica` that every session whose create was acknowledged is there, with at
+    /// least its acknowledged marks and at most those plus the ones whose fate is unknown.
+    async fn assert_kept_by(&self, replica: &Replica, pools: &[String]) {
+        let expected = self.sessions.lock().unwrap().clone();
+        assert!(expected.len() >= 20, "too little load to tell: {} sessions", expected.len());
+        let mut held = BTreeMap::new();
+        for pool in pools {
+            for session in replica.sessions(pool).await {
+                let id = session["id"].as_str().expect("an id").to_owned();
+                held.insert((pool.clone(), id), session["usage_count"].as_u64().expect("a usage count"));
+            }
+        }
+        for ((pool, id), tally) in &expected {
+            let usage = held
+                .get(&(pool.clone(), id.clone()))
+                .unwrap_or_else(|| panic!("replica {} lost the acknowledged session {pool}/{id}", replica.index));
+            let (low, high) = (tally.acked_marks, tally.acked_marks + tally.unknown_marks);
+            assert!(
+                (low..=high).contains(usage),
+                "replica {}: {pool}/{id} has usage_count {usage}, acknowledged marks {low}, at most {high}",
+                replica.index
+            );
+        }
+    }
+}
+
+/// How a load treats an answer that is not a success.
+#[derive(Clone, Copy)]
+enum Tolerate {
+    /// No answer from this replica (it was killed).
+    LostFrom(usize),
+    /// 503 `not_ready` with `Retry-After` from any replica (Redis was down).
+    NotReady,
+}
+
+/// Workers that create sessions in `pools` and mark each good twice, through the replicas in
+/// `live` (round-robin over those still listed), until `stop`; every write counted in `ledger`. An
+/// answer that is neither a success nor `tolerate`d fails the worker.
+fn run_load(
+    live: Arc<Mutex<Vec<Replica>>>,
+    pools: Vec<String>,
+    tolerate: Tolerate,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..6)
+        .map(|worker| {
+            let (live, pools, ledger, stop) = (live.clone(), pools.clone(), ledger.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut turn = worker;
+                let mut next = || {
+                    turn += 1;
+                    let live = live.lock().unwrap();
+                    live[turn % live.len()].clone()
+                };
+                // Some(true): acknowledged; Some(false): fate unknown; panics on anything else.
+                let send = |replica: Replica, path: String, body: Option<Value>| async move {
+                    match replica.send(Method::POST, &path, body.as_ref()).await {
+                        Ok(answer) if answer.status == 200 || answer.status == 201 => true,
+                        Ok(answer) if matches!(tolerate, Tolerate::NotReady) && answer.is_not_ready() => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            false
+                        }
+                        Ok(answer) => panic!("POST {path} on replica {}: {answer:?}", replica.index),
+                        Err(_) if matches!(tolerate, Tolerate::LostFrom(lost) if lost == replica.index) => false,
+                        Err(e) => panic!("POST {path} on replica {}: no answer: {e}", replica.index),
+                    }
+                };
+                for n in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let pool = &pools[n % pools.len()];
+                    let id = format!("w{worker}-{n}");
+                    let create = json!({"id": id, "max_usage_count": 1000});
+                    if !send(next(), format!("/v1/pools/{pool}/sessions"), Some(create)).await {
+                        continue;
+                    }
+                    ledger.ack(pool);
+                    let mut tally = Tally::default();
+                    ledger.sessions.lock().unwrap().insert((pool.clone(), id.clone()), tally.clone());
+                    for _ in 0..2 {
+                        if send(next(), format!("/v1/pools/{pool}/sessions/{id}/mark_good"), None).await {
+                            ledger.ack(pool);
+                            tally.acked_marks += 1;
+                        } else {
+                            tally.unknown_marks += 1;
+                        }
+                        ledger.sessions.lock().unwrap().insert((pool.clone(), id.clone()), tally.clone());
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits until `ledger` counts `more` acknowledged writes than now.
+async fn more_acked(ledger: &Ledger, more: usize, what: &str) {
+    let target = ledger.acked.load(Ordering::SeqCst) + more;
+    eventually(Duration::from_secs(10), what, || {
+        let acked = ledger.acked.load(Ordering::SeqCst);
+        async move { acked >= target }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_load_leaves_every_pool_and_every_acknowledged_write_to_the_others() {
+    let Some(redis) = Redis::start() else { return };
+    let mut cluster = Cluster::start(&redis).await;
+    let pools: Vec<String> = (0..4).map(|n| format!("crawl-{n}")).collect();
+    let live = Arc::new(Mutex::new(cluster.replicas.clone()));
+    let (ledger, stop) = (Arc::new(Ledger::default()), Arc::new(AtomicBool::new(false)));
+    let workers = run_load(live.clone(), pools.clone(), Tolerate::LostFrom(2), ledger.clone(), stop.clone());
+    more_acked(&ledger, 150, "the load is under way").await;
+
+    live.lock().unwrap().truncate(2);
+    cluster.replicas.truncate(2);
+    cluster.servers.pop().expect("replica 2").kill9();
+    ledger.reset_recent();
+    more_acked(&ledger, 300, "the load goes on through the other two").await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("a load worker");
+    }
+
+    let recent = ledger.recent.lock().unwrap().clone();
+    for pool in &pools {
+        assert!(recent.get(pool).is_some_and(|n| *n > 0), "no write in {pool} after the kill: {recent:?}");
+    }
+    for replica in &cluster.replicas {
+        let listed = replica.get("/v1/pools").await;
+        let names: BTreeSet<&str> =
+            listed["pools"].as_array().expect("pools").iter().filter_map(|p| p["name"].as_str()).collect();
+        for pool in &pools {
+            assert!(names.contains(pool.as_str()), "replica {} does not list {pool}: {listed}", replica.index);
+        }
+        ledger.assert_kept_by(replica, &pools).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_makes_replicas_not_ready_and_restarted_loses_no_acknowledged_write() {
+    let Some(mut redis) = Redis::start_durable() else { return };
+    let cluster = Cluster::start(&redis).await;
+    let pools: Vec<String> = (0..3).map(|n| format!("crawl-{n}")).collect();
+    let live = Arc::new(Mutex::new(cluster.replicas.clone()));
+    let (ledger, stop) = (Arc::new(Ledger::default()), Arc::new(AtomicBool::new(false)));
+    let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
+    more_acked(&ledger, 150, "the load is under way").await;
+
+    redis.kill9();
+    let killed = Instant::now();
+    for replica in &cluster.replicas {
+        eventually(NOTICE, &format!("replica {} says it is not ready", replica.index), || async {
+            replica.status_of("/readyz").await == Some(503)
+        })
+        .await;
+        replica.assert_not_ready().await;
+    }
+    // Redis stays down about 3 s, the load knocking all along.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed())).await;
+    for replica in &cluster.replicas {
+        replica.assert_not_ready().await;
+    }
+    tokio::task::block_in_place(|| redis.restart());
+
+    for replica in &cluster.replicas {
+        eventually(NOTICE, &format!("replica {} is ready again", replica.index), || async {
+            replica.status_of("/readyz").await == Some(200)
+        })
+        .await;
+        let body = json!({"id": format!("after-{}", replica.index)});
+        replica.expect(Method::POST, &format!("/v1/pools/{}/sessions", pools[0]), Some(&body), 201).await;
+    }
+    more_acked(&ledger, 150, "the load goes on after Redis is back").await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("a load worker");
+    }
+    for replica in &cluster.replicas {
+        ledger.assert_kept_by(replica, &pools).await;
+    }
+    cluster.assert_footprint(&redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_started_before_redis_serves_health_and_becomes_ready_by_itself() {
+    if !common::redis::available() {
+        return;
+    }
+    let port = free_port();
+    let dir = TempDir::new("replica");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let server = Server::on(&dir).args(["--store", &url]).start_unready().await;
+    let replica = Replica::of(0, &server);
+    replica.assert_not_ready().await;
+
+    let redis = Redis::start_at(Some(port), false).expect("redis-server");
+    eventually(NOTICE, "the replica is ready once Redis answers", || async {
+        replica.status_of("/readyz").await == Some(200)
+    })
+    .await;
+    let pools = replica.get("/v1/pools").await;
+    assert!(pools["pools"].as_array().is_some_and(|p| p.iter().any(|p| p["name"] == "default")), "{pools}");
+    drop(redis);
+}
