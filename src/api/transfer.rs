@@ -42,6 +42,7 @@ struct ExportQuery {
 /// body without building an intermediate list.
 struct OwnExport<'a, 's> {
     config: &'a PoolConfig,
+    /// Taken as the `sessions` array is written (`Serialize` gets `&self`); it is written once.
     sessions: RefCell<&'a mut dyn Iterator<Item = &'s Session>>,
     name: &'a str,
     now: Timestamp,

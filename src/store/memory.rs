@@ -218,3 +218,50 @@ pub(super) async fn gauges(registry: &Registry) -> (Vec<(String, PoolCounts)>, u
     }
     (gauges, registry.sessions_held())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::{Mark, Store};
+    use crate::pool::{PoolConfig, PoolError, Registry, RegistryLimits};
+    use crate::session::jar::JarOp;
+    use crate::session::Cookie;
+
+    /// A memory store whose pools fill to 2 sessions.
+    fn store() -> Store {
+        let limits = RegistryLimits { max_pools: 10, max_sessions: 100, retention: chrono::TimeDelta::hours(1) };
+        let defaults = PoolConfig { max_pool_size: 2, ..PoolConfig::default() };
+        Store::Memory(Arc::new(Registry::new(defaults, limits, crate::clock::now())))
+    }
+
+    #[tokio::test]
+    async fn a_reports_jar_ops_are_applied_with_its_mark_and_reach_a_retired_session() {
+        let store = store();
+        let id = store.acquire("p", None, |s, _| s.id.to_string()).await.unwrap();
+        let put = |value: &str| vec![JarOp::Put(Cookie::simple("a", value))];
+        let retire = store.mark("p", &id, Mark::Retire, None, put("1"), |s, _, now| {
+            (s.retirement_at(now).is_some(), s.cookies.clone())
+        });
+        assert_eq!(retire.await.unwrap(), (true, vec![Cookie::simple("a", "1")]));
+        let cookies = store.mark("p", &id, Mark::Nothing, None, put("2"), |s, _, _| s.cookies.clone());
+        assert_eq!(cookies.await.unwrap(), [Cookie::simple("a", "2")], "a retired session takes the ops");
+        let missing = store.mark("p", "nope", Mark::Nothing, None, Vec::new(), |_, _, _| ()).await;
+        assert_eq!(missing, Err(PoolError::SessionNotFound("nope".into())));
+    }
+
+    #[tokio::test]
+    async fn an_export_hands_over_every_session_in_id_order() {
+        let store = store();
+        store.acquire("p", None, |_, _| ()).await.unwrap();
+        let export = store.export("p", |config, sessions, _| {
+            (config.max_pool_size, sessions.map(|s| s.id.to_string()).collect::<Vec<_>>())
+        });
+        let (size, ids) = export.await.unwrap();
+        assert_eq!((size, ids.len()), (2, 2));
+        assert!(ids.is_sorted());
+        let pools = store.pools().await.unwrap();
+        let counts: Vec<_> = pools.iter().map(|p| (p.name.as_str(), p.counts.sessions)).collect();
+        assert_eq!(counts, [("default", 0), ("p", 2)]);
+    }
+}
