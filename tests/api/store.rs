@@ -1,54 +1,50 @@
-//! `--store`: `memory` (the default) is the store this build has; a Redis URL is understood but
-//! stops the server at start with one clear line, before anything is bound or locked, and any other
-//! value is refused naming the flag.
+//! `--store`: `memory` (the default) or a Redis URL. A Redis store touches no data directory, waits
+//! for a Redis it cannot reach instead of stopping (serving `/healthz`, answering 503 elsewhere),
+//! and never shows the URL's password; any other value is refused naming the flag.
 
 use std::process::Command;
+use std::time::Duration;
 
-use session_pool::config::Store;
-use session_pool::Config;
+use crate::common::{eventually, free_port, temp_dir, Server, TempDir, BIN};
 
-use crate::common::{temp_dir, BIN};
-
-/// The binary with `args` and `env`; its exit success and its stderr.
-fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+/// The binary with `args`; its exit success and its stderr.
+fn run_binary(args: &[&str]) -> (bool, String) {
     let data_dir = temp_dir("store");
     let mut command = Command::new(BIN);
     command.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir).args(args);
-    command.env_remove("SESSION_POOL_STORE").envs(env.iter().copied());
+    command.env_remove("SESSION_POOL_STORE");
     let output = command.output().expect("run the binary");
     assert!(!data_dir.exists(), "the data dir was touched: {}", data_dir.display());
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]
-fn a_redis_store_stops_the_binary_at_start_with_one_line_that_hides_the_password() {
-    let expected = "session-pool: --store redis://app:***@127.0.0.1:6379/2: the Redis store is not available in \
-                    this build yet\n";
-    let by_flag = run_binary(&["--store", "redis://app:secret@127.0.0.1:6379/2"], &[]);
-    assert_eq!(by_flag, (false, expected.to_owned()));
-    let by_env = run_binary(&[], &[("SESSION_POOL_STORE", "redis://app:secret@127.0.0.1:6379/2")]);
-    assert_eq!(by_env, (false, expected.to_owned()));
-    let (ok, stderr) = run_binary(&["--store", "rediss://cache.example"], &[]);
-    assert!(!ok && stderr.contains("--store rediss://cache.example"), "{stderr}");
-}
-
-#[test]
 fn any_other_store_is_refused_naming_the_flag() {
     for value in ["disk", "redis://host/not-a-db", "postgres://host/db"] {
-        let (ok, stderr) = run_binary(&["--store", value], &[]);
+        let (ok, stderr) = run_binary(&["--store", value]);
         assert!(!ok, "--store {value} was accepted");
         assert!(stderr.contains("--store"), "--store {value}: {stderr}");
     }
 }
 
 #[tokio::test]
-async fn run_refuses_a_redis_store_before_it_locks_the_data_dir() {
-    let data_dir = temp_dir("store");
-    let store: Store = "redis://127.0.0.1:6379/0".parse().expect("a Redis URL");
-    let config = Config { data_dir: data_dir.clone(), store, ..Config::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let refused = session_pool::run(listener, config, std::future::pending()).await;
-    let message = refused.expect_err("a Redis store in this build").to_string();
-    assert_eq!(message, "--store redis://127.0.0.1:6379/0: the Redis store is not available in this build yet");
-    assert!(!data_dir.exists());
+async fn a_redis_store_that_cannot_be_reached_is_waited_for_without_a_data_dir_or_the_password_in_logs() {
+    let dir = TempDir::new("store");
+    // Nothing listens on this port.
+    let url = format!("redis://app:secret@127.0.0.1:{}/2", free_port());
+    let server = Server::on(&dir).args(["--store", &url]).logged().start_unready().await;
+    let (status, problem) = server.call(reqwest::Method::GET, "/v1/pools", None).await;
+    assert_eq!((status, problem["type"].as_str()), (503, Some("not_ready")), "{problem}");
+    let (status, _) = server.call(reqwest::Method::GET, "/readyz", None).await;
+    assert_eq!(status, 503);
+    eventually(Duration::from_secs(20), "the wait for Redis is logged", || async {
+        server.log_text().contains("cannot reach Redis")
+    })
+    .await;
+    let (status, _) = server.call(reqwest::Method::GET, "/healthz", None).await;
+    assert_eq!(status, 200, "the process still serves while it waits for Redis");
+    assert!(!dir.exists(), "a Redis store must not touch --data-dir");
+    let log = server.stop();
+    assert!(log.contains("app:***@127.0.0.1"), "the URL is logged with its password hidden: {log}");
+    assert!(!log.contains("secret"), "the password reached the log: {log}");
 }

@@ -747,7 +747,7 @@ function ops.import()
   end
   if not K then
     local e
-    K, e = create_pool(POOL, pairs_at(11, config_count), tonumber(ARGV[8]))
+    K, e = create_pool(POOL, pairs_at(10, config_count), tonumber(ARGV[8]))
     if not K then return e end
     created = 1
   end
