@@ -162,7 +162,7 @@ async fn run_redis(
     };
     let redis = store::redis::RedisStore::new(url, settings)?;
     tracing::info!(address = %listener.local_addr()?, store = %url, "listening");
-    let state = AppState::with_store(config, store::Store::Redis(redis));
+    let state = AppState::with_store(config, store::Store::Redis(Box::new(redis)));
     let serving = Serving::start(listener, &state, shutdown);
     let connecting = {
         let state = state.clone();

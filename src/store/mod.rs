@@ -43,7 +43,7 @@ pub enum Store {
     /// [`crate::persist`], which works on the registry directly).
     Memory(Arc<Registry>),
     /// In Redis (or Valkey), shared by every server on it: see [`redis`].
-    Redis(redis::RedisStore),
+    Redis(Box<redis::RedisStore>),
 }
 
 /// A new session's explicit parts, as a create request gives them (checked, not yet resolved over

@@ -132,7 +132,7 @@ impl RedisStore {
                         }
                     }
                 }
-                Err(e) if attempt % 10 == 0 => {
+                Err(e) if attempt.is_multiple_of(10) => {
                     tracing::warn!(store = %self.url, error = %e, "cannot reach Redis; retrying every second");
                 }
                 Err(_) => {}
