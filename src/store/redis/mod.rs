@@ -1,7 +1,8 @@
 //! The Redis (or Valkey) store: every pool lives in Redis, so any number of servers on the same
 //! Redis serve the same pools.
 //!
-//! Every call on a pool is one round trip: one `EVALSHA` of `pool.lua`, which reads the clock from
+//! Every call on a pool is one round trip: one `FCALL` of `pool.lua` (a Functions library each server
+//! loads once, named for its version), which reads the clock from
 //! Redis (`TIME`), applies it to the pool and makes the change, atomically on the server. So each
 //! pool is linearizable across servers, and servers with skewed clocks agree on expiry and leases.
 //! The one exception is `PATCH` of user data: the JSON merge patch is applied here, between a read
@@ -70,8 +71,13 @@ pub struct RedisStore {
     client: redis::Client,
     url: String,
     conn: RwLock<Option<ConnectionManager>>,
-    script: redis::Script,
+    /// `pool.lua` as a Functions library, named for this version.
+    library: String,
+    /// Its one function's name.
+    function: String,
     tag: String,
+    /// The default pool configuration as script arguments, for calls that make a pool.
+    default_fields: Vec<Vec<u8>>,
     settings: Settings,
     ready: AtomicBool,
 }
@@ -96,11 +102,18 @@ impl RedisStore {
     pub fn new(url: &RedisUrl, settings: Settings) -> anyhow::Result<Self> {
         let client = redis::Client::open(url.as_url().as_str())
             .map_err(|e| anyhow::anyhow!("--store {url}: the Redis client refuses it: {e}"))?;
+        let code = include_str!("pool.lua");
+        // Servers of different versions may share a Redis: each loads and calls its own library.
+        let version = redis::Script::new(code).get_hash()[..12].to_owned();
+        let mut default_fields = Vec::new();
+        push_fields(&mut default_fields, &config_fields(&settings.defaults));
         Ok(Self {
             client,
             url: url.to_string(),
             conn: RwLock::new(None),
-            script: redis::Script::new(include_str!("pool.lua")),
+            library: code.replace("@VERSION@", &version),
+            function: format!("session_pool_{version}"),
+            default_fields,
             tag: format!("{{{}}}", settings.prefix),
             settings,
             ready: AtomicBool::new(false),
@@ -120,8 +133,12 @@ impl RedisStore {
             let connected = ConnectionManager::new_with_config(self.client.clone(), config.clone()).await;
             match connected {
                 Ok(manager) => {
-                    *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(manager);
-                    match self.ensure_default().await {
+                    *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(manager.clone());
+                    let started = match self.load(manager).await {
+                        Ok(()) => self.ensure_default().await,
+                        Err(e) => Err(PoolError::Unavailable(e.to_string())),
+                    };
+                    match started {
                         Ok(()) => {
                             self.ready.store(true, Ordering::Release);
                             tracing::info!(store = %self.url, "connected to Redis");
@@ -156,31 +173,45 @@ impl RedisStore {
         format!("{}:p:{pool}", self.tag)
     }
 
-    /// Runs the script's `op` on `pool` with `args` after the common ones; answers its reply, or
-    /// the error it refused with.
+    /// Loads the library into Redis (again, if a Redis that lost it came back).
+    async fn load(&self, mut conn: ConnectionManager) -> redis::RedisResult<()> {
+        redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.library).query_async::<Value>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Runs the library's `op` on `pool` with `args` after the common ones, in one round trip;
+    /// answers its reply, or the error it refused with.
     async fn call(&self, op: &str, pool: &str, args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
         let Some(mut conn) = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Err(PoolError::Unavailable("not connected to Redis yet".into()));
         };
-        let mut invocation = self.script.key(self.pool_key(pool));
-        invocation
+        let mut command = redis::cmd("FCALL");
+        command
+            .arg(&self.function)
+            .arg(1)
+            .arg(self.pool_key(pool))
             .arg(op)
             .arg(&self.tag)
             .arg(pool)
             .arg(self.settings.max_sessions)
             .arg(self.settings.retention.num_microseconds().unwrap_or(i64::MAX))
-            .arg(BOUND);
-        for arg in args {
-            invocation.arg(arg);
+            .arg(BOUND)
+            .arg(args);
+        let mut answer = command.query_async::<Value>(&mut conn).await;
+        if matches!(&answer, Err(e) if e.to_string().contains("Function not found")) {
+            // A Redis restarted without its data comes back without the library too.
+            answer = match self.load(conn.clone()).await {
+                Ok(()) => command.query_async::<Value>(&mut conn).await,
+                Err(e) => Err(e),
+            };
         }
-        let value: Value = match invocation.invoke_async(&mut conn).await {
+        match answer {
             Ok(value) => {
                 self.ready.store(true, Ordering::Release);
-                value
+                self.reply(op, pool, value)
             }
-            Err(e) => return Err(self.failed(op, pool, &e)),
-        };
-        self.reply(op, pool, value)
+            Err(e) => Err(self.failed(op, pool, &e)),
+        }
     }
 
     /// The error a failed call answers; a Redis that cannot be reached makes the store not ready.
@@ -274,9 +305,22 @@ impl RedisStore {
     }
 
     async fn ensure_default(&self) -> Result<(), PoolError> {
-        let mut args = Vec::new();
-        push_fields(&mut args, &config_fields(&self.settings.defaults));
-        self.call("ensure_default", DEFAULT_POOL, args).await.map(drop)
+        self.call("ensure_default", DEFAULT_POOL, self.default_fields.clone()).await.map(drop)
+    }
+
+    /// Calls `op` with `args` and no default config; when the pool turns out to be missing,
+    /// calls again with the defaults, with which the call makes it.
+    async fn call_making_pool(&self, op: &str, pool: &str, args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
+        let mut first = args.clone();
+        first.push(b"0".to_vec());
+        match self.call(op, pool, first).await {
+            Err(PoolError::PoolNotFound(_)) => {
+                let mut again = args;
+                again.extend(self.default_fields.iter().cloned());
+                self.call(op, pool, again).await
+            }
+            other => other,
+        }
     }
 
     /// Hands out a session of `pool` (made with the defaults when missing), leased for `lease`.
@@ -291,14 +335,13 @@ impl RedisStore {
     ) -> Result<R, PoolError> {
         let started = std::time::Instant::now();
         let lease_us = lease.map(|l| l.num_microseconds().unwrap_or(i64::MAX).to_string()).unwrap_or_default();
-        let mut args = vec![
+        let args = vec![
             lease_us.into_bytes(),
             Uuid::new_v4().simple().to_string().into_bytes(),
             Uuid::new_v4().simple().to_string().into_bytes(),
             self.settings.max_pools.to_string().into_bytes(),
         ];
-        push_fields(&mut args, &config_fields(&self.settings.defaults));
-        let reply = self.call("acquire", pool, args).await?;
+        let reply = self.call_making_pool("acquire", pool, args).await?;
         let session = self.session_at(&reply, 0, pool)?;
         metrics::histogram!(names::ACQUIRE_DURATION, "pool" => pool.to_owned()).record(started.elapsed().as_secs_f64());
         Ok(render(&session, reply.now))
@@ -349,8 +392,7 @@ impl RedisStore {
             self.settings.max_pools.to_string().into_bytes(),
         ];
         push_fields(&mut args, &given);
-        push_fields(&mut args, &config_fields(&self.settings.defaults));
-        let reply = self.call("create", pool, args).await?;
+        let reply = self.call_making_pool("create", pool, args).await?;
         let session = self.session_at(&reply, 0, pool)?;
         Ok(render(&session, reply.now))
     }
@@ -572,9 +614,7 @@ impl RedisStore {
     /// # Errors
     /// [`PoolError::PoolNotFound`], [`PoolError::Unavailable`].
     pub async fn delete_pool(&self, name: &str) -> Result<(), PoolError> {
-        let mut args = Vec::new();
-        push_fields(&mut args, &config_fields(&self.settings.defaults));
-        self.call("delete_pool", name, args).await.map(drop)
+        self.call("delete_pool", name, self.default_fields.clone()).await.map(drop)
     }
 
     /// The pool's configuration and every session it holds, in id order. Read a page of sessions

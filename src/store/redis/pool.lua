@@ -1,4 +1,7 @@
--- The Redis store's one script: every call on a pool is one EVALSHA of it, atomic on the server.
+#!lua name=session_pool_@VERSION@
+-- The Redis store's code, one Redis Functions library loaded once by each server (its name carries
+-- a hash of this file, so servers of different versions each call their own). Every call on a pool
+-- is one FCALL of its one function, atomic on the server.
 -- ARGV[1] names the operation; ARGV[2..6] are the same for every call:
 --   2 tag        the key prefix with its braces, `{session-pool}`: every key starts with it
 --   3 pool       the pool's name ("" for calls on every pool)
@@ -27,12 +30,9 @@
 --                      and end), p (proxy URL), ud (user data JSON), j (cookie jar), v (version)
 -- Instants are microseconds since the Unix epoch, whole milliseconds when the clock made them.
 
-local op, T, POOL = ARGV[1], ARGV[2], ARGV[3]
-local MAX, RETENTION, BOUND = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+-- The call's arguments and clock, set by `entry` at the start of each call (a call runs alone).
+local ARGV, op, T, POOL, MAX, RETENTION, BOUND, NOW, EVENTS
 
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000000 + math.floor(tonumber(t[2]) / 1000) * 1000
-local EVENTS = {}
 
 local function num(x)
   return string.format('%.0f', x)
@@ -428,19 +428,23 @@ end
 local ops = {}
 
 -- ARGV: 7 lease microseconds ("" for none), 8 lease id, 9 seed for new ids, 10 --max-pools,
--- 11 count of default config fields, then the fields (for a pool this call creates).
+-- 11 count of default config fields, then the fields: a missing pool is made with them, or, with
+-- none given, is POOL_NOT_FOUND (the caller sends them only then, so the common call stays short).
 function ops.acquire()
   local K = open(POOL)
   if not K then
+    -- The caller sends the defaults only when it learns the pool is missing.
+    if tonumber(ARGV[11]) == 0 then return err('POOL_NOT_FOUND', POOL) end
     local e
     K, e = create_pool(POOL, pairs_at(12, tonumber(ARGV[11])), tonumber(ARGV[10]))
     if not K then return e end
   end
   drain(K, BOUND)
   purge(BOUND)
-  local meta = meta_of(K)
-  local missing = tonumber(meta.mps) - tonumber(meta.us)
+  local size, usable = unpack(redis.call('HMGET', K.meta, 'mps', 'us'))
+  local missing = tonumber(size) - tonumber(usable)
   if missing > 0 then
+    local meta = meta_of(K)
     if held() + missing > MAX then purge(math.max(1000, missing)) end
     local granted = math.min(missing, MAX - held())
     for i = 1, granted do
@@ -482,6 +486,7 @@ function ops.create()
   local config_at = 11 + 2 * given_count
   local K = open(POOL)
   if not K then
+    if tonumber(ARGV[config_at]) == 0 then return err('POOL_NOT_FOUND', POOL) end
     if held() >= MAX then purge(1000) end
     if held() >= MAX then return err('LIMIT_SESSIONS') end
     local e
@@ -785,6 +790,16 @@ function ops.ensure_default()
   return ok()
 end
 
-local run = ops[op]
-if not run then return err('INTERNAL', 'unknown operation ' .. tostring(op)) end
-return run()
+local function entry(_, args)
+  ARGV = args
+  op, T, POOL = ARGV[1], ARGV[2], ARGV[3]
+  MAX, RETENTION, BOUND = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000000 + math.floor(tonumber(t[2]) / 1000) * 1000
+  EVENTS = {}
+  local run = ops[op]
+  if not run then return err('INTERNAL', 'unknown operation ' .. tostring(op)) end
+  return run()
+end
+
+redis.register_function('session_pool_@VERSION@', entry)
