@@ -13,9 +13,10 @@
 # --save "" --appendonly no) and one session-pool --store redis://127.0.0.1:PORT/0, then:
 #   setup   pool `bench` with max_pool_size SESSIONS and pool `big` with max_pool_size POOL_SIZE, both
 #           with sessions that never wear out (max_usage_count 1e9, max_error_score 1e9, max_age_secs
-#           1 day), each filled by one acquire; Redis's used_memory before and after filling `big`,
-#           divided by its sessions, is the memory a session costs. mark_good cycles over the first
-#           SESSIONS ids of each pool in id order (random ids, so a random sample of the pool).
+#           1 day), each filled by acquires (FILL_STEP sessions each); Redis's used_memory before and
+#           after filling `big`, divided by its sessions, is the memory a session costs. mark_good
+#           cycles over the first SESSIONS ids of each pool in id order (random ids, so a random sample
+#           of the pool).
 #   rounds  ROUNDS times (default 3) in turn, each after a warm-up in the first round (WARMUP, not
 #           counted); the summary reports each scenario's median round, and the median over rounds of
 #           its ratio to (a) of the same round ("paired %"), as scripts/http-bench.sh does:
@@ -40,6 +41,8 @@
 #   POOL_SIZE [1000000]  the big pool's size (at most 1000000, the API's max_pool_size)
 #   REDIS_REQUESTS     redis-benchmark's -n per round; by default what its warm-up rate does in DURATION
 #   PROBE_REQUESTS [1000]  requests per scenario in the MONITOR probe
+#   FILL_STEP [50000]  sessions one acquire creates at most while a pool fills (one script each, so
+#                    Redis is never busy for long with one)
 #   SESSION_POOL_BIN [target/release/session-pool]
 #   SERVER_PORT [18080]   REDIS_PORT [16379] (the first free port from there)   (127.0.0.1 only)
 #   SKIP_BUILD=1     use the binary already in target/release
@@ -66,6 +69,7 @@ SESSIONS="${SESSIONS:-1000}"
 POOL_SIZE="${POOL_SIZE:-1000000}"
 REDIS_REQUESTS="${REDIS_REQUESTS:-}"
 PROBE_REQUESTS="${PROBE_REQUESTS:-1000}"
+FILL_STEP="${FILL_STEP:-50000}"
 SERVER_PORT="${SERVER_PORT:-18080}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 SERVER_CPUS="${SERVER_CPUS:-}"
@@ -99,6 +103,8 @@ whole() { case "$2" in '' | *[!0-9]*) die "$1 must be a whole number" ;; esac; }
 whole SESSIONS "$SESSIONS"
 whole POOL_SIZE "$POOL_SIZE"
 whole PROBE_REQUESTS "$PROBE_REQUESTS"
+whole FILL_STEP "$FILL_STEP"
+[ "$FILL_STEP" -ge 1 ] || die "FILL_STEP must be at least 1"
 [ -z "$REDIS_REQUESTS" ] || whole REDIS_REQUESTS "$REDIS_REQUESTS"
 [ "$SESSIONS" -ge 1 ] || die "SESSIONS must be at least 1"
 [ "$POOL_SIZE" -ge "$SESSIONS" ] || die "POOL_SIZE must be at least SESSIONS"
@@ -211,23 +217,33 @@ session_count() {
     curl -s --max-time 10 "$SP_URL/v1/pools/$1" | grep -oE '"session_count":[0-9]+' | cut -d: -f2
 }
 
-# fill POOL SIZE: PUT the pool, then one acquire, which fills it; wait (10 minutes at most) until it
-# holds SIZE sessions.
+# fill POOL SIZE: the pool grows in steps of FILL_STEP sessions, each a PUT of its max_pool_size and
+# one acquire, which creates the missing sessions in one script; a step that outlasts the store's call
+# timeout answers 503 while Redis finishes it, so each step waits (10 minutes at most) until the pool
+# holds its size.
 fill() {
-    local pool="$1" size="$2" code i n start
-    echo "==> PUT /v1/pools/$pool {\"max_pool_size\": $size, ...}, one acquire fills it"
-    code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
-        -d "{\"max_pool_size\": $size, $SETTINGS}" "$SP_URL/v1/pools/$pool")
-    case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT $pool answered $code" ;; esac
+    local pool="$1" size="$2" code i n start step
+    echo "==> PUT /v1/pools/$pool {\"max_pool_size\": ...} and one acquire, in steps of $FILL_STEP up to $size"
     start=$(date +%s.%N)
-    code=$(curl -s -o "$WORK/acquire.json" -w '%{http_code}' -X POST "${JSON[@]}" -d '{}' --max-time 600 \
-        "$SP_URL/v1/pools/$pool/acquire")
-    [ "$code" = 200 ] || { cat "$WORK/acquire.json" >&2; die "the first acquire on $pool answered $code"; }
-    for i in $(seq 1 6000); do
-        n=$(session_count "$pool")
-        [ "${n:-0}" -ge "$size" ] && break
-        [ "$i" -lt 6000 ] || die "$pool holds ${n:-no} sessions of $size after 10 minutes"
-        sleep 0.1
+    step=0
+    while [ "$step" -lt "$size" ]; do
+        step=$((step + FILL_STEP < size ? step + FILL_STEP : size))
+        code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
+            -d "{\"max_pool_size\": $step, $SETTINGS}" "$SP_URL/v1/pools/$pool")
+        case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT $pool answered $code" ;; esac
+        code=$(curl -s -o "$WORK/acquire.json" -w '%{http_code}' -X POST "${JSON[@]}" -d '{}' --max-time 600 \
+            "$SP_URL/v1/pools/$pool/acquire")
+        case "$code" in
+            200) ;;
+            503) echo "    the acquire filling $pool to $step answered 503 (the store's call timeout); waiting" ;;
+            *) cat "$WORK/acquire.json" >&2; die "the acquire filling $pool to $step answered $code" ;;
+        esac
+        for i in $(seq 1 6000); do
+            n=$(session_count "$pool")
+            [ "${n:-0}" -ge "$step" ] && break
+            [ "$i" -lt 6000 ] || die "$pool holds ${n:-no} sessions of $step after 10 minutes"
+            sleep 0.1
+        done
     done
     FILL_SECS=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     echo "    $pool holds $n sessions after ${FILL_SECS}s"
@@ -470,7 +486,7 @@ echo
 echo "==> summary: $CONNECTIONS connections, $THREADS wrk threads, $ROUNDS round(s) of ${DURATION_SECS}s" \
     "after ${WARMUP_SECS}s warm-up, $(nproc) CPUs${SERVER_CPUS:+, servers on CPUs $SERVER_CPUS}${WRK_CPUS:+, load generators on CPUs $WRK_CPUS}"
 echo "    $SESSION_POOL_BIN --store $STORE, one replica; $(redis INFO server | grep -E '^redis_version:' | tr -d '\r')"
-echo "    pools: $SMALL of $SESSIONS sessions, $BIG of $BIG_COUNT (filled by one acquire in ${BIG_FILL_SECS}s);" \
+echo "    pools: $SMALL of $SESSIONS sessions, $BIG of $BIG_COUNT (filled in ${BIG_FILL_SECS}s, $FILL_STEP an acquire);" \
     "(a) is $REDIS_REQUESTS EVALSHA a round"
 echo "    requests/s and latencies are each scenario's median round; range is min-max over the rounds"
 echo "    load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)" \
