@@ -41,10 +41,10 @@
 #   POOL_SIZE [1000000]  the big pool's size (at most 1000000, the API's max_pool_size)
 #   REDIS_REQUESTS     redis-benchmark's -n per round; by default what its warm-up rate does in DURATION
 #   PROBE_REQUESTS [1000]  requests per scenario in the MONITOR probe
-#   FILL_STEP [50000]  sessions one acquire creates at most while a pool fills (one script each, so
+#   FILL_STEP [20000]  sessions one acquire creates at most while a pool fills (one script each, so
 #                    Redis is never busy for long with one)
 #   SESSION_POOL_BIN [target/release/session-pool]
-#   SERVER_PORT [18080]   REDIS_PORT [16379] (the first free port from there)   (127.0.0.1 only)
+#   SERVER_PORT [18280]   REDIS_PORT [16379] (the first free port from there)   (127.0.0.1 only)
 #   SKIP_BUILD=1     use the binary already in target/release
 #   SERVER_CPUS, WRK_CPUS   taskset CPU lists for redis-server and session-pool, and for wrk and
 #                    redis-benchmark (default: unpinned)
@@ -69,8 +69,8 @@ SESSIONS="${SESSIONS:-1000}"
 POOL_SIZE="${POOL_SIZE:-1000000}"
 REDIS_REQUESTS="${REDIS_REQUESTS:-}"
 PROBE_REQUESTS="${PROBE_REQUESTS:-1000}"
-FILL_STEP="${FILL_STEP:-50000}"
-SERVER_PORT="${SERVER_PORT:-18080}"
+FILL_STEP="${FILL_STEP:-20000}"
+SERVER_PORT="${SERVER_PORT:-18280}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 SERVER_CPUS="${SERVER_CPUS:-}"
 WRK_CPUS="${WRK_CPUS:-}"
@@ -222,7 +222,8 @@ session_count() {
 # timeout answers 503 while Redis finishes it, so each step waits (10 minutes at most) until the pool
 # holds its size.
 fill() {
-    local pool="$1" size="$2" code i n start step
+    local pool="$1" size="$2" code secs i n start step
+    FILL_LONGEST=0
     echo "==> PUT /v1/pools/$pool {\"max_pool_size\": ...} and one acquire, in steps of $FILL_STEP up to $size"
     start=$(date +%s.%N)
     step=0
@@ -231,8 +232,9 @@ fill() {
         code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
             -d "{\"max_pool_size\": $step, $SETTINGS}" "$SP_URL/v1/pools/$pool")
         case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT $pool answered $code" ;; esac
-        code=$(curl -s -o "$WORK/acquire.json" -w '%{http_code}' -X POST "${JSON[@]}" -d '{}' --max-time 600 \
-            "$SP_URL/v1/pools/$pool/acquire")
+        read -r code secs < <(curl -s -o "$WORK/acquire.json" -w '%{http_code} %{time_total}\n' -X POST "${JSON[@]}" \
+            -d '{}' --max-time 600 "$SP_URL/v1/pools/$pool/acquire")
+        FILL_LONGEST=$(awk -v a="${FILL_LONGEST:-0}" -v b="$secs" 'BEGIN { print (b > a ? b : a) }')
         case "$code" in
             200) ;;
             503) echo "    the acquire filling $pool to $step answered 503 (the store's call timeout); waiting" ;;
@@ -273,6 +275,7 @@ ids "$SMALL"
 MEMORY_BEFORE=$(used_memory)
 fill "$BIG" "$POOL_SIZE"
 BIG_FILL_SECS=$FILL_SECS
+BIG_FILL_LONGEST=$FILL_LONGEST
 MEMORY_AFTER=$(used_memory)
 BIG_COUNT=$(session_count "$BIG")
 ids "$BIG"
@@ -488,6 +491,8 @@ echo "==> summary: $CONNECTIONS connections, $THREADS wrk threads, $ROUNDS round
 echo "    $SESSION_POOL_BIN --store $STORE, one replica; $(redis INFO server | grep -E '^redis_version:' | tr -d '\r')"
 echo "    pools: $SMALL of $SESSIONS sessions, $BIG of $BIG_COUNT (filled in ${BIG_FILL_SECS}s, $FILL_STEP an acquire);" \
     "(a) is $REDIS_REQUESTS EVALSHA a round"
+echo "    the longest acquire while $BIG filled (it created up to $FILL_STEP sessions in one script, while Redis" \
+    "served nothing else): ${BIG_FILL_LONGEST}s"
 echo "    requests/s and latencies are each scenario's median round; range is min-max over the rounds"
 echo "    load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)" \
     "(anything else busy on the machine skews every figure; compare ratios of one run)"
