@@ -330,8 +330,20 @@ declare -A LABEL=(
     [big_mark_good]="(e) mark_good, big pool"
 )
 
-# cmdstats FILE: Redis's command counters as "name calls" lines.
-cmdstats() { redis INFO commandstats | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' >"$1"; }
+# cmdstats FILE: Redis's command counters as "name calls usec" lines.
+cmdstats() {
+    redis INFO commandstats | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2 \3/p' >"$1"
+}
+# tally REQUESTS BEFORE AFTER: "requests scripts commands script-usec" between two cmdstats files (the
+# time Redis spent in scripts, their own commands included); INFO's own calls are left out.
+tally() {
+    awk -v req="$1" '
+        FNR == NR { calls[$1] = $2; usec[$1] = $3; next }
+        $1 == "info" { next }
+        { d = $2 - calls[$1]; all += d
+          if ($1 ~ /^(evalsha|evalsha_ro|eval|eval_ro|fcall|fcall_ro)$/) { scripts += d; us += $3 - usec[$1] } }
+        END { printf "%d %d %d %d\n", req, scripts, all, us }' "$2" "$3"
+}
 # v1_requests: the /v1 requests the server has answered (http_requests_total).
 v1_requests() {
     curl -s --max-time 10 "$SP_URL/metrics" \
@@ -339,7 +351,7 @@ v1_requests() {
 }
 
 # run_wrk NAME ROUND URL LUA [lua args...]: a measured run, with the Redis commands and the server's
-# /v1 requests counted around it ("requests scripts commands" in $WORK/calls.NAME.ROUND.txt).
+# /v1 requests counted around it (tally's line in $WORK/calls.NAME.ROUND.txt).
 run_wrk() {
     local name="$1" round="$2" url="$3" lua="$4"
     shift 4
@@ -357,14 +369,8 @@ run_wrk() {
     req_after=$(v1_requests)
     sed 's/^/    /' "$out"
     grep -q '^Requests/sec:' "$out" || die "no Requests/sec in wrk's output for $name"
-    # INFO's own calls are left out.
-    awk -v req=$((req_after - req_before)) '
-        FNR == NR { before[$1] = $2; next }
-        $1 == "info" { next }
-        { d = $2 - before[$1]; all += d
-          if ($1 ~ /^(evalsha|evalsha_ro|eval|eval_ro|fcall|fcall_ro)$/) scripts += d }
-        END { printf "%d %d %d\n", req, scripts, all }' \
-        "$WORK/cmdstats.$name.$round.before.txt" "$WORK/cmdstats.$name.$round.after.txt" >"$WORK/calls.$name.$round.txt"
+    tally $((req_after - req_before)) "$WORK/cmdstats.$name.$round.before.txt" \
+        "$WORK/cmdstats.$name.$round.after.txt" >"$WORK/calls.$name.$round.txt"
 }
 
 # run_redis ROUND: redis-benchmark's EVALSHA, its CSV turned into wrk's lines for the summary.
@@ -382,7 +388,11 @@ run_redis() {
     fi
     n="$REDIS_REQUESTS"
     echo "==> round $round/$ROUNDS, redis: redis-benchmark -n $n -c $CONNECTIONS EVALSHA $BASELINE_SHA 1 $BASELINE_KEY"
+    cmdstats "$WORK/cmdstats.redis.$round.before.txt"
     "${WRK_PIN[@]}" timeout $((DURATION_SECS * 10 + 60)) redis-benchmark -n "$n" "${args[@]}" >"$csv"
+    cmdstats "$WORK/cmdstats.redis.$round.after.txt"
+    tally "$n" "$WORK/cmdstats.redis.$round.before.txt" "$WORK/cmdstats.redis.$round.after.txt" \
+        >"$WORK/calls.redis.$round.txt"
     awk -F'"' 'NR == 2 {
         printf "Requests/sec: %s\n", $4
         printf "     50%%  %sms\n     99%%  %sms\n", $10, $14 }' "$csv" >"$WORK/redis.$round.txt"
@@ -481,6 +491,10 @@ paired() {
 per_request() {
     cat "$WORK/calls.$1".[0-9]*.txt | awk -v c="$2" '{req += $1; n += $c} END {printf "%.3f", (req ? n / req : 0)}'
 }
+# script_usec NAME: microseconds Redis spent in one script call, over every measured round.
+script_usec() {
+    cat "$WORK/calls.$1".[0-9]*.txt | awk '{n += $2; us += $4} END {printf "%.1f", (n ? us / n : 0)}'
+}
 round_trips() {
     awk -v r="$PROBE_REQUESTS" '{n += $1} END {printf "%.3f", n / r}' "$WORK/monitor.$1.txt"
 }
@@ -507,13 +521,21 @@ echo
 echo "    big pool over small, paired (median over rounds of (d)/(b) and (e)/(c) in one round; target >= 80%):"
 printf '    %-28s %s\n' "acquire" "$(paired big_acquire acquire)" "mark_good" "$(paired big_mark_good mark_good)"
 echo
-echo "    Redis calls per /v1 request: scripts and all commands from INFO commandstats over the measured"
-echo "    runs (all commands include those a script runs inside Redis); round trips from the MONITOR probe"
-echo "    ($PROBE_REQUESTS requests, commands sent by a client; target: exactly 1)"
-printf '%-28s %9s %13s %12s  %s\n' scenario scripts "all commands" "round trips" "round-trip commands (probe)   in scripts (probe)"
-for name in acquire mark_good big_acquire big_mark_good; do
-    printf '%-28s %9s %13s %12s  %s   %s\n' "${LABEL[$name]}" "$(per_request "$name" 2)" "$(per_request "$name" 3)" \
-        "$(round_trips "$name")" "$(awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}' "$WORK/monitor.$name.txt")" \
+echo "    Redis calls per request, from INFO commandstats over the measured runs: scripts, all commands"
+echo "    (those a script runs inside Redis included) and the microseconds Redis spent in a script call;"
+echo "    round trips per request from the MONITOR probe ($PROBE_REQUESTS requests, the commands a client sent,"
+echo "    the replica's once-a-second sweep included; target: exactly 1), and the commands scripts ran there"
+printf '%-28s %8s %13s %10s %12s  %s\n' scenario scripts "all commands" "us/script" "round trips" \
+    "round-trip commands; in scripts (probe)"
+for name in "${SCENARIOS[@]}"; do
+    if [ "$name" = redis ]; then
+        printf '%-28s %8s %13s %10s %12s\n' "${LABEL[$name]}" "$(per_request "$name" 2)" "$(per_request "$name" 3)" \
+            "$(script_usec "$name")" -
+        continue
+    fi
+    printf '%-28s %8s %13s %10s %12s  %s; %s\n' "${LABEL[$name]}" "$(per_request "$name" 2)" "$(per_request "$name" 3)" \
+        "$(script_usec "$name")" "$(round_trips "$name")" \
+        "$(awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}' "$WORK/monitor.$name.txt")" \
         "$(awk -v r="$PROBE_REQUESTS" '{printf "%.2f a request", $1 / r}' "$WORK/monitor.$name.inner.txt")"
 done
 echo
