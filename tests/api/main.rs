@@ -23,4 +23,5 @@ mod robustness;
 mod service;
 mod sessions;
 mod store;
+mod stores_agree;
 mod transfer;
