@@ -25,6 +25,7 @@
 //! - [`persist`]: the state on disk (SQLite), written incrementally in bounded chunks by a thread of
 //!   its own, restored at start.
 //! - [`config`]: the flags and `SESSION_POOL_*` environment variables.
+//! - [`migrate`]: `session-pool migrate`, every pool copied from one store to another.
 //! - [`logging`]: log lines, text or JSON, written by a background thread.
 //! - [`metric_names`]: the name of every metric, for the code that records it and `/metrics`.
 //!
@@ -38,6 +39,7 @@ pub mod interop;
 pub mod json;
 pub mod logging;
 pub mod metric_names;
+pub mod migrate;
 pub mod persist;
 pub mod pool;
 pub mod serve;

@@ -38,6 +38,17 @@ enum Command {
         #[arg(long, env = "SESSION_POOL_DATA_DIR", default_value = "./data")]
         data_dir: std::path::PathBuf,
     },
+    /// Copy every pool (config and sessions) from one store to another, all or nothing: each of
+    /// SOURCE and TARGET is a data directory or a redis:// (rediss://) URL. Refuses a target that
+    /// already holds one of the pools with sessions. No server may be running on a directory.
+    Migrate {
+        /// Where the pools are: a data directory or a Redis URL.
+        #[arg(long, value_name = "SOURCE")]
+        from: String,
+        /// Where they go: a data directory or a Redis URL.
+        #[arg(long, value_name = "TARGET")]
+        to: String,
+    },
 }
 
 #[tokio::main]
@@ -66,6 +77,18 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("session-pool check: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Migrate { from, to }) = &cli.command {
+        return match session_pool::migrate::migrate(&cli.config, from, to).await {
+            Ok(summary) => {
+                println!("migrated {} pools, {} sessions", summary.pools, summary.sessions);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("session-pool migrate: {e:#}");
                 ExitCode::FAILURE
             }
         };

@@ -67,6 +67,17 @@ impl Serialize for ExportedSessions<'_, '_, '_> {
     }
 }
 
+/// The own export form of a pool as a JSON value, written by the serializer the export handler
+/// uses (for `session-pool migrate`, which reads it back with [`interop::parse_import`]).
+pub(crate) fn own_export_value(
+    config: &PoolConfig,
+    sessions: &mut dyn Iterator<Item = &Session>,
+    name: &str,
+    now: Timestamp,
+) -> serde_json::Result<Value> {
+    serde_json::to_value(OwnExport { config, sessions: RefCell::new(sessions), name, now })
+}
+
 /// One Session object as the API shows it, but without its lease: leases are not exported.
 struct ExportedSession<'a> {
     session: &'a Session,
