@@ -250,7 +250,7 @@ impl Config {
     }
 
     /// Checks the ranges for a `Config` built in code, which skips clap's parsers (they refuse the
-    /// same values, naming the flag or the variable they came from), and refuses a Redis store.
+    /// same values, naming the flag or the variable they came from).
     ///
     /// # Errors
     /// A message naming the flag.

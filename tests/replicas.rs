@@ -575,3 +575,24 @@ async fn a_replica_started_before_redis_serves_health_and_becomes_ready_by_itsel
     assert!(pools["pools"].as_array().is_some_and(|p| p.iter().any(|p| p["name"] == "default")), "{pools}");
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_that_lost_its_data_gets_the_default_pool_back_at_the_next_call() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url()]).start().await;
+    let replica = Replica::of(0, &server);
+    // FLUSHALL keeps the Functions library; FUNCTION FLUSH as well is a Redis restarted empty.
+    for lost in [&["FLUSHALL"][..], &["FUNCTION", "FLUSH"][..]] {
+        redis.command(&["FLUSHALL"]);
+        redis.command(lost);
+        let default = replica.send(Method::GET, "/v1/pools/default", None).await.expect("an answer");
+        assert_eq!(default.status, 200, "after {lost:?}: {:?}", default.body);
+        assert_eq!(default.body["session_count"], 0, "after {lost:?}: {:?}", default.body);
+        let acquired =
+            replica.send(Method::POST, "/v1/pools/default/acquire", Some(&json!({}))).await.expect("an answer");
+        assert_eq!(acquired.status, 200, "after {lost:?}: {:?}", acquired.body);
+        let pools = replica.get("/v1/pools").await;
+        assert!(pools["pools"].as_array().is_some_and(|p| p.iter().any(|p| p["name"] == "default")), "{pools}");
+    }
+}

@@ -6,6 +6,10 @@
 //! the session again.
 //!
 //! Usability is decided in one place, [`Session::unusable_reason`]; everything else asks it.
+//!
+//! The Redis store runs these rules inside Redis, so `src/store/redis/pool.lua` holds a second
+//! copy of them (usability, marks, retirement, blocked status codes): change both together;
+//! `tests/api/stores_agree.rs` fails when the two stores answer differently.
 
 pub mod cookie;
 pub mod jar;

@@ -13,15 +13,16 @@
 //! called ([`crate::session::jar::set_cookie_ops`]) and applied by the store in the same step as the
 //! operation ([`crate::session::jar::apply`]).
 //!
-//! Where this differs from the plan of the boundary (issue 15, step 1), for a second store to match:
+//! Three details a second store has to match:
 //! - [`crate::session::jar::set_cookie_ops`] takes the `now` an already expired cookie is judged at
 //!   (it returns [`crate::session::jar::SetCookieOps`], the ops and the ignored headers): the handler
 //!   reads its clock for that, and only when the call carries `Set-Cookie` headers;
 //! - [`Mark::Nothing`] edits the session even with no ops, as `POST .../cookies` always did (the memory
 //!   store writes it again); a report without ops does not;
-//! - [`Store::is_ready`] is asked by `/readyz` and by the readiness check of every `/v1` call;
-//! - [`off_the_runtime_if`] lives here (the memory store runs large fills and imports with it, the API
-//!   large bodies).
+//! - [`Store::is_ready`] is asked by `/readyz` and by the readiness check of every `/v1` call.
+//!
+//! [`off_the_runtime_if`] lives here: the memory store runs large fills and imports with it, the API
+//! large bodies.
 
 mod memory;
 pub mod redis;

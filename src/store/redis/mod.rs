@@ -16,7 +16,8 @@
 //! lease ends, purges), which the sweep ([`RedisStore::tick`]) otherwise handles. Every key
 //! starts with `{PREFIX}` (`--redis-key-prefix`), one hash tag: on Redis Cluster the whole service
 //! sits in one slot, which is what lets one script see the pool list and the count of sessions
-//! against `--max-sessions`.
+//! against `--max-sessions`. The client talks to one server, though: on a Cluster it must be
+//! pointed at the primary of that slot, and a redirection (`MOVED`, after a failover) answers 503.
 //!
 //! Redis unreachable: calls answer [`PoolError::Unavailable`] (503 `not_ready`), the connection
 //! manager reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. A call that
@@ -134,19 +135,21 @@ impl RedisStore {
             match connected {
                 Ok(manager) => {
                     *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(manager.clone());
-                    let started = match self.load(manager).await {
-                        Ok(()) => self.ensure_default().await,
-                        Err(e) => Err(PoolError::Unavailable(e.to_string())),
-                    };
-                    match started {
+                    match self.load(manager).await {
                         Ok(()) => {
                             self.ready.store(true, Ordering::Release);
                             tracing::info!(store = %self.url, "connected to Redis");
                             return;
                         }
-                        Err(e) => {
-                            tracing::warn!(store = %self.url, error = %e, "Redis does not take calls yet; retrying")
+                        Err(e) if attempt.is_multiple_of(10) => {
+                            let hint = if e.to_string().contains("unknown command") {
+                                "; the Redis store needs Redis 7 or Valkey 7.2 (Functions)"
+                            } else {
+                                ""
+                            };
+                            tracing::warn!(store = %self.url, error = %e, "Redis does not take calls yet{hint}; retrying every second")
                         }
+                        Err(_) => {}
                     }
                 }
                 Err(e) if attempt.is_multiple_of(10) => {
@@ -173,18 +176,27 @@ impl RedisStore {
         format!("{}:p:{pool}", self.tag)
     }
 
-    /// Loads the library into Redis (again, if a Redis that lost it came back).
-    async fn load(&self, mut conn: ConnectionManager) -> redis::RedisResult<()> {
-        redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.library).query_async::<Value>(&mut conn).await?;
-        Ok(())
+    /// Loads the library into Redis and makes the `default` pool when the store has none: at
+    /// connect, and again when a Redis that lost its data (and the library with it) came back.
+    async fn load(&self, mut conn: ConnectionManager) -> Result<(), PoolError> {
+        let loaded =
+            redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.library).query_async::<Value>(&mut conn).await;
+        loaded.map_err(|e| self.failed("FUNCTION LOAD", "", &e))?;
+        self.ensure_default(conn).await
     }
 
-    /// Runs the library's `op` on `pool` with `args` after the common ones, in one round trip;
-    /// answers its reply, or the error it refused with.
-    async fn call(&self, op: &str, pool: &str, args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
-        let Some(mut conn) = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone() else {
-            return Err(PoolError::Unavailable("not connected to Redis yet".into()));
-        };
+    /// Makes the `default` pool when the store has none (a Redis that lost its data, a FLUSHALL).
+    async fn ensure_default(&self, mut conn: ConnectionManager) -> Result<(), PoolError> {
+        let answer =
+            self.command("ensure_default", DEFAULT_POOL, self.default_fields.clone()).query_async(&mut conn).await;
+        match answer {
+            Ok(value) => self.reply("ensure_default", DEFAULT_POOL, value).map(drop),
+            Err(e) => Err(self.failed("ensure_default", DEFAULT_POOL, &e)),
+        }
+    }
+
+    /// The FCALL of the library's `op` on `pool` with the common arguments and then `args`.
+    fn command(&self, op: &str, pool: &str, args: Vec<Vec<u8>>) -> redis::Cmd {
         let mut command = redis::cmd("FCALL");
         command
             .arg(&self.function)
@@ -197,13 +209,28 @@ impl RedisStore {
             .arg(self.settings.retention.num_microseconds().unwrap_or(i64::MAX))
             .arg(BOUND)
             .arg(args);
+        command
+    }
+
+    /// Runs the library's `op` on `pool` with `args` after the common ones, in one round trip;
+    /// answers its reply, or the error it refused with.
+    async fn call(&self, op: &str, pool: &str, args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
+        let Some(mut conn) = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Err(PoolError::Unavailable("not connected to Redis yet".into()));
+        };
+        let command = self.command(op, pool, args);
         let mut answer = command.query_async::<Value>(&mut conn).await;
-        if matches!(&answer, Err(e) if e.to_string().contains("Function not found")) {
-            // A Redis restarted without its data comes back without the library too.
-            answer = match self.load(conn.clone()).await {
-                Ok(()) => command.query_async::<Value>(&mut conn).await,
-                Err(e) => Err(e),
-            };
+        let lost_library = matches!(&answer, Err(e) if e.to_string().contains("Function not found"));
+        // `default` always exists; a Redis that lost it (restarted without its data, flushed)
+        // gets it back before the call is answered.
+        let lost_default = pool == DEFAULT_POOL && is_pool_not_found(&answer);
+        if lost_library || lost_default {
+            if lost_library {
+                self.load(conn.clone()).await?;
+            } else {
+                self.ensure_default(conn.clone()).await?;
+            }
+            answer = command.query_async::<Value>(&mut conn).await;
         }
         match answer {
             Ok(value) => {
@@ -227,8 +254,10 @@ impl RedisStore {
                     | ErrorKind::ClusterDown
                     | ErrorKind::MasterDown
                     | ErrorKind::ReadOnly
+                    | ErrorKind::Moved
+                    | ErrorKind::Ask
             )
-            || e.code() == Some("OOM");
+            || matches!(e.code(), Some("OOM" | "BUSY"));
         if unreachable {
             self.ready.store(false, Ordering::Release);
             tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis failed");
@@ -261,10 +290,7 @@ impl RedisStore {
                 "SESSION_NOT_FOUND" => PoolError::SessionNotFound(detail),
                 "SESSION_EXISTS" => PoolError::SessionExists(detail),
                 "LEASE_MISMATCH" => PoolError::LeaseMismatch(detail),
-                "NO_SESSION" => {
-                    metrics::counter!(names::ACQUIRES, "pool" => pool.to_owned(), "result" => "exhausted").increment(1);
-                    PoolError::NoSessionAvailable
-                }
+                "NO_SESSION" => PoolError::NoSessionAvailable,
                 "LIMIT" => PoolError::LimitReached(detail),
                 "LIMIT_SESSIONS" => PoolError::LimitReached(format!(
                     "the server holds its maximum of {} sessions (--max-sessions)",
@@ -282,6 +308,21 @@ impl RedisStore {
             count(events);
         }
         Ok(Reply { now, rest })
+    }
+
+    /// The sessions of a page in a reply: a list of `[id, fields]`.
+    fn page_of(&self, pool: &str, page: Option<&Value>) -> Result<Vec<Session>, PoolError> {
+        let damaged = || PoolError::Damaged(format!("a page of pool {pool:?} from Redis does not read"));
+        let Some(Value::Array(page)) = page else { return Err(damaged()) };
+        let mut sessions = Vec::with_capacity(page.len());
+        for entry in page {
+            let Value::Array(pair) = entry else { return Err(damaged()) };
+            let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else {
+                return Err(damaged());
+            };
+            sessions.push(self.session_of(pool, id, fields)?);
+        }
+        Ok(sessions)
     }
 
     /// The session of a reply's `[id, fields]` at `at`.
@@ -302,10 +343,6 @@ impl RedisStore {
             tracing::error!(store = %self.url, pool, session = id, what, "a session stored in Redis does not read");
             PoolError::Damaged(format!("session {id:?} of pool {pool:?} in Redis: {what}"))
         })
-    }
-
-    async fn ensure_default(&self) -> Result<(), PoolError> {
-        self.call("ensure_default", DEFAULT_POOL, self.default_fields.clone()).await.map(drop)
     }
 
     /// Calls `op` with `args` and no default config; when the pool turns out to be missing,
@@ -432,20 +469,10 @@ impl RedisStore {
         };
         let args = vec![state.into(), after.unwrap_or("").into(), limit.to_string().into_bytes()];
         let reply = self.call("list", pool, args).await?;
-        let mut sessions = Vec::new();
-        if let Some(Value::Array(page)) = reply.rest.first() {
-            for entry in page {
-                let Value::Array(pair) = entry else { continue };
-                let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else {
-                    continue;
-                };
-                sessions.push(self.session_of(pool, id, fields)?);
-            }
-        }
-        let more = matches!(reply.rest.get(1), Some(Value::Int(1)));
-        let next = if more { sessions.last().map(|s| s.id.to_string()) } else { None };
+        let sessions = self.page_of(pool, reply.rest.first())?;
+        let next = reply.rest.get(1).and_then(text).filter(|id| !id.is_empty());
         let page: Vec<&Session> = sessions.iter().collect();
-        Ok(render(&page, next.as_deref(), reply.now))
+        Ok(render(&page, next, reply.now))
     }
 
     /// PATCH: the user data merge patch and the cookie upserts.
@@ -467,13 +494,17 @@ impl RedisStore {
                 None => (String::new(), String::new()),
                 Some(patch) => {
                     let reply = self.call("get", pool, vec![id.as_bytes().to_vec()]).await?;
-                    let (id_at, fields) = match (reply.rest.first().and_then(text), reply.rest.get(1)) {
-                        (Some(id), Some(Value::Array(fields))) => (id, fields),
-                        _ => return Err(PoolError::Damaged("an answer holds no session".into())),
+                    let Some(Value::Array(fields)) = reply.rest.get(1) else {
+                        return Err(PoolError::Damaged(format!("an answer on pool {pool:?} holds no session")));
                     };
-                    let (mut session, version) = session_of(id_at, fields).map_err(PoolError::Damaged)?;
+                    let (mut session, version) = session_of(id, fields).map_err(|what| {
+                        PoolError::Damaged(format!("session {id:?} of pool {pool:?} in Redis: {what}"))
+                    })?;
+                    // As the script's `session_version`: a session made again under this id
+                    // since the read is a change too.
+                    let version = format!("{}.{version}", session.created_at.timestamp_micros());
                     session::merge_patch(&mut session.user_data, patch.clone());
-                    (version.to_string(), serde_json::Value::Object(session.user_data).to_string())
+                    (version, serde_json::Value::Object(session.user_data).to_string())
                 }
             };
             let mut args = vec![id.as_bytes().to_vec(), version.into_bytes(), data.into_bytes()];
@@ -566,7 +597,9 @@ impl RedisStore {
                 pools.push(self.pool_info(status)?);
             }
         }
-        let held = reply.rest.get(1).and_then(text).and_then(|h| h.parse().ok()).unwrap_or(0);
+        let held = reply.rest.get(1).and_then(text).and_then(|h| h.parse().ok()).ok_or_else(|| {
+            PoolError::Damaged(format!("{}:held, the sessions held by every pool, is not a count", self.tag))
+        })?;
         Ok((pools, held))
     }
 
@@ -631,10 +664,10 @@ impl RedisStore {
         let mut config = None;
         let mut generation: Option<String> = None;
         let mut now = None;
+        let mut after = String::new();
         loop {
-            let after = sessions.last().map(|s| s.id.to_string()).unwrap_or_default();
-            let reply =
-                self.call("export", pool, vec![EXPORT_PAGE.to_string().into_bytes(), after.into_bytes()]).await?;
+            let args = vec![EXPORT_PAGE.to_string().into_bytes(), after.into_bytes()];
+            let reply = self.call("export", pool, args).await?;
             let this_generation = reply.rest.get(2).and_then(text).map(str::to_owned);
             if generation.is_some() && generation != this_generation {
                 return Err(PoolError::PoolNotFound(pool.to_owned()));
@@ -642,20 +675,15 @@ impl RedisStore {
             generation = this_generation;
             if config.is_none() {
                 let raw = reply.rest.first().and_then(text).unwrap_or("");
-                config = Some(config_of(raw, &self.settings.defaults).map_err(PoolError::Damaged)?);
+                config = Some(
+                    config_of(raw, &self.settings.defaults)
+                        .map_err(|what| PoolError::Damaged(format!("the config of pool {pool:?} in Redis: {what}")))?,
+                );
             }
             now.get_or_insert(reply.now);
-            let mut read = 0;
-            if let Some(Value::Array(page)) = reply.rest.get(1) {
-                for entry in page {
-                    let Value::Array(pair) = entry else { continue };
-                    if let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) {
-                        sessions.push(self.session_of(pool, id, fields)?);
-                        read += 1;
-                    }
-                }
-            }
-            if read < EXPORT_PAGE {
+            sessions.extend(self.page_of(pool, reply.rest.get(1))?);
+            after = reply.rest.get(3).and_then(text).unwrap_or("").to_owned();
+            if after.is_empty() {
                 break;
             }
         }
@@ -690,7 +718,9 @@ impl RedisStore {
             let base = if raw.is_empty() {
                 std::sync::Arc::clone(&config.session)
             } else {
-                config_of(raw, &self.settings.defaults).map_err(PoolError::Damaged)?.session
+                config_of(raw, &self.settings.defaults)
+                    .map_err(|what| PoolError::Damaged(format!("the config of pool {pool:?} in Redis: {what}")))?
+                    .session
             };
             let mut args = vec![version.as_bytes().to_vec(), self.settings.max_pools.to_string().into_bytes()];
             push_fields(&mut args, &config_fields(&config));
@@ -737,7 +767,8 @@ impl RedisStore {
     /// hundred calls a sweep).
     pub async fn tick(&self) {
         for _ in 0..100 {
-            match self.call("tick", "", Vec::new()).await {
+            // The sweep also brings `default` back to a Redis that lost it.
+            match self.call("tick", "", self.default_fields.clone()).await {
                 Ok(reply) if matches!(reply.rest.first(), Some(Value::Int(1))) => continue,
                 Ok(_) => return,
                 Err(_) => return,
@@ -765,6 +796,12 @@ fn count(events: &[Value]) {
             }
         }
     }
+}
+
+/// Whether a script answered that the call's pool does not exist.
+fn is_pool_not_found(answer: &redis::RedisResult<Value>) -> bool {
+    let Ok(Value::Array(items)) = answer else { return false };
+    items.first().and_then(text) == Some("err") && items.get(1).and_then(text) == Some("POOL_NOT_FOUND")
 }
 
 /// A lease id as the script compares it: the simple form of a UUID, or `""` when it is none.

@@ -22,7 +22,9 @@
 --                      (its config as JSON, read by Rust only), the fields sessions are created
 --                      with (mps, ma, mu, me, d, b, pt, px, pc), n (sessions) and us (usable)
 --   T:s:P:G:ids        sorted set of every session id (score 0), for listing in id order
---   T:s:P:G:free       set of usable sessions not leased: the uniform pick is SRANDMEMBER
+--   T:s:P:G:free       sorted set of usable sessions not leased, by expiry: those not expired yet
+--                      are the ranks from ZCOUNT(-inf, now) on, and the uniform pick is a random
+--                      rank among them (O(log n), whether or not the due expiries were handled)
 --   T:s:P:G:exp        sorted set of usable sessions by expiry
 --   T:s:P:G:lease      sorted set of leased sessions by lease end
 --   T:s:P:G:h:ID       the session: hash of c (created), e (expires), ma mu me d b (its settings),
@@ -93,6 +95,10 @@ local function pairs_at(from, count)
 end
 
 -- Sessions --------------------------------------------------------------------------------------
+-- The health rules below (unusable_reason, use, retire_now, the blocked status in ops.mark) are
+-- `Session`'s in src/session/mod.rs, written again because they must run inside Redis: change
+-- both together. tests/api/stores_agree.rs drives both stores with the same calls and fails when
+-- their answers part.
 
 local function codes_of(csv)
   local set = {}
@@ -108,12 +114,17 @@ local function unusable_reason(h)
   return nil
 end
 
-local function load(K, id)
-  local flat = redis.call('HGETALL', hkey(K, id))
+-- A hash as a table of its fields, or nil when the key does not exist.
+local function hash_at(key)
+  local flat = redis.call('HGETALL', key)
   if #flat == 0 then return nil end
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
   return h
+end
+
+local function load(K, id)
+  return hash_at(hkey(K, id))
 end
 
 local function purge_member(K, id)
@@ -126,7 +137,7 @@ local function retire(K, id, h, reason, at)
   redis.call('HSET', key, 'r', reason, 'ra', at)
   redis.call('HDEL', key, 'l', 'lu')
   h.r, h.ra, h.l, h.lu = reason, at, nil, nil
-  redis.call('SREM', K.free, id)
+  redis.call('ZREM', K.free, id)
   redis.call('ZREM', K.exp, id)
   redis.call('ZREM', K.lease, id)
   redis.call('HINCRBY', K.meta, 'us', -1)
@@ -139,7 +150,7 @@ local function end_lease(K, id, h)
   redis.call('HDEL', hkey(K, id), 'l', 'lu')
   h.l, h.lu = nil, nil
   redis.call('ZREM', K.lease, id)
-  if not h.r then redis.call('SADD', K.free, id) end
+  if not h.r then redis.call('ZADD', K.free, h.e, id) end
 end
 
 -- Applies the clock to one session about to be read or changed: an expiry or a lease end that is
@@ -152,7 +163,7 @@ end
 local function remove(K, id, h)
   redis.call('DEL', hkey(K, id))
   redis.call('ZREM', K.ids, id)
-  redis.call('SREM', K.free, id)
+  redis.call('ZREM', K.free, id)
   redis.call('ZREM', K.exp, id)
   redis.call('ZREM', K.lease, id)
   redis.call('ZREM', T .. ':purge', purge_member(K, id))
@@ -175,7 +186,7 @@ local function index(K, id, h)
   if h.lu then
     redis.call('ZADD', K.lease, h.lu, id)
   else
-    redis.call('SADD', K.free, id)
+    redis.call('ZADD', K.free, h.e, id)
   end
   touch(K, id, h)
 end
@@ -190,6 +201,16 @@ local function generate_id(seed, i)
   local v = tonumber(string.sub(hex, 17, 17), 16) % 4 + 1
   local variant = string.sub('89ab', v, v)
   return string.sub(hex, 1, 12) .. '4' .. string.sub(hex, 14, 16) .. variant .. string.sub(hex, 18, 32)
+end
+
+-- The `i`-th new id of a call seeded with `seed`, one the pool does not hold.
+local function fresh_id(K, seed, i)
+  local id, attempt = generate_id(seed, i), 0
+  while redis.call('EXISTS', hkey(K, id)) == 1 do
+    attempt = attempt + 1
+    id = generate_id(seed .. ':' .. attempt, i)
+  end
+  return id
 end
 
 local function replace_all(text, pattern, with)
@@ -220,10 +241,7 @@ local function proxy_for(K, meta, id)
 end
 
 local function meta_of(K)
-  local flat = redis.call('HGETALL', K.meta)
-  local m = {}
-  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
-  return m
+  return hash_at(K.meta) or {}
 end
 
 -- A new session with the pool's settings, or with `given` (a table of fields) over them.
@@ -307,10 +325,9 @@ end
 
 -- Creates the pool `name` with the configuration fields `fields` (a flat list), unless
 -- --max-pools (`max_pools`) is reached.
-local function create_pool(name, fields, max_pools)
-  if redis.call('ZCARD', T .. ':pools') >= max_pools then
-    return nil, err('LIMIT', 'the server holds its maximum of ' .. max_pools .. ' pools (--max-pools)')
-  end
+-- Writes the empty pool `name` with the configuration fields `fields` (a flat list) under a new
+-- generation and lists it.
+local function init_pool(name, fields)
   local gen = redis.call('INCR', T .. ':gen')
   redis.call('HSET', pool_key(name), 'g', gen, 'ca', num(NOW), 'cv', '1', 'n', '0', 'us', '0', 'pc', '0',
     unpack(fields))
@@ -318,10 +335,34 @@ local function create_pool(name, fields, max_pools)
   return keys_of(name, tostring(gen))
 end
 
+-- Creates the pool `name` with the configuration fields `fields` (a flat list), unless
+-- --max-pools (`max_pools`) is reached.
+local function create_pool(name, fields, max_pools)
+  if redis.call('ZCARD', T .. ':pools') >= max_pools then
+    return nil, err('LIMIT', 'the server holds its maximum of ' .. max_pools .. ' pools (--max-pools)')
+  end
+  return init_pool(name, fields)
+end
+
+-- The usable sessions of a pool whose `us` field counts `usable`, the expiries due but not
+-- handled yet (`behind`) left out: `exp` holds exactly the usable sessions, by expiry.
+local function usable_now(K, usable, behind)
+  if not behind then return usable end
+  return usable - redis.call('ZCOUNT', K.exp, '-inf', num(NOW))
+end
+
+-- The pool's counts (sessions, usable, leased), after a bounded drain. Exact, except that while
+-- more than a call's bound of timers are overdue (a mass expiry, until the sweep catches up) a
+-- leased session that expired meanwhile still counts as leased.
 local function counts(K)
-  while drain(K, 1000) do end
+  local behind = drain(K, BOUND)
   local n, us = unpack(redis.call('HMGET', K.meta, 'n', 'us'))
-  return { n, us, tostring(redis.call('ZCARD', K.lease)) }
+  local leased = redis.call('ZCARD', K.lease)
+  if behind then
+    us = num(usable_now(K, tonumber(us), true))
+    leased = redis.call('ZCOUNT', K.lease, '(' .. num(NOW), '+inf')
+  end
+  return { n, us, tostring(leased) }
 end
 
 local function status(K)
@@ -427,56 +468,68 @@ end
 
 local ops = {}
 
--- ARGV: 7 lease microseconds ("" for none), 8 lease id, 9 seed for new ids, 10 --max-pools,
--- 11 count of default config fields, then the fields: a missing pool is made with them, or, with
--- none given, is POOL_NOT_FOUND (the caller sends them only then, so the common call stays short).
+-- At most this many sessions one acquire creates. A call runs alone in Redis and a new session
+-- costs about 30 µs there, so a pool larger than this grows by this much an acquire; the default
+-- max_pool_size (1000) fills in one.
+local FILL = 1000
+
+-- A uniform pick among the free sessions that have not expired, or nil. `free` is ordered by
+-- expiry, so those are the ranks from the count of expired ones on (none when the expiries are
+-- handled: `behind` is false); `random` is a whole number.
+local function pick(K, random, behind)
+  local expired = 0
+  if behind then expired = redis.call('ZCOUNT', K.free, '-inf', num(NOW)) end
+  local left = redis.call('ZCARD', K.free) - expired
+  if left <= 0 then return nil end
+  local rank = expired + random % left
+  return redis.call('ZRANGE', K.free, rank, rank)[1]
+end
+
+-- ARGV: 7 lease microseconds ("" for none), 8 lease id, 9 seed (32 random hex digits) for the pick
+-- and new ids, 10 --max-pools, 11 count of default config fields, then the fields: a missing pool
+-- is made with them, or, with none given, is POOL_NOT_FOUND (the caller sends them only then, so
+-- the common call stays short).
 function ops.acquire()
   local K = open(POOL)
   if not K then
-    -- The caller sends the defaults only when it learns the pool is missing.
     if tonumber(ARGV[11]) == 0 then return err('POOL_NOT_FOUND', POOL) end
     local e
     K, e = create_pool(POOL, pairs_at(12, tonumber(ARGV[11])), tonumber(ARGV[10]))
     if not K then return e end
   end
-  drain(K, BOUND)
+  local behind = drain(K, BOUND)
   purge(BOUND)
   local size, usable = unpack(redis.call('HMGET', K.meta, 'mps', 'us'))
-  local missing = tonumber(size) - tonumber(usable)
+  local missing = math.min(tonumber(size) - usable_now(K, tonumber(usable), behind), FILL)
   if missing > 0 then
     local meta = meta_of(K)
-    if held() + missing > MAX then purge(math.max(1000, missing)) end
-    local granted = math.min(missing, MAX - held())
-    for i = 1, granted do
-      local id = generate_id(ARGV[9], i)
-      while redis.call('EXISTS', hkey(K, id)) == 1 do id = generate_id(ARGV[9] .. 'x', i) end
-      new_session(K, meta, id)
+    if held() + missing > MAX then purge(missing) end
+    for i = 1, math.min(missing, MAX - held()) do
+      new_session(K, meta, fresh_id(K, ARGV[9], i))
     end
   end
-  while true do
-    local id = redis.call('SRANDMEMBER', K.free)
-    if not id then
-      event('x', K)
-      return err('NO_SESSION')
-    end
+  local random = tonumber(string.sub(ARGV[9], 1, 12), 16) or 0
+  -- Normally the first pick is taken; a candidate whose record disagrees with the indexes (a
+  -- damaged store) is dropped from them and another is picked.
+  for _ = 1, BOUND do
+    local id = pick(K, random, behind)
+    if not id then break end
     local h = load(K, id)
-    if not h then
-      redis.call('SREM', K.free, id)
-    else
-      touch(K, id, h)
-      if not h.r and not h.l then
-        if ARGV[7] ~= '' then
-          h.l, h.lu = ARGV[8], num(NOW + tonumber(ARGV[7]))
-          redis.call('HSET', hkey(K, id), 'l', h.l, 'lu', h.lu)
-          redis.call('SREM', K.free, id)
-          redis.call('ZADD', K.lease, h.lu, id)
-        end
-        event('a', K)
-        return ok(id, flat_of(h))
+    if h then touch(K, id, h) end
+    if h and not h.r and not h.l then
+      if ARGV[7] ~= '' then
+        h.l, h.lu = ARGV[8], num(NOW + tonumber(ARGV[7]))
+        redis.call('HSET', hkey(K, id), 'l', h.l, 'lu', h.lu)
+        redis.call('ZREM', K.free, id)
+        redis.call('ZADD', K.lease, h.lu, id)
       end
-      redis.call('SREM', K.free, id)
+      event('a', K)
+      return ok(id, flat_of(h))
     end
+    redis.call('ZREM', K.free, id)
   end
+  event('x', K)
+  return err('NO_SESSION')
 end
 
 -- ARGV: 7 id ("" to generate one), 8 seed, 9 --max-pools, 10 count of the session's own fields,
@@ -487,8 +540,7 @@ function ops.create()
   local K = open(POOL)
   if not K then
     if tonumber(ARGV[config_at]) == 0 then return err('POOL_NOT_FOUND', POOL) end
-    if held() >= MAX then purge(1000) end
-    if held() >= MAX then return err('LIMIT_SESSIONS') end
+    -- As in memory, the pool is made even when --max-sessions then refuses the session.
     local e
     K, e = create_pool(POOL, pairs_at(config_at + 1, tonumber(ARGV[config_at])), tonumber(ARGV[9]))
     if not K then return e end
@@ -497,12 +549,11 @@ function ops.create()
   purge(BOUND)
   local id = ARGV[7]
   if id == '' then
-    id = generate_id(ARGV[8], 0)
-    while redis.call('EXISTS', hkey(K, id)) == 1 do id = generate_id(ARGV[8] .. 'x', 0) end
+    id = fresh_id(K, ARGV[8], 0)
   elseif redis.call('EXISTS', hkey(K, id)) == 1 then
     return err('SESSION_EXISTS', id)
   end
-  if held() >= MAX then purge(1000) end
+  if held() >= MAX then purge(BOUND) end
   if held() >= MAX then return err('LIMIT_SESSIONS') end
   local given = {}
   for i = 11, 10 + 2 * given_count, 2 do given[ARGV[i]] = ARGV[i + 1] end
@@ -519,16 +570,26 @@ function ops.get()
   return ok(ARGV[7], flat_of(h))
 end
 
+-- How many ids a page of a listing reads at most beyond its limit, so that a filter few sessions
+-- match does not read a whole large pool in one call: the page then comes back short (even
+-- empty) with a cursor, and the next page goes on from there.
+local LIST_SCAN = 1000
+
 -- ARGV: 7 state (all, usable, retired, leased), 8 the id to start after ("" for the first), 9 limit.
+-- Answers the page, then the id the next page starts after ("" when nothing follows).
 function ops.list()
   local K, e = pool_or_err()
   if not K then return e end
   local state, limit = ARGV[7], tonumber(ARGV[9])
   local from = '-'
   if ARGV[8] ~= '' then from = '(' .. ARGV[8] end
-  local page, more = {}, false
+  local page, budget, last, more = {}, limit + LIST_SCAN, '', false
   while not more do
-    local ids = redis.call('ZRANGEBYLEX', K.ids, from, '+', 'LIMIT', 0, 256)
+    if budget == 0 then
+      more = true
+      break
+    end
+    local ids = redis.call('ZRANGEBYLEX', K.ids, from, '+', 'LIMIT', 0, math.min(256, budget))
     if #ids == 0 then break end
     for _, id in ipairs(ids) do
       local h = load(K, id)
@@ -544,10 +605,17 @@ function ops.list()
           page[#page + 1] = { id, flat_of(h) }
         end
       end
-      from = '(' .. id
+      last, from, budget = id, '(' .. id, budget - 1
     end
   end
-  return ok(page, more and 1 or 0)
+  if not more then last = '' end
+  return ok(page, last)
+end
+
+-- The version of a session's record for a compare-and-set: its creation time and its count of
+-- writes, so that a session deleted and made again under the same id is a change too.
+local function session_version(h)
+  return num(tonumber(h.c)) .. '.' .. (h.v or '0')
 end
 
 -- ARGV: 7 id, 8 the version read ("" for any), 9 user data JSON ("" for unchanged), 10 count of
@@ -559,7 +627,7 @@ function ops.edit()
   local h
   h, e = find(K, id)
   if not h then return e end
-  if ARGV[8] ~= '' and ARGV[8] ~= (h.v or '0') then return err('CONFLICT') end
+  if ARGV[8] ~= '' and ARGV[8] ~= session_version(h) then return err('CONFLICT') end
   if ARGV[9] ~= '' then
     h.ud = ARGV[9]
     redis.call('HSET', hkey(K, id), 'ud', h.ud)
@@ -682,37 +750,48 @@ function ops.delete_pool()
   redis.call('RPUSH', T .. ':graves', K.name .. '\t' .. K.gen)
   redis.call('DEL', K.meta)
   if POOL == 'default' then
-    local gen = redis.call('INCR', T .. ':gen')
-    redis.call('HSET', pool_key(POOL), 'g', gen, 'ca', num(NOW), 'cv', '1', 'n', '0', 'us', '0', 'pc', '0',
-      unpack(pairs_at(8, tonumber(ARGV[7]))))
+    init_pool(POOL, pairs_at(8, tonumber(ARGV[7])))
   else
     redis.call('ZREM', T .. ':pools', POOL)
   end
   return ok()
 end
 
--- Every session of the pool in id order, `ARGV[7]` at most after the id ARGV[8] ("" for the
--- first), with the pool's config.
+-- A page of the pool's sessions in id order: `ARGV[7]` ids at most after the id ARGV[8] ("" for
+-- the first). Answers the pool's config, the page, its generation (an export that sees it change
+-- read two pools) and the id the next page starts after ("" when nothing follows).
 function ops.export()
   local K, e = pool_or_err()
   if not K then return e end
-  while drain(K, 1000) do end
   local from = '-'
   if ARGV[8] ~= '' then from = '(' .. ARGV[8] end
   local ids = redis.call('ZRANGEBYLEX', K.ids, from, '+', 'LIMIT', 0, tonumber(ARGV[7]))
   local page = {}
   for _, id in ipairs(ids) do
     local h = load(K, id)
-    if h then page[#page + 1] = { id, flat_of(h) } end
+    if h then
+      touch(K, id, h)
+      page[#page + 1] = { id, flat_of(h) }
+    end
   end
-  return ok(redis.call('HGET', K.meta, 'cfg'), page, redis.call('HGET', K.meta, 'g'))
+  local last = ''
+  if #ids == tonumber(ARGV[7]) then last = ids[#ids] end
+  local cfg, gen = unpack(redis.call('HMGET', K.meta, 'cfg', 'g'))
+  return ok(cfg, page, gen, last)
 end
 
--- The pool's config, its version and its session settings (what an import resolves against).
+-- The version of a pool's config: its generation and the count of its PUTs, so that a pool
+-- deleted and made again between a read and a write is a change too.
+local function config_version(K)
+  return K.gen .. '.' .. redis.call('HGET', K.meta, 'cv')
+end
+
+-- The pool's config and its version (what an import resolves its sessions against), or two
+-- empty strings when the pool does not exist.
 function ops.config()
   local K = open(POOL)
   if not K then return ok('', '') end
-  return ok(redis.call('HGET', K.meta, 'cfg'), redis.call('HGET', K.meta, 'cv'))
+  return ok(redis.call('HGET', K.meta, 'cfg'), config_version(K))
 end
 
 -- ARGV: 7 the config version the sessions were resolved against ("" when the pool did not exist),
@@ -724,7 +803,7 @@ function ops.import()
   local K = open(POOL)
   local created = 0
   if K then
-    if ARGV[7] ~= redis.call('HGET', K.meta, 'cv') then return err('CONFLICT') end
+    if ARGV[7] ~= config_version(K) then return err('CONFLICT') end
   else
     if ARGV[7] ~= '' then return err('CONFLICT') end
   end
@@ -767,8 +846,10 @@ function ops.import()
   return ok(tostring(#fresh), skipped, created)
 end
 
--- The sweep: the clock applied to every pool (bounded), purges, and keys of deleted pools.
+-- The sweep: the clock applied to every pool (bounded), purges, and keys of deleted pools; and
+-- `default` made again when Redis lost it. ARGV: 7 count of default config fields, then the fields.
 function ops.tick()
+  if not open('default') then init_pool('default', pairs_at(8, tonumber(ARGV[7]))) end
   local left = false
   for _, name in ipairs(redis.call('ZRANGE', T .. ':pools', 0, -1)) do
     local K = open(name)
@@ -781,12 +862,7 @@ end
 
 -- Makes the `default` pool when it does not exist. ARGV: 7 count of config fields, then the fields.
 function ops.ensure_default()
-  if not open('default') then
-    local gen = redis.call('INCR', T .. ':gen')
-    redis.call('HSET', pool_key('default'), 'g', gen, 'ca', num(NOW), 'cv', '1', 'n', '0', 'us', '0', 'pc', '0',
-      unpack(pairs_at(8, tonumber(ARGV[7]))))
-    redis.call('ZADD', T .. ':pools', 0, 'default')
-  end
+  if not open('default') then init_pool('default', pairs_at(8, tonumber(ARGV[7]))) end
   return ok()
 end
 
