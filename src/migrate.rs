@@ -16,10 +16,15 @@ use anyhow::{bail, Context};
 use crate::config::{self, Config, RedisUrl};
 use crate::pool::{PoolConfig, Registry};
 use crate::store::{self, Store};
-use crate::{api, clock, interop, persist, session};
+use crate::{api, clock, interop, persist};
 
 /// How long the migration waits for a Redis server to answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one call of the migration waits for Redis. The import of a pool is one call that
+/// takes seconds for 100k sessions; under the server's 2 s the client would give up while Redis
+/// applies it anyway, and report a failure for a pool that was written.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What a migration copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,14 +81,7 @@ async fn open(side: &Side, config: &Config) -> anyhow::Result<Opened> {
             })
         }
         Side::Redis(url) => {
-            let settings = store::redis::Settings {
-                prefix: config.redis_key_prefix.clone(),
-                max_pools: config.max_pools,
-                max_sessions: config.max_sessions,
-                retention: session::secs_to_delta(config.retired_retention_secs),
-                defaults: config.pool_defaults(),
-            };
-            let redis = store::redis::RedisStore::new(url, settings)?;
+            let redis = store::redis::RedisStore::new(url, config.redis_settings(RESPONSE_TIMEOUT))?;
             tokio::time::timeout(CONNECT_TIMEOUT, redis.connect())
                 .await
                 .map_err(|_| anyhow::anyhow!("{url}: Redis cannot be reached (waited {CONNECT_TIMEOUT:?})"))?;
