@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::error::{ContextKind, ContextValue};
@@ -246,6 +247,19 @@ impl Config {
             }),
             proxy_urls: Vec::new(),
             proxy_url_template: None,
+        }
+    }
+
+    /// What the Redis store needs of these settings, with calls waiting `response_timeout` for Redis
+    /// (the server and a migration wait differently long).
+    pub fn redis_settings(&self, response_timeout: Duration) -> crate::store::redis::Settings {
+        crate::store::redis::Settings {
+            prefix: self.redis_key_prefix.clone(),
+            max_pools: self.max_pools,
+            max_sessions: self.max_sessions,
+            retention: crate::session::secs_to_delta(self.retired_retention_secs),
+            defaults: self.pool_defaults(),
+            response_timeout,
         }
     }
 

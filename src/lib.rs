@@ -155,13 +155,7 @@ async fn run_redis(
     url: &config::RedisUrl,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let settings = store::redis::Settings {
-        prefix: config.redis_key_prefix.clone(),
-        max_pools: config.max_pools,
-        max_sessions: config.max_sessions,
-        retention: session::secs_to_delta(config.retired_retention_secs),
-        defaults: config.pool_defaults(),
-    };
+    let settings = config.redis_settings(store::redis::RESPONSE_TIMEOUT);
     let redis = store::redis::RedisStore::new(url, settings)?;
     tracing::info!(address = %listener.local_addr()?, store = %url, "listening");
     let state = AppState::with_store(config, store::Store::Redis(Box::new(redis)));

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 const PREFIX: &str = "migrate-test";
 const POOLS: [&str; 2] = ["alpha", "beta"];
+/// The counts of a pool's status.
+const COUNTS: [&str; 4] = ["session_count", "usable_session_count", "retired_session_count", "leased_session_count"];
 
 /// What must survive a migration: each pool's config and counts, and its sessions as listed.
 async fn snapshot(server: &Server) -> Value {
@@ -21,9 +23,16 @@ async fn snapshot(server: &Server) -> Value {
         let info = server.get(&format!("/v1/pools/{pool}")).await;
         let sessions = server.get(&format!("/v1/pools/{pool}/sessions?limit=1000")).await;
         assert!(sessions["next_cursor"].is_null(), "one page holds them all: {sessions}");
+        let counts: serde_json::Map<String, Value> = COUNTS
+            .iter()
+            .map(|count| {
+                assert!(info[count].is_u64(), "{pool}: {count} is a count: {info}");
+                (count.to_string(), info[count].clone())
+            })
+            .collect();
         pools.insert(
             pool.to_owned(),
-            json!({"config": info["config"], "counts": info["counts"], "sessions": sessions["sessions"]}),
+            json!({"config": info["config"], "counts": counts, "sessions": sessions["sessions"]}),
         );
     }
     Value::Object(pools)
@@ -69,6 +78,7 @@ async fn pools_go_to_redis_and_back_unchanged() {
     server.post("/v1/pools/beta/sessions/beta-1/retire", json!({})).await;
     let before = snapshot(&server).await;
     assert_eq!(before["alpha"]["sessions"].as_array().map(Vec::len), Some(3), "{before}");
+    assert_eq!(before["beta"]["counts"]["retired_session_count"], 1, "{before}");
     assert!(server.terminate().success(), "SIGTERM ends the server with exit 0");
 
     // Directory -> Redis.

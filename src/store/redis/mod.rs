@@ -46,7 +46,7 @@ use crate::session::{self, RetiredReason, Session, Timestamp};
 const BOUND: usize = 64;
 
 /// How long one call may wait for Redis before it answers 503.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sessions an export reads per round trip.
 const EXPORT_PAGE: usize = 1000;
@@ -64,6 +64,10 @@ pub struct Settings {
     pub retention: TimeDelta,
     /// The server's default pool configuration.
     pub defaults: PoolConfig,
+    /// How long one call may wait for Redis before it answers [`PoolError::Unavailable`] (Redis may
+    /// still apply it). The server's [`RESPONSE_TIMEOUT`] keeps clients from hanging; a migration
+    /// waits far longer, as one import of a large pool is a single call.
+    pub response_timeout: Duration,
 }
 
 /// The Redis store. Cheap to share: the connection manager multiplexes every call over one
@@ -126,7 +130,7 @@ impl RedisStore {
     pub async fn connect(&self) {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_response_timeout(self.settings.response_timeout)
             .set_number_of_retries(2)
             .set_max_delay(500);
         let mut attempt = 0u32;
