@@ -41,8 +41,6 @@
 #   POOL_SIZE [1000000]  the big pool's size (at most 1000000, the API's max_pool_size)
 #   REDIS_REQUESTS     redis-benchmark's -n per round; by default what its warm-up rate does in DURATION
 #   PROBE_REQUESTS [1000]  requests per scenario in the MONITOR probe
-#   FILL_STEP [20000]  sessions one acquire creates at most while a pool fills (one script each, so
-#                    Redis is never busy for long with one)
 #   SESSION_POOL_BIN [target/release/session-pool]
 #   SERVER_PORT [18280]   REDIS_PORT [16379] (the first free port from there)   (127.0.0.1 only)
 #   SKIP_BUILD=1     use the binary already in target/release
@@ -69,7 +67,8 @@ SESSIONS="${SESSIONS:-1000}"
 POOL_SIZE="${POOL_SIZE:-1000000}"
 REDIS_REQUESTS="${REDIS_REQUESTS:-}"
 PROBE_REQUESTS="${PROBE_REQUESTS:-1000}"
-FILL_STEP="${FILL_STEP:-20000}"
+# What one acquire creates at most (the store's own bound, FILL in pool.lua).
+FILL_STEP=1000
 SERVER_PORT="${SERVER_PORT:-18280}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 SERVER_CPUS="${SERVER_CPUS:-}"
@@ -103,8 +102,6 @@ whole() { case "$2" in '' | *[!0-9]*) die "$1 must be a whole number" ;; esac; }
 whole SESSIONS "$SESSIONS"
 whole POOL_SIZE "$POOL_SIZE"
 whole PROBE_REQUESTS "$PROBE_REQUESTS"
-whole FILL_STEP "$FILL_STEP"
-[ "$FILL_STEP" -ge 1 ] || die "FILL_STEP must be at least 1"
 [ -z "$REDIS_REQUESTS" ] || whole REDIS_REQUESTS "$REDIS_REQUESTS"
 [ "$SESSIONS" -ge 1 ] || die "SESSIONS must be at least 1"
 [ "$POOL_SIZE" -ge "$SESSIONS" ] || die "POOL_SIZE must be at least SESSIONS"
@@ -217,35 +214,24 @@ session_count() {
     curl -s --max-time 10 "$SP_URL/v1/pools/$1" | grep -oE '"session_count":[0-9]+' | cut -d: -f2
 }
 
-# fill POOL SIZE: the pool grows in steps of FILL_STEP sessions, each a PUT of its max_pool_size and
-# one acquire, which creates the missing sessions in one script; a step that outlasts the store's call
-# timeout answers 503 while Redis finishes it, so each step waits (10 minutes at most) until the pool
-# holds its size.
+# fill POOL SIZE: one PUT of the pool's max_pool_size, then acquires until it holds SIZE sessions;
+# each acquire creates at most FILL_STEP of the missing ones (the store's bound), in one script.
 fill() {
-    local pool="$1" size="$2" code secs i n start step
+    local pool="$1" size="$2" code secs n=0 start calls=0
     FILL_LONGEST=0
-    echo "==> PUT /v1/pools/$pool {\"max_pool_size\": ...} and one acquire, in steps of $FILL_STEP up to $size"
+    echo "==> PUT /v1/pools/$pool {\"max_pool_size\": $size} and acquires until it holds them"
     start=$(date +%s.%N)
-    step=0
-    while [ "$step" -lt "$size" ]; do
-        step=$((step + FILL_STEP < size ? step + FILL_STEP : size))
-        code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
-            -d "{\"max_pool_size\": $step, $SETTINGS}" "$SP_URL/v1/pools/$pool")
-        case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT $pool answered $code" ;; esac
+    code=$(curl -s -o "$WORK/put.json" -w '%{http_code}' -X PUT "${JSON[@]}" \
+        -d "{\"max_pool_size\": $size, $SETTINGS}" "$SP_URL/v1/pools/$pool")
+    case "$code" in 200 | 201) ;; *) cat "$WORK/put.json" >&2; die "PUT $pool answered $code" ;; esac
+    while [ "$n" -lt "$size" ]; do
+        calls=$((calls + 1))
+        [ "$calls" -le $((size / FILL_STEP + 100)) ] || die "$pool holds $n sessions of $size after $calls acquires"
         read -r code secs < <(curl -s -o "$WORK/acquire.json" -w '%{http_code} %{time_total}\n' -X POST "${JSON[@]}" \
-            -d '{}' --max-time 600 "$SP_URL/v1/pools/$pool/acquire")
+            -d '{}' --max-time 60 "$SP_URL/v1/pools/$pool/acquire")
         FILL_LONGEST=$(awk -v a="${FILL_LONGEST:-0}" -v b="$secs" 'BEGIN { print (b > a ? b : a) }')
-        case "$code" in
-            200) ;;
-            503) echo "    the acquire filling $pool to $step answered 503 (the store's call timeout); waiting" ;;
-            *) cat "$WORK/acquire.json" >&2; die "the acquire filling $pool to $step answered $code" ;;
-        esac
-        for i in $(seq 1 6000); do
-            n=$(session_count "$pool")
-            [ "${n:-0}" -ge "$step" ] && break
-            [ "$i" -lt 6000 ] || die "$pool holds ${n:-no} sessions of $step after 10 minutes"
-            sleep 0.1
-        done
+        [ "$code" = 200 ] || { cat "$WORK/acquire.json" >&2; die "an acquire filling $pool answered $code"; }
+        n=$(session_count "$pool")
     done
     FILL_SECS=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     echo "    $pool holds $n sessions after ${FILL_SECS}s"

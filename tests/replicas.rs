@@ -596,3 +596,22 @@ async fn a_redis_that_lost_its_data_gets_the_default_pool_back_at_the_next_call(
         assert!(pools["pools"].as_array().is_some_and(|p| p.iter().any(|p| p["name"] == "default")), "{pools}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_written_in_another_key_layout_is_refused_until_it_is_moved() {
+    let Some(redis) = Redis::start() else { return };
+    redis.command(&["SET", "{session-pool}:layout", "1"]);
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url()]).start_unready().await;
+    let replica = Replica::of(0, &server);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replica.assert_not_ready().await;
+    assert!(redis.keys().iter().all(|k| !k.contains(":p:")), "nothing was written: {:?}", redis.keys());
+
+    redis.command(&["DEL", "{session-pool}:layout"]);
+    eventually(NOTICE, "the replica is ready once the store is in its layout", || async {
+        replica.status_of("/readyz").await == Some(200)
+    })
+    .await;
+    assert!(redis.keys().contains(&"{session-pool}:layout".to_owned()), "{:?}", redis.keys());
+}

@@ -491,7 +491,7 @@ impl RedisStore {
         jar: Vec<JarOp>,
         render: impl FnOnce(&Session, Timestamp) -> R,
     ) -> Result<R, PoolError> {
-        loop {
+        for _ in 0..CAS_ATTEMPTS {
             // Without user data the cookie upserts apply in one step; with it, the merge patch is
             // applied to the version read and written only if no other call changed it meanwhile.
             let (version, data) = match &user_data {
@@ -506,7 +506,7 @@ impl RedisStore {
                     })?;
                     // As the script's `session_version`: a session made again under this id
                     // since the read is a change too.
-                    let version = format!("{}.{version}", session.created_at.timestamp_micros());
+                    let version = format!("{}.{version}", codec::micros(session.created_at));
                     session::merge_patch(&mut session.user_data, patch.clone());
                     (version, serde_json::Value::Object(session.user_data).to_string())
                 }
@@ -522,6 +522,7 @@ impl RedisStore {
                 }
             }
         }
+        Err(kept_changing("session", id, pool))
     }
 
     /// Deletes the session `id` of `pool`.
@@ -713,7 +714,7 @@ impl RedisStore {
         if let Some(twice) = sessions.iter().find(|s| !seen.insert(s.id().to_owned())) {
             return Err(PoolError::SessionExists(twice.id().to_owned()));
         }
-        loop {
+        for _ in 0..CAS_ATTEMPTS {
             // The settings a session does not give come from the pool's, so they are read first;
             // the import applies only if the pool's config is still the one read.
             let reply = self.call("config", pool, Vec::new()).await?;
@@ -755,6 +756,7 @@ impl RedisStore {
                 }
             }
         }
+        Err(kept_changing("pool", pool, pool))
     }
 
     /// The counts of every pool and the sessions held, for `/metrics`.
@@ -800,6 +802,18 @@ fn count(events: &[Value]) {
             }
         }
     }
+}
+
+/// How often a read-then-compare-and-set call tries before it gives up.
+const CAS_ATTEMPTS: usize = 100;
+
+/// The error of a compare-and-set that lost every attempt: the record changed between each read
+/// and its write, so the caller may try again later (503 with `Retry-After`).
+fn kept_changing(what: &str, name: &str, pool: &str) -> PoolError {
+    tracing::warn!(pool, what, name, attempts = CAS_ATTEMPTS, "a compare-and-set lost every attempt");
+    PoolError::Unavailable(format!(
+        "the {what} {name:?} of pool {pool:?} changed between each of {CAS_ATTEMPTS} reads and writes"
+    ))
 }
 
 /// Whether a script answered that the call's pool does not exist.

@@ -18,6 +18,7 @@
 --   T:gen              the last generation handed out
 --   T:purge            sorted set "P\tG\tid" by purge time: retired sessions of every pool
 --   T:graves           list of "P\tG" whose keys the sweep still has to drop
+--   T:layout           the version of this layout (LAYOUT): a store written in another is refused
 --   T:p:P              the pool: hash of g (generation), ca (created at), cv (config version), cfg
 --                      (its config as JSON, read by Rust only), the fields sessions are created
 --                      with (mps, ma, mu, me, d, b, pt, px, pc), n (sessions) and us (usable)
@@ -323,8 +324,6 @@ end
 
 -- Pools -----------------------------------------------------------------------------------------
 
--- Creates the pool `name` with the configuration fields `fields` (a flat list), unless
--- --max-pools (`max_pools`) is reached.
 -- Writes the empty pool `name` with the configuration fields `fields` (a flat list) under a new
 -- generation and lists it.
 local function init_pool(name, fields)
@@ -351,16 +350,17 @@ local function usable_now(K, usable, behind)
   return usable - redis.call('ZCOUNT', K.exp, '-inf', num(NOW))
 end
 
--- The pool's counts (sessions, usable, leased), after a bounded drain. Exact, except that while
--- more than a call's bound of timers are overdue (a mass expiry, until the sweep catches up) a
--- leased session that expired meanwhile still counts as leased.
+-- The pool's counts (sessions, usable, leased), after a bounded drain. Exact, except that while timers are overdue
+-- beyond the drain (a mass expiry, until the sweep catches up) a leased session that expired
+-- meanwhile may still count as leased (never more than the usable ones).
 local function counts(K)
   local behind = drain(K, BOUND)
   local n, us = unpack(redis.call('HMGET', K.meta, 'n', 'us'))
   local leased = redis.call('ZCARD', K.lease)
   if behind then
-    us = num(usable_now(K, tonumber(us), true))
-    leased = redis.call('ZCOUNT', K.lease, '(' .. num(NOW), '+inf')
+    us = usable_now(K, tonumber(us), true)
+    leased = math.min(redis.call('ZCOUNT', K.lease, '(' .. num(NOW), '+inf'), us)
+    us = num(us)
   end
   return { n, us, tostring(leased) }
 end
@@ -615,7 +615,7 @@ end
 -- The version of a session's record for a compare-and-set: its creation time and its count of
 -- writes, so that a session deleted and made again under the same id is a change too.
 local function session_version(h)
-  return num(tonumber(h.c)) .. '.' .. (h.v or '0')
+  return (h.c or '') .. '.' .. (h.v or '0')
 end
 
 -- ARGV: 7 id, 8 the version read ("" for any), 9 user data JSON ("" for unchanged), 10 count of
@@ -860,8 +860,29 @@ function ops.tick()
   return ok(left and 1 or 0)
 end
 
--- Makes the `default` pool when it does not exist. ARGV: 7 count of config fields, then the fields.
+-- The version of the key layout this code reads and writes. A server refuses a store written in
+-- another rather than misread it (a key of another type fails a call halfway, and Redis does not
+-- undo a function's first writes). 2: `free` became a sorted set.
+local LAYOUT = '2'
+
+-- Makes the `default` pool when it does not exist, after checking the layout (at connect, and when
+-- Redis lost its data). ARGV: 7 count of config fields, then the fields.
 function ops.ensure_default()
+  local found = redis.call('GET', T .. ':layout')
+  if found and found ~= LAYOUT then
+    return err('LAYOUT', 'the keys under ' .. T .. ' have layout ' .. found .. ', this version reads layout '
+      .. LAYOUT .. ': migrate them with the version that wrote them (session-pool migrate), or use another --redis-key-prefix')
+  end
+  if not found then
+    for _, name in ipairs(redis.call('ZRANGE', T .. ':pools', 0, -1)) do
+      local K = open(name)
+      if K and redis.call('TYPE', K.free)['ok'] == 'set' then
+        return err('LAYOUT', 'the keys under ' .. T .. ' have layout 1 (pool ' .. name .. '), this version reads layout '
+          .. LAYOUT .. ': migrate them with the version that wrote them (session-pool migrate), or use another --redis-key-prefix')
+      end
+    end
+    redis.call('SET', T .. ':layout', LAYOUT)
+  end
   if not open('default') then init_pool('default', pairs_at(8, tonumber(ARGV[7]))) end
   return ok()
 end
