@@ -103,3 +103,39 @@ async fn a_session_used_up_before_expiry_keeps_its_first_reason() {
     assert_eq!(later["retired_at"], used["retired_at"]);
     assert_eq!(later["is_expired"], true, "derived flags are computed at the read");
 }
+
+/// More sessions expire at once than one call of the Redis store applies (it handles at most 64 due
+/// timers a call): acquire must still drop them all first, fill the pool and hand one out
+/// (SEMANTICS.md, acquire), not pick among the stale candidates until none is left and answer 503.
+/// The sessions are created together and the acquire comes right after the last expiry, so the
+/// background sweep (once a second) rarely gets there first; when it does, the test passes without
+/// having probed the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acquire_after_more_expiries_at_once_than_one_call_applies_still_fills_and_hands_one_out() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let pool = unique_pool();
+    app.configure(&pool, &json!({"max_pool_size": 2})).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let (app, pool) = (app.clone(), pool.clone());
+            tokio::spawn(
+                async move { app.new_session(&pool, &json!({"id": format!("old{i}"), "max_age_secs": 1})).await },
+            )
+        })
+        .collect();
+    let mut last_expiry = 0;
+    for task in tasks {
+        last_expiry = last_expiry.max(ts(&task.await.expect("a create")["expires_at"]));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos();
+    let wait = (last_expiry + 20_000_000).saturating_sub(now as i128).max(0);
+    tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
+
+    let s = app.acquired(&pool).await;
+    assert_eq!(s["is_usable"], true, "{s}");
+    assert!(!id_of(&s).starts_with("old"), "handed out an expired session: {s}");
+    let status = app.pool_status(&pool).await;
+    let counts = ["session_count", "usable_session_count", "retired_session_count", "leased_session_count"]
+        .map(|key| status[key].as_u64().unwrap_or_else(|| panic!("{key} in {status}")));
+    assert_eq!(counts, [102, 2, 100, 0], "session, usable, retired, leased counts: {status}");
+}

@@ -215,3 +215,33 @@ async fn every_answer_carries_a_request_id_echoed_or_generated() {
         assert_eq!(id_of(&resp), "trace-42.a", "{path}");
     }
 }
+
+/// The value of `metric{...}` for `pool` with the label `label` (`name="value"`) in a scrape; 0 when
+/// the series is not there yet.
+fn pool_sample(text: &str, metric: &str, pool: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .filter(|line| line.contains(&format!("pool=\"{pool}\"")) && line.contains(label))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn each_acquire_counts_once_in_acquires_total_whatever_its_result() {
+    let app = spawn_app().await;
+    let pool = unique_pool();
+    app.configure(&pool, &json!({"max_pool_size": 0})).await;
+    let scrape = || async { app.get("/metrics").await.text().await.unwrap() };
+    let counts = |text: &str| {
+        ["result=\"exhausted\"", "result=\"ok\""].map(|r| pool_sample(text, "session_pool_acquires_total", &pool, r))
+    };
+    let before = counts(&scrape().await);
+    // Nothing to hand out and nothing to create: exhausted.
+    assert_eq!(app.acquire(&pool).await.status().as_u16(), 503);
+    let text = scrape().await;
+    assert_eq!(counts(&text), [before[0] + 1.0, before[1]], "one exhausted acquire, [exhausted, ok]:\n{text}");
+    app.new_session(&pool, &json!({})).await;
+    app.acquired(&pool).await;
+    let text = scrape().await;
+    assert_eq!(counts(&text), [before[0] + 1.0, before[1] + 1.0], "then one ok acquire, [exhausted, ok]:\n{text}");
+}
