@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::eventually;
-use crate::helpers::{expect_json, id_of, secs_to_nanos, spawn_app, ts, unique_pool, TestApp};
+use crate::helpers::{expect_json, id_of, secs_to_nanos, spawn_app, spawn_app_with, ts, unique_pool, TestApp};
 
 /// Waits until a read of the session shows it retired as expired.
 async fn expired(app: &TestApp, pool: &str, id: &str) {
@@ -104,32 +104,46 @@ async fn a_session_used_up_before_expiry_keeps_its_first_reason() {
     assert_eq!(later["is_expired"], true, "derived flags are computed at the read");
 }
 
-/// More sessions expire at once than one call of the Redis store applies (it handles at most 64 due
-/// timers a call): acquire must still drop them all first, fill the pool and hand one out
-/// (SEMANTICS.md, acquire), not pick among the stale candidates until none is left and answer 503.
-/// The sessions are created together and the acquire comes right after the last expiry, so the
-/// background sweep (once a second) rarely gets there first; when it does, the test passes without
-/// having probed the bound.
+/// Sleeps until `at` (nanoseconds since the epoch, as [`ts`] gives) is `margin_ms` past.
+async fn sleep_past(at: i128, margin_ms: i128) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos();
+    let wait = (at + margin_ms * 1_000_000 - now as i128).max(0);
+    tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
+}
+
+/// Creates `old0`..`old{n-1}` in `pool` together, living `max_age_secs`; returns the last to expire
+/// and its expiry.
+async fn many_sessions(app: &std::sync::Arc<TestApp>, pool: &str, n: usize, max_age_secs: f64) -> (String, i128) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (app, pool) = (app.clone(), pool.to_owned());
+            let body = json!({"id": format!("old{i}"), "max_age_secs": max_age_secs});
+            tokio::spawn(async move {
+                let s = app.new_session(&pool, &body).await;
+                (ts(&s["expires_at"]), id_of(&s))
+            })
+        })
+        .collect();
+    let mut last = (0, String::new());
+    for task in tasks {
+        last = last.max(task.await.expect("a create"));
+    }
+    (last.1, last.0)
+}
+
+// More sessions expire at once than one call of the Redis store applies (it handles at most 64 due
+// timers a call). The sessions are created together and the call comes right after the last
+// expiry, so the background sweep (once a second) rarely gets there first; when it does, a test
+// passes without having probed the bound.
+
+/// Acquire must still drop them all first, fill the pool and hand one out (SEMANTICS.md, acquire),
+/// not pick among the stale candidates until none is left and answer 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acquire_after_more_expiries_at_once_than_one_call_applies_still_fills_and_hands_one_out() {
     let app = std::sync::Arc::new(spawn_app().await);
     let pool = unique_pool();
     app.configure(&pool, &json!({"max_pool_size": 2})).await;
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let (app, pool) = (app.clone(), pool.clone());
-            tokio::spawn(
-                async move { app.new_session(&pool, &json!({"id": format!("old{i}"), "max_age_secs": 1})).await },
-            )
-        })
-        .collect();
-    let mut last_expiry = 0;
-    for task in tasks {
-        last_expiry = last_expiry.max(ts(&task.await.expect("a create")["expires_at"]));
-    }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos();
-    let wait = (last_expiry + 20_000_000).saturating_sub(now as i128).max(0);
-    tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
+    sleep_past(many_sessions(&app, &pool, 100, 1.0).await.1, 20).await;
 
     let s = app.acquired(&pool).await;
     assert_eq!(s["is_usable"], true, "{s}");
@@ -138,4 +152,50 @@ async fn acquire_after_more_expiries_at_once_than_one_call_applies_still_fills_a
     let counts = ["session_count", "usable_session_count", "retired_session_count", "leased_session_count"]
         .map(|key| status[key].as_u64().unwrap_or_else(|| panic!("{key} in {status}")));
     assert_eq!(counts, [102, 2, 100, 0], "session, usable, retired, leased counts: {status}");
+}
+
+/// Past their expiry and the retention, every one of them is purged for the very first call, the
+/// one that expired last included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_read_after_more_expiries_than_one_call_applies_finds_them_all_purged() {
+    let app = std::sync::Arc::new(spawn_app_with(|c| c.retired_retention_secs = 0.05).await);
+    let pool = unique_pool();
+    let (last, expiry) = many_sessions(&app, &pool, 100, 1.0).await;
+    sleep_past(expiry + secs_to_nanos(0.05), 20).await;
+    let resp = app.get_session(&pool, &last).await;
+    let (status, body) = (resp.status().as_u16(), resp.text().await.unwrap_or_default());
+    assert_eq!(status, 404, "{last}, the last to expire, is still there past the retention: {body}");
+    assert_eq!(app.pool_status(&pool).await["session_count"], 0);
+}
+
+/// `GET /v1/pools` applies the clock as `GET /v1/pools/{pool}` does: a session past its expiry and
+/// the retention is purged, not counted as retired.
+#[tokio::test]
+async fn the_list_of_pools_counts_no_session_past_its_expiry_and_the_retention() {
+    let app = spawn_app_with(|c| c.retired_retention_secs = 0.05).await;
+    let pool = unique_pool();
+    let s = app.new_session(&pool, &json!({"id": "short", "max_age_secs": 0.1})).await;
+    sleep_past(ts(&s["expires_at"]) + secs_to_nanos(0.05), 20).await;
+    let pools = expect_json(app.list_pools().await, 200).await;
+    let entry = pools["pools"].as_array().expect("pools").iter().find(|p| p["name"] == pool.as_str());
+    let entry = entry.unwrap_or_else(|| panic!("no {pool} in {pools}"));
+    assert_eq!((&entry["session_count"], &entry["retired_session_count"]), (&json!(0), &json!(0)), "{entry}");
+    assert_eq!(app.pool_status(&pool).await["session_count"], 0);
+}
+
+/// An import finds a session past its expiry and the retention purged, as any other call does, and
+/// brings the document's session in under that id rather than skipping it as existing.
+#[tokio::test]
+async fn an_import_brings_in_an_id_whose_session_is_past_its_expiry_and_the_retention() {
+    let app = spawn_app_with(|c| c.retired_retention_secs = 0.05).await;
+    let pool = unique_pool();
+    let s = app.new_session(&pool, &json!({"id": "short", "max_age_secs": 0.1})).await;
+    sleep_past(ts(&s["expires_at"]) + secs_to_nanos(0.05), 20).await;
+    let document = json!({"config": {}, "sessions": [{"id": "short", "created_at": s["created_at"],
+        "user_data": {"from": "import"}}]});
+    let path = format!("/v1/pools/{pool}/import");
+    let answer = expect_json(app.send_json(reqwest::Method::POST, &path, Some(&document)).await, 200).await;
+    assert_eq!(answer, json!({"imported": 1, "skipped": []}));
+    let imported = app.session(&pool, "short").await;
+    assert_eq!((&imported["user_data"], &imported["is_usable"]), (&json!({"from": "import"}), &json!(true)));
 }
