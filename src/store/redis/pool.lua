@@ -162,6 +162,7 @@ local function touch(K, id, h)
 end
 
 local function remove(K, id, h)
+  if not h.r then redis.call('HINCRBY', K.meta, 'us', -1) end
   redis.call('DEL', hkey(K, id))
   redis.call('ZREM', K.ids, id)
   redis.call('ZREM', K.free, id)
@@ -169,8 +170,20 @@ local function remove(K, id, h)
   redis.call('ZREM', K.lease, id)
   redis.call('ZREM', T .. ':purge', purge_member(K, id))
   redis.call('HINCRBY', K.meta, 'n', -1)
-  if not h.r then redis.call('HINCRBY', K.meta, 'us', -1) end
   redis.call('DECR', T .. ':held')
+end
+
+-- The session `id` as the clock leaves it now, or nil: its expiry and lease end applied, and gone
+-- once past its retention (purged here when no purge reached it yet, as the memory store would).
+local function current(K, id)
+  local h = load(K, id)
+  if not h then return nil end
+  touch(K, id, h)
+  if h.r and tonumber(h.ra) + RETENTION <= NOW then
+    remove(K, id, h)
+    return nil
+  end
+  return h
 end
 
 -- Puts a session whose hash is written and whose place under --max-sessions is counted into the
@@ -389,9 +402,8 @@ end
 
 -- The session `id` of the pool, with the clock applied, or an error answer.
 local function find(K, id)
-  local h = load(K, id)
+  local h = current(K, id)
   if not h then return nil, err('SESSION_NOT_FOUND', id) end
-  touch(K, id, h)
   return h
 end
 
@@ -514,8 +526,7 @@ function ops.acquire()
   for _ = 1, BOUND do
     local id = pick(K, random, behind)
     if not id then break end
-    local h = load(K, id)
-    if h then touch(K, id, h) end
+    local h = current(K, id)
     if h and not h.r and not h.l then
       if ARGV[7] ~= '' then
         h.l, h.lu = ARGV[8], num(NOW + tonumber(ARGV[7]))
@@ -550,7 +561,7 @@ function ops.create()
   local id = ARGV[7]
   if id == '' then
     id = fresh_id(K, ARGV[8], 0)
-  elseif redis.call('EXISTS', hkey(K, id)) == 1 then
+  elseif current(K, id) then
     return err('SESSION_EXISTS', id)
   end
   if held() >= MAX then purge(BOUND) end
@@ -592,9 +603,8 @@ function ops.list()
     local ids = redis.call('ZRANGEBYLEX', K.ids, from, '+', 'LIMIT', 0, math.min(256, budget))
     if #ids == 0 then break end
     for _, id in ipairs(ids) do
-      local h = load(K, id)
+      local h = current(K, id)
       if h then
-        touch(K, id, h)
         local wanted = state == 'all' or (state == 'usable' and not h.r) or (state == 'retired' and h.r)
           or (state == 'leased' and not h.r and h.l)
         if wanted then
@@ -640,7 +650,7 @@ end
 function ops.delete()
   local K, e = pool_or_err()
   if not K then return e end
-  local h = load(K, ARGV[7])
+  local h = current(K, ARGV[7])
   if not h then return err('SESSION_NOT_FOUND', ARGV[7]) end
   remove(K, ARGV[7], h)
   return ok()
@@ -706,12 +716,18 @@ function ops.pool()
 end
 
 function ops.pools()
-  purge(BOUND)
-  local list = {}
+  -- Expiries first, so that a session they retire past its retention is purged before counting.
+  local pools = {}
   for _, name in ipairs(redis.call('ZRANGE', T .. ':pools', 0, -1)) do
     local K = open(name)
-    if K then list[#list + 1] = status(K) end
+    if K then
+      drain(K, BOUND)
+      pools[#pools + 1] = K
+    end
   end
+  purge(BOUND)
+  local list = {}
+  for _, K in ipairs(pools) do list[#list + 1] = status(K) end
   return ok(list, tostring(held()))
 end
 
@@ -768,9 +784,8 @@ function ops.export()
   local ids = redis.call('ZRANGEBYLEX', K.ids, from, '+', 'LIMIT', 0, tonumber(ARGV[7]))
   local page = {}
   for _, id in ipairs(ids) do
-    local h = load(K, id)
+    local h = current(K, id)
     if h then
-      touch(K, id, h)
       page[#page + 1] = { id, flat_of(h) }
     end
   end
@@ -818,7 +833,7 @@ function ops.import()
   end
   local fresh, skipped = {}, {}
   for _, s in ipairs(sessions) do
-    if K and redis.call('EXISTS', hkey(K, s.id)) == 1 then
+    if K and current(K, s.id) then
       skipped[#skipped + 1] = s.id
     else
       fresh[#fresh + 1] = s
