@@ -150,13 +150,13 @@ pub struct Config {
 
     /// Where the state lives: `memory` (in this process, persisted in --data-dir) or
     /// `redis://HOST:PORT/DB` (also `rediss://`, credentials in the URL): Redis or Valkey, shared by
-    /// every server on it; --data-dir is then unused.
+    /// every server on it; --data-dir is then unused. On Redis Cluster, any node, database 0.
     #[arg(long, env = "SESSION_POOL_STORE", default_value = "memory", value_parser = FromEnv(store), hide_env_values = true)]
     pub store: Store,
 
     /// The prefix of every key the Redis store writes, so several independent services can share
     /// one Redis database. It is also the keys' hash tag: on Redis Cluster all of them sit in one
-    /// slot. Letters, digits, `_`, `-`, `.` and `:`, 1 to 64 of them.
+    /// slot, which the server follows to whichever primary serves it. Letters, digits, `_`, `-`, `.` and `:`, 1 to 64 of them.
     #[arg(long, env = "SESSION_POOL_REDIS_KEY_PREFIX", default_value = "session-pool",
           value_parser = FromEnv(key_prefix))]
     pub redis_key_prefix: String,

@@ -12,12 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{Redis, RedisCluster};
 use common::{encode, eventually, free_port, Server, TempDir};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const REPLICAS: usize = 3;
+
+/// The servers' `--redis-key-prefix`.
+const PREFIX: &str = "replicas-test";
 
 /// How long a replica may take to notice that Redis is gone, or back.
 const NOTICE: Duration = Duration::from_secs(10);
@@ -124,10 +127,14 @@ struct Cluster {
 impl Cluster {
     /// Starts [`REPLICAS`] servers on `redis` and waits until each is ready.
     async fn start(redis: &Redis) -> Cluster {
-        let prefix = "replicas-test".to_owned();
+        Cluster::start_on(&redis.url()).await
+    }
+
+    /// Starts [`REPLICAS`] servers with `--store url` and waits until each is ready.
+    async fn start_on(url: &str) -> Cluster {
+        let prefix = PREFIX.to_owned();
         let dirs: Vec<TempDir> = (0..REPLICAS).map(|_| TempDir::new("replica")).collect();
-        let url = redis.url();
-        let args = ["--store", &url, "--redis-key-prefix", &prefix];
+        let args = ["--store", url, "--redis-key-prefix", &prefix];
         let (a, b, c) = tokio::join!(
             Server::on(&dirs[0]).args(args).start(),
             Server::on(&dirs[1]).args(args).start(),
@@ -614,4 +621,41 @@ async fn a_store_written_in_another_key_layout_is_refused_until_it_is_moved() {
     })
     .await;
     assert!(redis.keys().contains(&"{session-pool}:layout".to_owned()), "{:?}", redis.keys());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_redis_cluster_replicas_follow_the_store_through_redirections_and_a_failover() {
+    let Some(redis) = RedisCluster::start() else { return };
+    let tag = format!("{{{PREFIX}}}");
+    let primary = redis.primary_of(&tag);
+    tokio::task::block_in_place(|| redis.replicate(3, primary));
+    // Pointed at a primary that does not serve the store's slot, a single-server client would get
+    // nothing but redirections.
+    let seed = (primary + 1) % 3;
+    let cluster = Cluster::start_on(&redis.nodes[seed].url()).await;
+    let pools: Vec<String> = (0..3).map(|n| format!("crawl-{n}")).collect();
+    let live = Arc::new(Mutex::new(cluster.replicas.clone()));
+    let (ledger, stop) = (Arc::new(Ledger::default()), Arc::new(AtomicBool::new(false)));
+    let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
+    more_acked(&ledger, 150, "the load is under way").await;
+
+    tokio::task::block_in_place(|| redis.fail_over_to(3));
+    assert_eq!(redis.primary_of(&tag), 3, "the replica took the store's slot");
+    ledger.reset_recent();
+    more_acked(&ledger, 300, "the load goes on after the failover").await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("a load worker");
+    }
+
+    let recent = ledger.recent.lock().unwrap().clone();
+    for pool in &pools {
+        assert!(recent.get(pool).is_some_and(|n| *n > 0), "no write in {pool} after the failover: {recent:?}");
+    }
+    for replica in &cluster.replicas {
+        assert_eq!(replica.status_of("/readyz").await, Some(200), "replica {} after the failover", replica.index);
+        ledger.assert_kept_by(replica, &pools).await;
+    }
+    cluster.assert_footprint(&redis.nodes[3]);
+    assert!(redis.nodes[seed].keys().is_empty(), "the node the servers were pointed at holds keys of the store");
 }

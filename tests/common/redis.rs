@@ -75,6 +75,8 @@ pub struct Redis {
     pub port: u16,
     /// The append-only file, fsynced on every write, when started with [`Redis::start_durable`].
     pub durable: bool,
+    /// The port of its Cluster bus, when started with [`Redis::start_cluster_node`].
+    pub bus_port: Option<u16>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -94,6 +96,17 @@ impl Redis {
     /// A redis-server on `port` (a free one when `None`); `None` when [`available`] says to skip.
     /// A port taken in the meantime by someone else is replaced by another, unless it was asked for.
     pub fn start_at(port: Option<u16>, durable: bool) -> Option<Redis> {
+        Self::start_with(port, durable, false)
+    }
+
+    /// A redis-server with `--cluster-enabled yes`, on a free port and a free bus port, that is
+    /// in no Cluster yet (see [`RedisCluster`]); `None` when [`available`] says to
+    /// skip.
+    pub fn start_cluster_node() -> Option<Redis> {
+        Self::start_with(None, false, true)
+    }
+
+    fn start_with(port: Option<u16>, durable: bool, cluster: bool) -> Option<Redis> {
         if !available() {
             return None;
         }
@@ -102,7 +115,9 @@ impl Redis {
             tries += 1;
             let dir = TempDir::new("redis");
             std::fs::create_dir_all(&*dir).expect("create the redis-server directory");
-            let mut redis = Redis { port: port.unwrap_or_else(free_port), durable, dir, child: None };
+            // The bus port is given: the default, port + 10000, may not exist.
+            let bus_port = cluster.then(free_port);
+            let mut redis = Redis { port: port.unwrap_or_else(free_port), durable, bus_port, dir, child: None };
             match redis.spawn() {
                 Ok(()) => return Some(redis),
                 Err(why) if port.is_none() && tries < 3 => eprintln!("redis-server did not start ({why}); again"),
@@ -209,11 +224,12 @@ impl Redis {
             .arg(&*self.dir)
             .args(["--daemonize", "no", "--save", "", "--logfile", "redis.log"])
             .args(if self.durable { ["--appendonly", "yes"] } else { ["--appendonly", "no"] })
-            .args(["--appendfsync", "always"])
-            .current_dir(&*self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .args(["--appendfsync", "always"]);
+        if let Some(bus) = self.bus_port {
+            command.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+            command.args(["--cluster-port", &bus.to_string(), "--cluster-node-timeout", "2000"]);
+        }
+        command.current_dir(&*self.dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = command.spawn().map_err(|e| format!("cannot run redis-server: {e}"))?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -273,5 +289,117 @@ fn read_reply(reader: &mut impl BufRead) -> Reply {
         "*" if number() < 0 => Reply::Array(Vec::new()),
         "*" => Reply::Array((0..number()).map(|_| read_reply(reader)).collect()),
         _ => panic!("not a RESP reply: {line:?}"),
+    }
+}
+
+/// A Redis Cluster of three primaries, which share the 16384 slots in thirds, and one node that
+/// becomes a replica with [`RedisCluster::replicate`]: enough for redirections and a failover.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+/// How long the Cluster may take to agree on its state after a change.
+const CLUSTER_SETTLES: Duration = Duration::from_secs(30);
+
+impl RedisCluster {
+    /// Starts four nodes and joins them; `None` when [`available`] says to skip.
+    pub fn start() -> Option<RedisCluster> {
+        let nodes: Vec<Redis> = (0..4).map(|_| Redis::start_cluster_node()).collect::<Option<_>>()?;
+        let cluster = RedisCluster { nodes };
+        for (node, (first, last)) in
+            [(0, 5460), (1, 10922), (2, 16383)].into_iter().map(|(n, last)| (n, (n * 5461, last)))
+        {
+            let (first, last) = (first.to_string(), last.to_string());
+            cluster.expect_ok(node, &["CLUSTER", "ADDSLOTSRANGE", &first, &last]);
+        }
+        for other in 1..cluster.nodes.len() {
+            let (port, bus) = (cluster.nodes[other].port.to_string(), cluster.nodes[other].bus_port_text());
+            cluster.expect_ok(0, &["CLUSTER", "MEET", "127.0.0.1", &port, &bus]);
+        }
+        cluster.settle("every node knows the other three and every slot is served", |info| {
+            info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:4")
+        });
+        Some(cluster)
+    }
+
+    /// The index of the primary that serves `key`'s slot now, as node 0 sees it.
+    pub fn primary_of(&self, key: &str) -> usize {
+        let Reply::Integer(slot) = self.nodes[0].command(&["CLUSTER", "KEYSLOT", key]) else {
+            panic!("CLUSTER KEYSLOT answered no number")
+        };
+        let Reply::Bulk(Some(table)) = self.nodes[0].command(&["CLUSTER", "NODES"]) else {
+            panic!("CLUSTER NODES answered no table")
+        };
+        // id ip:port@bus flags primary ping pong epoch state slot-range...
+        let serves = |line: &&str| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            fields.len() > 8
+                && fields[2].contains("master")
+                && fields[8..].iter().any(|range| {
+                    let (first, last) = range.split_once('-').unwrap_or((range, range));
+                    first.parse().is_ok_and(|first: i64| first <= slot)
+                        && last.parse().is_ok_and(|last: i64| slot <= last)
+                })
+        };
+        let line = table.lines().find(serves).unwrap_or_else(|| panic!("no primary serves slot {slot}:\n{table}"));
+        let port: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|a| a.split([':', '@']).nth(1))
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
+        self.nodes.iter().position(|n| n.port == port).expect("a node of this Cluster")
+    }
+
+    /// Makes node `replica` (the fourth, without slots) a replica of node `primary` and waits until
+    /// it has the primary's data.
+    pub fn replicate(&self, replica: usize, primary: usize) {
+        let Reply::Bulk(Some(id)) = self.nodes[primary].command(&["CLUSTER", "MYID"]) else {
+            panic!("CLUSTER MYID answered no id")
+        };
+        self.expect_ok(replica, &["CLUSTER", "REPLICATE", &id]);
+        self.wait_for(replica, "INFO", "the replica is in sync", |info| info.contains("master_link_status:up"));
+    }
+
+    /// A manual failover: node `replica` takes its primary's slots, which it has every write of.
+    pub fn fail_over_to(&self, replica: usize) {
+        self.expect_ok(replica, &["CLUSTER", "FAILOVER"]);
+        self.wait_for(replica, "INFO", "the replica is a primary", |info| info.contains("role:master"));
+        self.settle("the Cluster agrees on the new primary", |info| info.contains("cluster_state:ok"));
+    }
+
+    fn expect_ok(&self, node: usize, args: &[&str]) {
+        let reply = self.nodes[node].command(args);
+        assert_eq!(reply, Reply::Status("OK".into()), "{args:?} on node {node}");
+    }
+
+    /// Waits until `CLUSTER INFO` on every node satisfies `done`.
+    fn settle(&self, what: &str, done: impl Fn(&str) -> bool) {
+        for node in 0..self.nodes.len() {
+            self.wait_for(node, "CLUSTER INFO", what, &done);
+        }
+    }
+
+    /// Waits until the text `command` answers on `node` satisfies `done`.
+    fn wait_for(&self, node: usize, command: &str, what: &str, done: impl Fn(&str) -> bool) {
+        let args: Vec<&str> = command.split(' ').collect();
+        let deadline = Instant::now() + CLUSTER_SETTLES;
+        loop {
+            let text = match self.nodes[node].command(&args) {
+                Reply::Bulk(Some(text)) => text,
+                other => format!("{other:?}"),
+            };
+            if done(&text) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}; {command} on node {node}:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Redis {
+    fn bus_port_text(&self) -> String {
+        self.bus_port.expect("a Cluster node").to_string()
     }
 }

@@ -16,8 +16,9 @@
 //! lease ends, purges), which the sweep ([`RedisStore::tick`]) otherwise handles. Every key
 //! starts with `{PREFIX}` (`--redis-key-prefix`), one hash tag: on Redis Cluster the whole service
 //! sits in one slot, which is what lets one script see the pool list and the count of sessions
-//! against `--max-sessions`. The client talks to one server, though: on a Cluster it must be
-//! pointed at the primary of that slot, and a redirection (`MOVED`, after a failover) answers 503.
+//! against `--max-sessions`. `--store` may name any node of a Cluster: [`Link`] is then redis-rs's
+//! Cluster client, which sends each call to the primary of that slot and follows it through
+//! redirections and failovers; the library is loaded on every primary.
 //!
 //! Redis unreachable: calls answer [`PoolError::Unavailable`] (503 `not_ready`), the connection
 //! manager reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. A call that
@@ -30,8 +31,10 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 use uuid::Uuid;
 
 use self::codec::{config_fields, config_of, cookie_json, cookie_key, cookie_key_of, session_of, text};
@@ -47,6 +50,13 @@ const BOUND: usize = 64;
 
 /// How long one call may wait for Redis before it answers 503.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a connection to one Redis server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the Cluster client tries a call again after a redirection or a node it cannot reach
+/// (it refreshes its map of slots in between), as when a replica is promoted in a failover.
+const CLUSTER_RETRIES: u32 = 4;
 
 /// Sessions an export reads per round trip.
 const EXPORT_PAGE: usize = 1000;
@@ -70,12 +80,50 @@ pub struct Settings {
     pub response_timeout: Duration,
 }
 
-/// The Redis store. Cheap to share: the connection manager multiplexes every call over one
-/// connection.
+/// The connection to Redis: to one server, or to a Redis Cluster, whose client follows the
+/// store's slot to whichever primary holds it (redirections, failovers). Both multiplex every call
+/// over one connection per server and reconnect by themselves; cheap to clone.
+#[derive(Clone)]
+enum Link {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::One(conn) => conn.req_packed_command(cmd),
+            Link::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::One(conn) => conn.req_packed_commands(cmd, offset, count),
+            Link::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::One(conn) => conn.get_db(),
+            Link::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The Redis store. Cheap to share: its [`Link`] multiplexes every call.
 pub struct RedisStore {
     client: redis::Client,
     url: String,
-    conn: RwLock<Option<ConnectionManager>>,
+    /// `--store`'s database number, which must be 0 on a Redis Cluster.
+    db: u32,
+    conn: RwLock<Option<Link>>,
     /// `pool.lua` as a Functions library, named for this version.
     library: String,
     /// Its one function's name.
@@ -115,6 +163,7 @@ impl RedisStore {
         Ok(Self {
             client,
             url: url.to_string(),
+            db: url.db,
             conn: RwLock::new(None),
             library: code.replace("@VERSION@", &version),
             function: format!("session_pool_{version}"),
@@ -126,23 +175,19 @@ impl RedisStore {
     }
 
     /// Connects, retrying until Redis answers (a Redis that is down at start is waited for, not
-    /// a crash), and makes the `default` pool when the store has none.
+    /// a crash), and makes the `default` pool when the store has none. A server that says it is a
+    /// Cluster node gets the Cluster client, seeded with this node.
     pub async fn connect(&self) {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(self.settings.response_timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(500);
         let mut attempt = 0u32;
         loop {
-            let connected = ConnectionManager::new_with_config(self.client.clone(), config.clone()).await;
-            match connected {
-                Ok(manager) => {
-                    *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(manager.clone());
-                    match self.load(manager).await {
+            match self.open().await {
+                Ok(link) => {
+                    *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
+                    let cluster = matches!(link, Link::Cluster(_));
+                    match self.load(link).await {
                         Ok(()) => {
                             self.ready.store(true, Ordering::Release);
-                            tracing::info!(store = %self.url, "connected to Redis");
+                            tracing::info!(store = %self.url, cluster, "connected to Redis");
                             return;
                         }
                         Err(e) if attempt.is_multiple_of(10) => {
@@ -166,6 +211,34 @@ impl RedisStore {
         }
     }
 
+    /// A connection to the server `--store` names, or to its Cluster when it is a Cluster node.
+    async fn open(&self) -> Result<Link, String> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(self.settings.response_timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(500);
+        let mut one =
+            ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(|e| e.to_string())?;
+        let info: String =
+            redis::cmd("INFO").arg("cluster").query_async(&mut one).await.map_err(|e| format!("INFO cluster: {e}"))?;
+        if !info.lines().any(|line| line.trim() == "cluster_enabled:1") {
+            return Ok(Link::One(one));
+        }
+        if self.db != 0 {
+            return Err(format!("a Redis Cluster has database 0 only, and --store names database {}", self.db));
+        }
+        let cluster = ClusterClient::builder(vec![self.client.get_connection_info().clone()])
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(self.settings.response_timeout)
+            .retries(CLUSTER_RETRIES)
+            .max_retry_wait(500)
+            .build()
+            .map_err(|e| format!("the Redis Cluster client refuses it: {e}"))?;
+        let conn = cluster.get_async_connection().await.map_err(|e| format!("Redis Cluster: {e}"))?;
+        Ok(Link::Cluster(conn))
+    }
+
     /// Whether the last call reached Redis.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -182,7 +255,7 @@ impl RedisStore {
 
     /// Loads the library into Redis and makes the `default` pool when the store has none: at
     /// connect, and again when a Redis that lost its data (and the library with it) came back.
-    async fn load(&self, mut conn: ConnectionManager) -> Result<(), PoolError> {
+    async fn load(&self, mut conn: Link) -> Result<(), PoolError> {
         let loaded =
             redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.library).query_async::<Value>(&mut conn).await;
         loaded.map_err(|e| self.failed("FUNCTION LOAD", "", &e))?;
@@ -190,7 +263,7 @@ impl RedisStore {
     }
 
     /// Makes the `default` pool when the store has none (a Redis that lost its data, a FLUSHALL).
-    async fn ensure_default(&self, mut conn: ConnectionManager) -> Result<(), PoolError> {
+    async fn ensure_default(&self, mut conn: Link) -> Result<(), PoolError> {
         let answer =
             self.command("ensure_default", DEFAULT_POOL, self.default_fields.clone()).query_async(&mut conn).await;
         match answer {
