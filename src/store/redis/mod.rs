@@ -16,7 +16,7 @@
 //! lease ends, purges), which the sweep ([`RedisStore::tick`]) otherwise handles. Every key
 //! starts with `{PREFIX}` (`--redis-key-prefix`), one hash tag: on Redis Cluster the whole service
 //! sits in one slot, which is what lets one script see the pool list and the count of sessions
-//! against `--max-sessions`. `--store` may name any node of a Cluster: [`Link`] is then redis-rs's
+//! against `--max-sessions`. `--store` may name any node of a Cluster: `Link` is then redis-rs's
 //! Cluster client, which sends each call to the primary of that slot and follows it through
 //! redirections and failovers; the library is loaded on every primary.
 //!
@@ -117,7 +117,7 @@ impl ConnectionLike for Link {
     }
 }
 
-/// The Redis store. Cheap to share: its [`Link`] multiplexes every call.
+/// The Redis store. Cheap to share: its `Link` multiplexes every call.
 pub struct RedisStore {
     client: redis::Client,
     url: String,
