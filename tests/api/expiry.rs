@@ -168,14 +168,21 @@ async fn the_first_read_after_more_expiries_than_one_call_applies_finds_them_all
     assert_eq!(app.pool_status(&pool).await["session_count"], 0);
 }
 
-/// `GET /v1/pools` applies the clock as `GET /v1/pools/{pool}` does: a session past its expiry and
-/// the retention is purged, not counted as retired.
-#[tokio::test]
-async fn the_list_of_pools_counts_no_session_past_its_expiry_and_the_retention() {
+/// A server with a retention of 0.05 s and a new pool in which the session `short` lived 0.1 s;
+/// returns once its expiry and the retention are past, with the session as created.
+async fn a_session_past_its_expiry_and_the_retention() -> (TestApp, String, Value) {
     let app = spawn_app_with(|c| c.retired_retention_secs = 0.05).await;
     let pool = unique_pool();
     let s = app.new_session(&pool, &json!({"id": "short", "max_age_secs": 0.1})).await;
     sleep_past(ts(&s["expires_at"]) + secs_to_nanos(0.05), 20).await;
+    (app, pool, s)
+}
+
+/// `GET /v1/pools` applies the clock as `GET /v1/pools/{pool}` does: a session past its expiry and
+/// the retention is purged, not counted as retired.
+#[tokio::test]
+async fn the_list_of_pools_counts_no_session_past_its_expiry_and_the_retention() {
+    let (app, pool, _) = a_session_past_its_expiry_and_the_retention().await;
     let pools = expect_json(app.list_pools().await, 200).await;
     let entry = pools["pools"].as_array().expect("pools").iter().find(|p| p["name"] == pool.as_str());
     let entry = entry.unwrap_or_else(|| panic!("no {pool} in {pools}"));
@@ -187,10 +194,7 @@ async fn the_list_of_pools_counts_no_session_past_its_expiry_and_the_retention()
 /// brings the document's session in under that id rather than skipping it as existing.
 #[tokio::test]
 async fn an_import_brings_in_an_id_whose_session_is_past_its_expiry_and_the_retention() {
-    let app = spawn_app_with(|c| c.retired_retention_secs = 0.05).await;
-    let pool = unique_pool();
-    let s = app.new_session(&pool, &json!({"id": "short", "max_age_secs": 0.1})).await;
-    sleep_past(ts(&s["expires_at"]) + secs_to_nanos(0.05), 20).await;
+    let (app, pool, s) = a_session_past_its_expiry_and_the_retention().await;
     let document = json!({"config": {}, "sessions": [{"id": "short", "created_at": s["created_at"],
         "user_data": {"from": "import"}}]});
     let path = format!("/v1/pools/{pool}/import");
