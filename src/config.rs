@@ -156,7 +156,8 @@ pub struct Config {
 
     /// The prefix of every key the Redis store writes, so several independent services can share
     /// one Redis database. It is also the keys' hash tag: on Redis Cluster all of them sit in one
-    /// slot, which the server follows to whichever primary serves it. Letters, digits, `_`, `-`, `.` and `:`, 1 to 64 of them.
+    /// slot, which the server follows to whichever primary serves it. Letters, digits, `_`, `-`,
+    /// `.` and `:`, 1 to 64 of them.
     #[arg(long, env = "SESSION_POOL_REDIS_KEY_PREFIX", default_value = "session-pool",
           value_parser = FromEnv(key_prefix))]
     pub redis_key_prefix: String,

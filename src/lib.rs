@@ -159,12 +159,26 @@ async fn run_redis(
     let redis = store::redis::RedisStore::new(url, settings)?;
     tracing::info!(address = %listener.local_addr()?, store = %url, "listening");
     let state = AppState::with_store(config, store::Store::Redis(Box::new(redis)));
+    // A `--store` the store can never use (not one it cannot reach yet) stops the server.
+    let (refused_tx, mut refused) = watch::channel(None::<String>);
+    let shutdown = {
+        let mut refused = refused.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {},
+                _ = refused.wait_for(Option::is_some) => {},
+            }
+        }
+    };
     let serving = Serving::start(listener, &state, shutdown);
     let connecting = {
         let state = state.clone();
         Background::spawn(async move {
             if let store::Store::Redis(redis) = &state.store {
-                redis.connect().await;
+                if let Err(e) = redis.connect().await {
+                    let _ = refused_tx.send(Some(format!("{e:#}")));
+                    return;
+                }
             }
             state.lifecycle.set_ready();
             sweep(state).await;
@@ -172,6 +186,9 @@ async fn run_redis(
     };
     serving.finish().await?;
     drop(connecting);
+    if let Some(why) = refused.borrow_and_update().clone() {
+        anyhow::bail!(why);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -363,6 +363,8 @@ struct Ledger {
     acked: AtomicUsize,
     /// Writes answered with success since the last [`Ledger::reset_recent`], per pool.
     recent: Mutex<BTreeMap<String, usize>>,
+    /// How many loads [`run_load`] started on it, so that each makes its own ids.
+    loads: AtomicUsize,
 }
 
 impl Ledger {
@@ -420,6 +422,7 @@ fn run_load(
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let load = ledger.loads.fetch_add(1, Ordering::SeqCst);
     (0..6)
         .map(|worker| {
             let (live, pools, ledger, stop) = (live.clone(), pools.clone(), ledger.clone(), stop.clone());
@@ -448,7 +451,7 @@ fn run_load(
                         break;
                     }
                     let pool = &pools[n % pools.len()];
-                    let id = format!("w{worker}-{n}");
+                    let id = format!("l{load}w{worker}-{n}");
                     let create = json!({"id": id, "max_usage_count": 1000});
                     if !send(next(), format!("/v1/pools/{pool}/sessions"), Some(create)).await {
                         continue;
@@ -625,10 +628,13 @@ async fn a_store_written_in_another_key_layout_is_refused_until_it_is_moved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_redis_cluster_replicas_follow_the_store_through_redirections_and_a_failover() {
-    let Some(redis) = RedisCluster::start() else { return };
+    let Some(redis) = tokio::task::block_in_place(RedisCluster::start) else { return };
     let tag = format!("{{{PREFIX}}}");
-    let primary = redis.primary_of(&tag);
-    tokio::task::block_in_place(|| redis.replicate(3, primary));
+    let primary = tokio::task::block_in_place(|| {
+        let primary = redis.primary_of(&tag);
+        redis.replicate(3, primary);
+        primary
+    });
     // Pointed at a primary that does not serve the store's slot, a single-server client would get
     // nothing but redirections.
     let seed = (primary + 1) % 3;
@@ -639,8 +645,10 @@ async fn on_a_redis_cluster_replicas_follow_the_store_through_redirections_and_a
     let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
     more_acked(&ledger, 150, "the load is under way").await;
 
-    tokio::task::block_in_place(|| redis.fail_over_to(3));
-    assert_eq!(redis.primary_of(&tag), 3, "the replica took the store's slot");
+    tokio::task::block_in_place(|| {
+        redis.fail_over_to(3);
+        redis.wait_for_primary(&tag, 3);
+    });
     ledger.reset_recent();
     more_acked(&ledger, 300, "the load goes on after the failover").await;
     stop.store(true, Ordering::SeqCst);
@@ -658,4 +666,65 @@ async fn on_a_redis_cluster_replicas_follow_the_store_through_redirections_and_a
     }
     cluster.assert_footprint(&redis.nodes[3]);
     assert!(redis.nodes[seed].keys().is_empty(), "the node the servers were pointed at holds keys of the store");
+}
+
+/// A crash, not a handover: the primary of the store's slot is killed with SIGKILL while the load
+/// goes on, and its replica takes over once the other primaries agree it is gone. Meanwhile the
+/// servers answer 503 (never 500, never a write applied twice), and then serve again by
+/// themselves. The load pauses before the crash until the replica has every write, since what a
+/// replica has not received yet is lost with its primary: Redis's replication is asynchronous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_redis_cluster_replicas_serve_again_after_the_primary_crashes() {
+    let Some(mut redis) = tokio::task::block_in_place(RedisCluster::start) else { return };
+    let tag = format!("{{{PREFIX}}}");
+    let primary = tokio::task::block_in_place(|| {
+        let primary = redis.primary_of(&tag);
+        redis.replicate(3, primary);
+        primary
+    });
+    let cluster = Cluster::start_on(&redis.nodes[(primary + 1) % 3].url()).await;
+    let pools: Vec<String> = (0..3).map(|n| format!("crawl-{n}")).collect();
+    let live = Arc::new(Mutex::new(cluster.replicas.clone()));
+    let ledger = Arc::new(Ledger::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = run_load(live.clone(), pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
+    more_acked(&ledger, 150, "the load is under way").await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("a load worker");
+    }
+    tokio::task::block_in_place(|| redis.wait_in_sync(primary, 3));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
+    redis.nodes[primary].kill9();
+    tokio::task::block_in_place(|| redis.wait_for_primary(&tag, 3));
+    ledger.reset_recent();
+    more_acked(&ledger, 300, "the load goes on after the crash").await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("a load worker");
+    }
+
+    let recent = ledger.recent.lock().unwrap().clone();
+    for pool in &pools {
+        assert!(recent.get(pool).is_some_and(|n| *n > 0), "no write in {pool} after the crash: {recent:?}");
+    }
+    for replica in &cluster.replicas {
+        assert_eq!(replica.status_of("/readyz").await, Some(200), "replica {} after the crash", replica.index);
+        ledger.assert_kept_by(replica, &pools).await;
+    }
+    cluster.assert_footprint(&redis.nodes[3]);
+}
+
+/// A Cluster has database 0 only: a server whose `--store` names another stops at once and says
+/// why in one line, rather than waiting for a Redis that will never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_another_database_than_0_is_refused_in_one_line() {
+    let Some(redis) = tokio::task::block_in_place(RedisCluster::start) else { return };
+    let url = format!("redis://127.0.0.1:{}/1", redis.nodes[0].port);
+    let dir = TempDir::new("replica");
+    let stderr = tokio::task::block_in_place(|| common::refuses_to_start_with(&dir, &["--store", &url]));
+    let said = format!("session-pool: --store {url}: a Redis Cluster has database 0 only, not database 1");
+    assert!(stderr.lines().any(|line| line == said), "no line says what is wrong and where:\n{stderr}");
 }

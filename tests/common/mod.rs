@@ -342,9 +342,15 @@ pub fn run(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
 /// Runs the server on `dir` expecting it to refuse to start; returns its stderr. A server that
 /// starts after all is killed after a while, and the test fails.
 pub fn refuses_to_start(dir: &Path) -> String {
+    refuses_to_start_with(dir, &[])
+}
+
+/// [`refuses_to_start`] with `args` besides.
+pub fn refuses_to_start_with(dir: &Path, args: &[&str]) -> String {
     let mut child = Command::new(BIN)
         .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
         .arg(dir)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -17,12 +17,13 @@
 //! starts with `{PREFIX}` (`--redis-key-prefix`), one hash tag: on Redis Cluster the whole service
 //! sits in one slot, which is what lets one script see the pool list and the count of sessions
 //! against `--max-sessions`. `--store` may name any node of a Cluster: `Link` is then redis-rs's
-//! Cluster client, which sends each call to the primary of that slot and follows it through
-//! redirections and failovers; the library is loaded on every primary.
+//! Cluster client, which sends each call to the primary of that slot and, when the slot moves (a
+//! failover), learns the new map; the library is loaded on that primary, and its replicas copy it.
 //!
-//! Redis unreachable: calls answer [`PoolError::Unavailable`] (503 `not_ready`), the connection
-//! manager reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. A call that
-//! times out may still have been applied by Redis: the client sees 503 either way.
+//! Redis unreachable: calls answer [`PoolError::Unavailable`] (503 `not_ready`), the client
+//! reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. No call is sent twice
+//! (see `Link`); one that times out may still have been applied by Redis: the client sees 503
+//! either way.
 
 mod codec;
 
@@ -34,6 +35,7 @@ use chrono::TimeDelta;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 use uuid::Uuid;
 
@@ -53,10 +55,6 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a connection to one Redis server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How often the Cluster client tries a call again after a redirection or a node it cannot reach
-/// (it refreshes its map of slots in between), as when a replica is promoted in a failover.
-const CLUSTER_RETRIES: u32 = 4;
 
 /// Sessions an export reads per round trip.
 const EXPORT_PAGE: usize = 1000;
@@ -81,19 +79,32 @@ pub struct Settings {
 }
 
 /// The connection to Redis: to one server, or to a Redis Cluster, whose client follows the
-/// store's slot to whichever primary holds it (redirections, failovers). Both multiplex every call
-/// over one connection per server and reconnect by themselves; cheap to clone.
+/// store's slot (the second field) to whichever primary holds it. Both multiplex every call over
+/// one connection per server and reconnect by themselves; cheap to clone.
+///
+/// Neither sends a call twice: a call that met a dropped connection may have run, so sending it
+/// again could apply a mark twice. On a Cluster the client is therefore built with no retries: a
+/// call that meets a redirection (`MOVED`, after a failover) or a lost node answers 503, and the
+/// client fetches the new slot map at once, so the next call goes to the new primary.
 #[derive(Clone)]
 enum Link {
     One(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection, u16),
+}
+
+/// Why [`RedisStore::connect`] did not connect.
+enum Refused {
+    /// Redis cannot be reached or is not ready yet: try again.
+    NotYet(String),
+    /// `--store` names something the store cannot use; trying again will not help.
+    Never(String),
 }
 
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Link::One(conn) => conn.req_packed_command(cmd),
-            Link::Cluster(conn) => conn.req_packed_command(cmd),
+            Link::Cluster(conn, _) => conn.req_packed_command(cmd),
         }
     }
 
@@ -105,14 +116,14 @@ impl ConnectionLike for Link {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Link::One(conn) => conn.req_packed_commands(cmd, offset, count),
-            Link::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+            Link::Cluster(conn, _) => conn.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Link::One(conn) => conn.get_db(),
-            Link::Cluster(conn) => conn.get_db(),
+            Link::Cluster(conn, _) => conn.get_db(),
         }
     }
 }
@@ -176,19 +187,24 @@ impl RedisStore {
 
     /// Connects, retrying until Redis answers (a Redis that is down at start is waited for, not
     /// a crash), and makes the `default` pool when the store has none. A server that says it is a
-    /// Cluster node gets the Cluster client, seeded with this node.
-    pub async fn connect(&self) {
+    /// Cluster node gets the Cluster client, seeded with this node. Whether Redis is a Cluster is
+    /// decided here, once.
+    ///
+    /// # Errors
+    /// `--store` names what the store cannot use (another database than 0 on a Cluster), in one
+    /// line.
+    pub async fn connect(&self) -> anyhow::Result<()> {
         let mut attempt = 0u32;
         loop {
             match self.open().await {
                 Ok(link) => {
                     *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
-                    let cluster = matches!(link, Link::Cluster(_));
+                    let cluster = matches!(link, Link::Cluster(..));
                     match self.load(link).await {
                         Ok(()) => {
                             self.ready.store(true, Ordering::Release);
                             tracing::info!(store = %self.url, cluster, "connected to Redis");
-                            return;
+                            return Ok(());
                         }
                         Err(e) if attempt.is_multiple_of(10) => {
                             let hint = if e.to_string().contains("unknown command") {
@@ -201,10 +217,11 @@ impl RedisStore {
                         Err(_) => {}
                     }
                 }
-                Err(e) if attempt.is_multiple_of(10) => {
+                Err(Refused::Never(why)) => anyhow::bail!("--store {}: {why}", self.url),
+                Err(Refused::NotYet(e)) if attempt.is_multiple_of(10) => {
                     tracing::warn!(store = %self.url, error = %e, "cannot reach Redis; retrying every second");
                 }
-                Err(_) => {}
+                Err(Refused::NotYet(_)) => {}
             }
             attempt += 1;
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -212,31 +229,47 @@ impl RedisStore {
     }
 
     /// A connection to the server `--store` names, or to its Cluster when it is a Cluster node.
-    async fn open(&self) -> Result<Link, String> {
+    async fn open(&self) -> Result<Link, Refused> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(self.settings.response_timeout)
             .set_number_of_retries(2)
             .set_max_delay(500);
-        let mut one =
-            ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(|e| e.to_string())?;
-        let info: String =
-            redis::cmd("INFO").arg("cluster").query_async(&mut one).await.map_err(|e| format!("INFO cluster: {e}"))?;
+        let mut one = ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(|e| {
+            // The connection SELECTs `--store`'s database, which a Cluster node refuses.
+            if self.db != 0 && e.to_string().contains("cluster mode") {
+                Refused::Never(format!("a Redis Cluster has database 0 only, not database {}", self.db))
+            } else {
+                Refused::NotYet(e.to_string())
+            }
+        })?;
+        let info: String = match redis::cmd("INFO").arg("cluster").query_async(&mut one).await {
+            Ok(info) => info,
+            // A user whose ACL leaves out INFO (@dangerous) cannot be on a Cluster we could use
+            // anyway: the Cluster client needs CLUSTER SLOTS. Take it as one server.
+            Err(e) if e.code() == Some("NOPERM") => String::new(),
+            Err(e) => return Err(Refused::NotYet(format!("INFO cluster: {e}"))),
+        };
         if !info.lines().any(|line| line.trim() == "cluster_enabled:1") {
             return Ok(Link::One(one));
         }
-        if self.db != 0 {
-            return Err(format!("a Redis Cluster has database 0 only, and --store names database {}", self.db));
-        }
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&self.tag)
+            .query_async(&mut one)
+            .await
+            .map_err(|e| Refused::NotYet(format!("CLUSTER KEYSLOT: {e}")))?;
         let cluster = ClusterClient::builder(vec![self.client.get_connection_info().clone()])
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(self.settings.response_timeout)
-            .retries(CLUSTER_RETRIES)
-            .max_retry_wait(500)
+            .retries(0)
             .build()
-            .map_err(|e| format!("the Redis Cluster client refuses it: {e}"))?;
-        let conn = cluster.get_async_connection().await.map_err(|e| format!("Redis Cluster: {e}"))?;
-        Ok(Link::Cluster(conn))
+            .map_err(|e| Refused::Never(format!("the Redis Cluster client refuses its settings: {e}")))?;
+        let conn = cluster
+            .get_async_connection()
+            .await
+            .map_err(|e| Refused::NotYet(format!("the Cluster's slot map: {e}")))?;
+        Ok(Link::Cluster(conn, slot))
     }
 
     /// Whether the last call reached Redis.
@@ -255,9 +288,20 @@ impl RedisStore {
 
     /// Loads the library into Redis and makes the `default` pool when the store has none: at
     /// connect, and again when a Redis that lost its data (and the library with it) came back.
+    /// On a Cluster it goes to the primary of the store's slot only (its replicas copy it): a
+    /// primary of other slots that is down does not stop the store.
     async fn load(&self, mut conn: Link) -> Result<(), PoolError> {
-        let loaded =
-            redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.library).query_async::<Value>(&mut conn).await;
+        let mut command = redis::cmd("FUNCTION");
+        command.arg("LOAD").arg("REPLACE").arg(&self.library);
+        let loaded = match &mut conn {
+            Link::One(one) => command.query_async::<Value>(one).await,
+            Link::Cluster(cluster, slot) => {
+                let primary = Route::new(*slot, SlotAddr::Master);
+                cluster
+                    .route_command(&command, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary)))
+                    .await
+            }
+        };
         loaded.map_err(|e| self.failed("FUNCTION LOAD", "", &e))?;
         self.ensure_default(conn).await
     }
@@ -333,6 +377,7 @@ impl RedisStore {
                     | ErrorKind::ReadOnly
                     | ErrorKind::Moved
                     | ErrorKind::Ask
+                    | ErrorKind::ClusterConnectionNotFound
             )
             || matches!(e.code(), Some("OOM" | "BUSY"));
         if unreachable {
