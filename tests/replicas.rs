@@ -728,3 +728,52 @@ async fn on_a_redis_cluster_another_database_than_0_is_refused_in_one_line() {
     let said = format!("session-pool: --store {url}: a Redis Cluster has database 0 only, not database 1");
     assert!(stderr.lines().any(|line| line == said), "no line says what is wrong and where:\n{stderr}");
 }
+
+/// Every per-page call is one round trip to Redis, the first one on a pool that does not exist yet
+/// (which makes it) included: `MONITOR` sees one command from the server per request (the
+/// background sweep's `tick` aside), and the commands the script runs come from `lua`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_per_page_call_is_one_round_trip_to_redis() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url()]).start().await;
+    let replica = Replica::of(0, &server);
+    let mut monitor = std::net::TcpStream::connect(("127.0.0.1", redis.port)).expect("connect to redis-server");
+    monitor.write_all(b"MONITOR\r\n").expect("MONITOR");
+    let mut lines = BufReader::new(monitor.try_clone().expect("a second handle"));
+    let mut ok = String::new();
+    lines.read_line(&mut ok).expect("MONITOR's answer");
+    assert_eq!(ok, "+OK\r\n");
+
+    let leased = json!({"lease_secs": 60});
+    let made = replica.expect(Method::POST, "/v1/pools/fresh-a/acquire", Some(&leased), 200).await;
+    replica.expect(Method::POST, "/v1/pools/fresh-b/sessions", Some(&json!({"id": "s"})), 201).await;
+    let session = format!("/v1/pools/fresh-a/sessions/{}", made["id"].as_str().expect("an id"));
+    let release = json!({ "lease_id": made["lease"]["id"] });
+    replica.expect(Method::POST, &format!("{session}/release"), Some(&release), 200).await;
+    let again = replica.expect(Method::POST, "/v1/pools/fresh-a/acquire", Some(&leased), 200).await;
+    let session = format!("/v1/pools/fresh-a/sessions/{}", again["id"].as_str().expect("an id"));
+    let lease_id = json!({ "lease_id": again["lease"]["id"] });
+    replica.expect(Method::POST, &format!("{session}/mark_good"), Some(&lease_id), 200).await;
+    replica.expect(Method::POST, &format!("{session}/mark_bad"), Some(&json!({})), 200).await;
+    replica.expect(Method::POST, &format!("{session}/status_code"), Some(&json!({"status_code": 200})), 200).await;
+    replica.expect(Method::POST, "/v1/pools/fresh-b/sessions/s/retire", None, 200).await;
+    const REQUESTS: usize = 8;
+
+    redis.command(&["ECHO", "the end of the requests"]);
+    let mut from_server = Vec::new();
+    loop {
+        let mut line = String::new();
+        lines.read_line(&mut line).expect("a MONITOR line");
+        if line.contains("\"ECHO\" \"the end of the requests\"") {
+            break;
+        }
+        // +<time> [<db> lua] "..." for what a script runs, [<db> <address>] "..." for a client's.
+        if !line.contains(" lua] ") && !line.contains("\"tick\"") {
+            from_server.push(line.trim_end().to_owned());
+        }
+    }
+    assert_eq!(from_server.len(), REQUESTS, "round trips for {REQUESTS} requests:\n{}", from_server.join("\n"));
+    assert!(from_server.iter().all(|line| line.contains("\"FCALL\"")), "{from_server:#?}");
+}

@@ -467,19 +467,12 @@ impl RedisStore {
         })
     }
 
-    /// Calls `op` with `args` and no default config; when the pool turns out to be missing,
-    /// calls again with the defaults, with which the call makes it.
-    async fn call_making_pool(&self, op: &str, pool: &str, args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
-        let mut first = args.clone();
-        first.push(b"0".to_vec());
-        match self.call(op, pool, first).await {
-            Err(PoolError::PoolNotFound(_)) => {
-                let mut again = args;
-                again.extend(self.default_fields.iter().cloned());
-                self.call(op, pool, again).await
-            }
-            other => other,
-        }
+    /// Calls `op` with `args` and the default config, with which the call makes the pool when it
+    /// is missing: one round trip either way. (Sending the defaults only after a first call found
+    /// the pool missing saved 2% on acquire over HTTP, under the 5% a trick must buy.)
+    async fn call_making_pool(&self, op: &str, pool: &str, mut args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
+        args.extend(self.default_fields.iter().cloned());
+        self.call(op, pool, args).await
     }
 
     /// Hands out a session of `pool` (made with the defaults when missing), leased for `lease`.

@@ -498,13 +498,11 @@ local function pick(K, random, behind)
 end
 
 -- ARGV: 7 lease microseconds ("" for none), 8 lease id, 9 seed (32 random hex digits) for the pick
--- and new ids, 10 --max-pools, 11 count of default config fields, then the fields: a missing pool
--- is made with them, or, with none given, is POOL_NOT_FOUND (the caller sends them only then, so
--- the common call stays short).
+-- and new ids, 10 --max-pools, 11 count of default config fields, then the fields, with which a
+-- missing pool is made.
 function ops.acquire()
   local K = open(POOL)
   if not K then
-    if tonumber(ARGV[11]) == 0 then return err('POOL_NOT_FOUND', POOL) end
     local e
     K, e = create_pool(POOL, pairs_at(12, tonumber(ARGV[11])), tonumber(ARGV[10]))
     if not K then return e end
@@ -544,13 +542,13 @@ function ops.acquire()
 end
 
 -- ARGV: 7 id ("" to generate one), 8 seed, 9 --max-pools, 10 count of the session's own fields,
--- then those fields, then a count of default config fields and the fields.
+-- then those fields, then a count of default config fields and the fields, with which a missing
+-- pool is made.
 function ops.create()
   local given_count = tonumber(ARGV[10])
   local config_at = 11 + 2 * given_count
   local K = open(POOL)
   if not K then
-    if tonumber(ARGV[config_at]) == 0 then return err('POOL_NOT_FOUND', POOL) end
     -- As in memory, the pool is made even when --max-sessions then refuses the session.
     local e
     K, e = create_pool(POOL, pairs_at(config_at + 1, tonumber(ARGV[config_at])), tonumber(ARGV[9]))
