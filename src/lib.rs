@@ -73,7 +73,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// # Errors
 /// An invalid `config`, a data directory in use, an unreadable state, a failure of the listener or
-/// of the final write.
+/// of the final write; on the Redis store, a `--store` Redis will never serve.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -148,7 +148,8 @@ async fn run_memory(
 
 /// [`run`] with the Redis store: no data directory and no lock, so any number of servers share
 /// it. Serves at once; `/readyz` and `/v1` answer 503 until Redis has answered (a Redis that is
-/// down at start is waited for), and again while it cannot be reached.
+/// down at start is waited for), and again while it cannot be reached. A `--store` Redis will
+/// never serve (another database than 0 on a Cluster) stops the server with an error.
 async fn run_redis(
     listener: TcpListener,
     config: Config,
@@ -166,17 +167,23 @@ async fn run_redis(
         async move {
             tokio::select! {
                 () = shutdown => {},
-                _ = refused.wait_for(Option::is_some) => {},
+                // The sender is gone without a refusal when its task panicked: no reason to stop.
+                gone = async { refused.wait_for(Option::is_some).await.is_err() } => {
+                    if gone {
+                        std::future::pending::<()>().await;
+                    }
+                }
             }
         }
     };
     let serving = Serving::start(listener, &state, shutdown);
     let connecting = {
-        let state = state.clone();
+        let (state, label) = (state.clone(), url.to_string());
         Background::spawn(async move {
             if let store::Store::Redis(redis) = &state.store {
                 if let Err(e) = redis.connect().await {
-                    let _ = refused_tx.send(Some(format!("{e:#}")));
+                    tracing::error!(store = %label, error = %e, "Redis will never serve this --store; stopping");
+                    let _ = refused_tx.send(Some(format!("--store {label}: {e:#}")));
                     return;
                 }
             }

@@ -88,7 +88,8 @@ async fn open(side: &Side, config: &Config) -> anyhow::Result<Opened> {
             let redis = store::redis::RedisStore::new(url, config.redis_settings(RESPONSE_TIMEOUT))?;
             tokio::time::timeout(CONNECT_TIMEOUT, redis.connect())
                 .await
-                .map_err(|_| anyhow::anyhow!("{url}: Redis cannot be reached (waited {CONNECT_TIMEOUT:?})"))??;
+                .map_err(|_| anyhow::anyhow!("{url}: Redis cannot be reached (waited {CONNECT_TIMEOUT:?})"))?
+                .with_context(|| url.to_string())?;
             Ok(Opened { store: Store::Redis(Box::new(redis)), disk: None, label: url.to_string() })
         }
     }

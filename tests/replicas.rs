@@ -365,6 +365,8 @@ struct Ledger {
     recent: Mutex<BTreeMap<String, usize>>,
     /// How many loads [`run_load`] started on it, so that each makes its own ids.
     loads: AtomicUsize,
+    /// Writes answered 503 `not_ready` (when tolerated).
+    not_ready: AtomicUsize,
 }
 
 impl Ledger {
@@ -434,10 +436,12 @@ fn run_load(
                     live[turn % live.len()].clone()
                 };
                 // Some(true): acknowledged; Some(false): fate unknown; panics on anything else.
+                let not_ready = &ledger.not_ready;
                 let send = |replica: Replica, path: String, body: Option<Value>| async move {
                     match replica.send(Method::POST, &path, body.as_ref()).await {
                         Ok(answer) if answer.status == 200 || answer.status == 201 => true,
                         Ok(answer) if matches!(tolerate, Tolerate::NotReady) && answer.is_not_ready() => {
+                            not_ready.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             false
                         }
@@ -695,10 +699,11 @@ async fn on_a_redis_cluster_replicas_serve_again_after_the_primary_crashes() {
     }
     tokio::task::block_in_place(|| redis.wait_in_sync(primary, 3));
 
+    redis.nodes[primary].kill9();
     let stop = Arc::new(AtomicBool::new(false));
     let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
-    redis.nodes[primary].kill9();
     tokio::task::block_in_place(|| redis.wait_for_primary(&tag, 3));
+    assert!(ledger.not_ready.load(Ordering::SeqCst) > 0, "no call answered 503 while the slot had no primary");
     ledger.reset_recent();
     more_acked(&ledger, 300, "the load goes on after the crash").await;
     stop.store(true, Ordering::SeqCst);
@@ -740,6 +745,7 @@ async fn each_per_page_call_is_one_round_trip_to_redis() {
     let server = Server::on(&dir).args(["--store", &redis.url()]).start().await;
     let replica = Replica::of(0, &server);
     let mut monitor = std::net::TcpStream::connect(("127.0.0.1", redis.port)).expect("connect to redis-server");
+    monitor.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
     monitor.write_all(b"MONITOR\r\n").expect("MONITOR");
     let mut lines = BufReader::new(monitor.try_clone().expect("a second handle"));
     let mut ok = String::new();
@@ -776,4 +782,16 @@ async fn each_per_page_call_is_one_round_trip_to_redis() {
     }
     assert_eq!(from_server.len(), REQUESTS, "round trips for {REQUESTS} requests:\n{}", from_server.join("\n"));
     assert!(from_server.iter().all(|line| line.contains("\"FCALL\"")), "{from_server:#?}");
+}
+
+/// A database past the server's `databases` will never be served either: the server stops at once
+/// and says so in one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_redis_does_not_have_is_refused_in_one_line() {
+    let Some(redis) = Redis::start() else { return };
+    let url = format!("redis://127.0.0.1:{}/99", redis.port);
+    let dir = TempDir::new("replica");
+    let stderr = tokio::task::block_in_place(|| common::refuses_to_start_with(&dir, &["--store", &url]));
+    let said = format!("session-pool: --store {url}: Redis has no database 99 (see its `databases` setting)");
+    assert!(stderr.lines().any(|line| line == said), "no line says what is wrong and where:\n{stderr}");
 }

@@ -18,12 +18,12 @@
 //! sits in one slot, which is what lets one script see the pool list and the count of sessions
 //! against `--max-sessions`. `--store` may name any node of a Cluster: `Link` is then redis-rs's
 //! Cluster client, which sends each call to the primary of that slot and, when the slot moves (a
-//! failover), learns the new map; the library is loaded on that primary, and its replicas copy it.
+//! failover), learns the new map; the library is loaded on that primary (its replicas copy it).
 //!
 //! Redis unreachable: calls answer [`PoolError::Unavailable`] (503 `not_ready`), the client
-//! reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. No call is sent twice
-//! (see `Link`); one that times out may still have been applied by Redis: the client sees 503
-//! either way.
+//! reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. No call that may have
+//! run is sent again (see `Link`); one that times out may still have been applied by Redis: the
+//! client sees 503 either way.
 
 mod codec;
 
@@ -82,10 +82,12 @@ pub struct Settings {
 /// store's slot (the second field) to whichever primary holds it. Both multiplex every call over
 /// one connection per server and reconnect by themselves; cheap to clone.
 ///
-/// Neither sends a call twice: a call that met a dropped connection may have run, so sending it
-/// again could apply a mark twice. On a Cluster the client is therefore built with no retries: a
-/// call that meets a redirection (`MOVED`, after a failover) or a lost node answers 503, and the
-/// client fetches the new slot map at once, so the next call goes to the new primary.
+/// Neither sends again a call that may have run: one that met a dropped connection may have been
+/// applied, and sending it again could apply a mark twice. On a Cluster the client is therefore
+/// built with no retries: a call that meets a redirection (`MOVED`, after a failover) or a lost
+/// node answers 503. A redirection makes the client fetch the new slot map at once; a lost node
+/// makes it reconnect, and once the Cluster has promoted a replica, the first call that meets a
+/// redirection or no connection makes it fetch the map.
 #[derive(Clone)]
 enum Link {
     One(ConnectionManager),
@@ -191,8 +193,8 @@ impl RedisStore {
     /// decided here, once.
     ///
     /// # Errors
-    /// `--store` names what the store cannot use (another database than 0 on a Cluster), in one
-    /// line.
+    /// The URL names what Redis will never serve (another database than 0 on a Cluster, a
+    /// database past the server's `databases`), in one line without the URL.
     pub async fn connect(&self) -> anyhow::Result<()> {
         let mut attempt = 0u32;
         loop {
@@ -217,7 +219,7 @@ impl RedisStore {
                         Err(_) => {}
                     }
                 }
-                Err(Refused::Never(why)) => anyhow::bail!("--store {}: {why}", self.url),
+                Err(Refused::Never(why)) => anyhow::bail!(why),
                 Err(Refused::NotYet(e)) if attempt.is_multiple_of(10) => {
                     tracing::warn!(store = %self.url, error = %e, "cannot reach Redis; retrying every second");
                 }
@@ -236,29 +238,27 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(500);
         let mut one = ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(|e| {
-            // The connection SELECTs `--store`'s database, which a Cluster node refuses.
-            if self.db != 0 && e.to_string().contains("cluster mode") {
+            // The connection SELECTs `--store`'s database, which a Cluster node refuses, and one
+            // server refuses past its `databases`.
+            let why = e.to_string();
+            if self.db != 0 && why.contains("cluster mode") {
                 Refused::Never(format!("a Redis Cluster has database 0 only, not database {}", self.db))
+            } else if why.contains("DB index is out of range") {
+                Refused::Never(format!("Redis has no database {} (see its `databases` setting)", self.db))
             } else {
-                Refused::NotYet(e.to_string())
+                Refused::NotYet(why)
             }
         })?;
-        let info: String = match redis::cmd("INFO").arg("cluster").query_async(&mut one).await {
-            Ok(info) => info,
-            // A user whose ACL leaves out INFO (@dangerous) cannot be on a Cluster we could use
-            // anyway: the Cluster client needs CLUSTER SLOTS. Take it as one server.
-            Err(e) if e.code() == Some("NOPERM") => String::new(),
-            Err(e) => return Err(Refused::NotYet(format!("INFO cluster: {e}"))),
+        // The slot of the store's keys, which only a Cluster node knows. `CLUSTER` is not in
+        // @dangerous, as INFO is, so a user that may not run it could not run the Cluster client
+        // either (it needs CLUSTER SLOTS): such a user is taken to be on one server.
+        let slot: u16 = match redis::cmd("CLUSTER").arg("KEYSLOT").arg(&self.tag).query_async(&mut one).await {
+            Ok(slot) => slot,
+            Err(e) if e.to_string().contains("cluster support disabled") || e.code() == Some("NOPERM") => {
+                return Ok(Link::One(one));
+            }
+            Err(e) => return Err(Refused::NotYet(format!("CLUSTER KEYSLOT: {e}"))),
         };
-        if !info.lines().any(|line| line.trim() == "cluster_enabled:1") {
-            return Ok(Link::One(one));
-        }
-        let slot: u16 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(&self.tag)
-            .query_async(&mut one)
-            .await
-            .map_err(|e| Refused::NotYet(format!("CLUSTER KEYSLOT: {e}")))?;
         let cluster = ClusterClient::builder(vec![self.client.get_connection_info().clone()])
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(self.settings.response_timeout)
@@ -288,8 +288,8 @@ impl RedisStore {
 
     /// Loads the library into Redis and makes the `default` pool when the store has none: at
     /// connect, and again when a Redis that lost its data (and the library with it) came back.
-    /// On a Cluster it goes to the primary of the store's slot only (its replicas copy it): a
-    /// primary of other slots that is down does not stop the store.
+    /// On a Cluster it is sent to the primary of the store's slot (its replicas copy it), not to
+    /// every primary: a primary of other slots that is down does not stop the store.
     async fn load(&self, mut conn: Link) -> Result<(), PoolError> {
         let mut command = redis::cmd("FUNCTION");
         command.arg("LOAD").arg("REPLACE").arg(&self.library);
@@ -469,7 +469,7 @@ impl RedisStore {
 
     /// Calls `op` with `args` and the default config, with which the call makes the pool when it
     /// is missing: one round trip either way. (Sending the defaults only after a first call found
-    /// the pool missing saved 2% on acquire over HTTP, under the 5% a trick must buy.)
+    /// the pool missing saved 1-2% on acquire over HTTP, under the 5% a trick must buy.)
     async fn call_making_pool(&self, op: &str, pool: &str, mut args: Vec<Vec<u8>>) -> Result<Reply, PoolError> {
         args.extend(self.default_fields.iter().cloned());
         self.call(op, pool, args).await
