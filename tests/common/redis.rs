@@ -414,10 +414,18 @@ impl RedisCluster {
         assert_eq!(reply, Reply::Status("OK".into()), "{args:?} on node {node}");
     }
 
-    /// Waits until `CLUSTER INFO` on every node satisfies `done`.
+    /// Waits until every node that answers says the Cluster is in order (`cluster_state:ok`), as
+    /// it does a moment after a failover.
+    pub fn wait_until_ok(&self) {
+        self.settle("the Cluster is in order", |info| info.contains("cluster_state:ok"));
+    }
+
+    /// Waits until `CLUSTER INFO` on every node that answers satisfies `done`.
     fn settle(&self, what: &str, done: impl Fn(&str) -> bool) {
         for node in 0..self.nodes.len() {
-            self.wait_for(node, "CLUSTER INFO", what, &done);
+            if ping(self.nodes[node].port) {
+                self.wait_for(node, "CLUSTER INFO", what, &done);
+            }
         }
     }
 

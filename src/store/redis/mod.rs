@@ -364,24 +364,29 @@ impl RedisStore {
 
     /// The error a failed call answers; a Redis that cannot be reached makes the store not ready.
     fn failed(&self, op: &str, pool: &str, e: &RedisError) -> PoolError {
-        let unreachable = e.is_io_error()
+        // On a Cluster a redirection (the slot moved in a failover) is answered 503 like the rest,
+        // but says nothing of whether Redis can be reached, so it leaves the store ready; to the
+        // single-server client it means `--store` is a Cluster node it cannot follow.
+        let redirected = matches!(e.kind(), ErrorKind::Moved | ErrorKind::Ask | ErrorKind::TryAgain);
+        let on_cluster = matches!(*self.conn.read().unwrap_or_else(|e| e.into_inner()), Some(Link::Cluster(..)));
+        let unreachable = (redirected && !on_cluster)
+            || e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || matches!(
                 e.kind(),
                 ErrorKind::BusyLoadingError
-                    | ErrorKind::TryAgain
                     | ErrorKind::ClusterDown
                     | ErrorKind::MasterDown
                     | ErrorKind::ReadOnly
-                    | ErrorKind::Moved
-                    | ErrorKind::Ask
                     | ErrorKind::ClusterConnectionNotFound
             )
             || matches!(e.code(), Some("OOM" | "BUSY"));
-        if unreachable {
-            self.ready.store(false, Ordering::Release);
+        if redirected || unreachable {
+            if unreachable {
+                self.ready.store(false, Ordering::Release);
+            }
             tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis failed");
             PoolError::Unavailable(e.to_string())
         } else {
