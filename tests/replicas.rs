@@ -379,6 +379,15 @@ impl Ledger {
         self.recent.lock().unwrap().clear();
     }
 
+    /// Asserts that every pool took acknowledged writes since [`Ledger::reset_recent`], which
+    /// happened `when`.
+    fn assert_wrote_in_each(&self, pools: &[String], when: &str) {
+        let recent = self.recent.lock().unwrap().clone();
+        for pool in pools {
+            assert!(recent.get(pool).is_some_and(|n| *n > 0), "no write in {pool} {when}: {recent:?}");
+        }
+    }
+
     /// Asserts through `replica` that every session whose create was acknowledged is there, with at
     /// least its acknowledged marks and at most those plus the ones whose fate is unknown.
     async fn assert_kept_by(&self, replica: &Replica, pools: &[String]) {
@@ -414,18 +423,29 @@ enum Tolerate {
     NotReady,
 }
 
-/// Workers that create sessions in `pools` and mark each good twice, through the replicas in
-/// `live` (round-robin over those still listed), until `stop`; every write counted in `ledger`. An
-/// answer that is neither a success nor `tolerate`d fails the worker.
-fn run_load(
-    live: Arc<Mutex<Vec<Replica>>>,
-    pools: Vec<String>,
-    tolerate: Tolerate,
-    ledger: Arc<Ledger>,
+/// The workers of [`run_load`], until [`Load::stop`].
+struct Load {
+    workers: Vec<tokio::task::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+}
+
+impl Load {
+    /// Stops the workers and waits for them; a worker that failed fails the test.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            worker.await.expect("a load worker");
+        }
+    }
+}
+
+/// Workers that create sessions in `pools` and mark each good twice, through the replicas in
+/// `live` (round-robin over those still listed), until stopped; every write counted in `ledger`.
+/// An answer that is neither a success nor `tolerate`d fails the worker.
+fn run_load(live: Arc<Mutex<Vec<Replica>>>, pools: Vec<String>, tolerate: Tolerate, ledger: Arc<Ledger>) -> Load {
     let load = ledger.loads.fetch_add(1, Ordering::SeqCst);
-    (0..6)
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = (0..6)
         .map(|worker| {
             let (live, pools, ledger, stop) = (live.clone(), pools.clone(), ledger.clone(), stop.clone());
             tokio::spawn(async move {
@@ -475,7 +495,8 @@ fn run_load(
                 }
             })
         })
-        .collect()
+        .collect();
+    Load { workers, stop }
 }
 
 /// Waits until `ledger` counts `more` acknowledged writes than now.
@@ -494,8 +515,8 @@ async fn a_replica_killed_mid_load_leaves_every_pool_and_every_acknowledged_writ
     let mut cluster = Cluster::start(&redis).await;
     let pools: Vec<String> = (0..4).map(|n| format!("crawl-{n}")).collect();
     let live = Arc::new(Mutex::new(cluster.replicas.clone()));
-    let (ledger, stop) = (Arc::new(Ledger::default()), Arc::new(AtomicBool::new(false)));
-    let workers = run_load(live.clone(), pools.clone(), Tolerate::LostFrom(2), ledger.clone(), stop.clone());
+    let ledger = Arc::new(Ledger::default());
+    let load = run_load(live.clone(), pools.clone(), Tolerate::LostFrom(2), ledger.clone());
     more_acked(&ledger, 150, "the load is under way").await;
 
     live.lock().unwrap().truncate(2);
@@ -503,15 +524,9 @@ async fn a_replica_killed_mid_load_leaves_every_pool_and_every_acknowledged_writ
     cluster.servers.pop().expect("replica 2").kill9();
     ledger.reset_recent();
     more_acked(&ledger, 300, "the load goes on through the other two").await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.expect("a load worker");
-    }
+    load.stop().await;
 
-    let recent = ledger.recent.lock().unwrap().clone();
-    for pool in &pools {
-        assert!(recent.get(pool).is_some_and(|n| *n > 0), "no write in {pool} after the kill: {recent:?}");
-    }
+    ledger.assert_wrote_in_each(&pools, "after the kill");
     for replica in &cluster.replicas {
         let listed = replica.get("/v1/pools").await;
         let names: BTreeSet<&str> =
@@ -529,8 +544,8 @@ async fn redis_killed_mid_load_makes_replicas_not_ready_and_restarted_loses_no_a
     let cluster = Cluster::start(&redis).await;
     let pools: Vec<String> = (0..3).map(|n| format!("crawl-{n}")).collect();
     let live = Arc::new(Mutex::new(cluster.replicas.clone()));
-    let (ledger, stop) = (Arc::new(Ledger::default()), Arc::new(AtomicBool::new(false)));
-    let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
+    let ledger = Arc::new(Ledger::default());
+    let load = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone());
     more_acked(&ledger, 150, "the load is under way").await;
 
     redis.kill9();
@@ -558,10 +573,7 @@ async fn redis_killed_mid_load_makes_replicas_not_ready_and_restarted_loses_no_a
         replica.expect(Method::POST, &format!("/v1/pools/{}/sessions", pools[0]), Some(&body), 201).await;
     }
     more_acked(&ledger, 150, "the load goes on after Redis is back").await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.expect("a load worker");
-    }
+    load.stop().await;
     for replica in &cluster.replicas {
         ledger.assert_kept_by(replica, &pools).await;
     }
@@ -630,52 +642,76 @@ async fn a_store_written_in_another_key_layout_is_refused_until_it_is_moved() {
     assert!(redis.keys().contains(&"{session-pool}:layout".to_owned()), "{:?}", redis.keys());
 }
 
+/// A Redis Cluster whose node 3 replicates the primary of the store's slot, and servers on it.
+struct OnCluster {
+    redis: RedisCluster,
+    /// The store's hash tag, whose slot the servers follow.
+    tag: String,
+    /// The node that serves the slot at first.
+    primary: usize,
+    /// The node `--store` names: a primary that does not serve the slot, from which a
+    /// single-server client would get nothing but redirections.
+    seed: usize,
+    cluster: Cluster,
+}
+
+impl OnCluster {
+    /// Starts it; `None` when the Redis tests are skipped.
+    async fn start() -> Option<OnCluster> {
+        let redis = tokio::task::block_in_place(RedisCluster::start)?;
+        let tag = format!("{{{PREFIX}}}");
+        let primary = tokio::task::block_in_place(|| {
+            let primary = redis.primary_of(&tag);
+            redis.replicate(3, primary);
+            primary
+        });
+        let seed = (primary + 1) % 3;
+        let cluster = Cluster::start_on(&redis.nodes[seed].url()).await;
+        Some(OnCluster { redis, tag, primary, seed, cluster })
+    }
+
+    /// Waits until node 3 serves the slot and the Cluster is in order again.
+    fn wait_for_node_3(&self) {
+        tokio::task::block_in_place(|| {
+            self.redis.wait_for_primary(&self.tag, 3);
+            self.redis.wait_until_ok();
+        });
+    }
+
+    /// Asserts that every server, ready again, has every write of `ledger`, and that the store's
+    /// keys are all on node 3.
+    async fn assert_kept_on_node_3(&self, ledger: &Ledger, pools: &[String], after: &str) {
+        for replica in &self.cluster.replicas {
+            // A call that met the old primary may be answered after a later one succeeded; the
+            // next call, at the latest the sweep's within a second, says ready again.
+            eventually(NOTICE, &format!("replica {} is ready {after}", replica.index), || async {
+                replica.status_of("/readyz").await == Some(200)
+            })
+            .await;
+            ledger.assert_kept_by(replica, pools).await;
+        }
+        self.cluster.assert_footprint(&self.redis.nodes[3]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_redis_cluster_replicas_follow_the_store_through_redirections_and_a_failover() {
-    let Some(redis) = tokio::task::block_in_place(RedisCluster::start) else { return };
-    let tag = format!("{{{PREFIX}}}");
-    let primary = tokio::task::block_in_place(|| {
-        let primary = redis.primary_of(&tag);
-        redis.replicate(3, primary);
-        primary
-    });
-    // Pointed at a primary that does not serve the store's slot, a single-server client would get
-    // nothing but redirections.
-    let seed = (primary + 1) % 3;
-    let cluster = Cluster::start_on(&redis.nodes[seed].url()).await;
+    let Some(on) = OnCluster::start().await else { return };
     let pools: Vec<String> = (0..3).map(|n| format!("crawl-{n}")).collect();
-    let live = Arc::new(Mutex::new(cluster.replicas.clone()));
-    let (ledger, stop) = (Arc::new(Ledger::default()), Arc::new(AtomicBool::new(false)));
-    let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
+    let live = Arc::new(Mutex::new(on.cluster.replicas.clone()));
+    let ledger = Arc::new(Ledger::default());
+    let load = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone());
     more_acked(&ledger, 150, "the load is under way").await;
 
-    tokio::task::block_in_place(|| {
-        redis.fail_over_to(3);
-        redis.wait_for_primary(&tag, 3);
-        redis.wait_until_ok();
-    });
+    tokio::task::block_in_place(|| on.redis.fail_over_to(3));
+    on.wait_for_node_3();
     ledger.reset_recent();
     more_acked(&ledger, 300, "the load goes on after the failover").await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.expect("a load worker");
-    }
+    load.stop().await;
 
-    let recent = ledger.recent.lock().unwrap().clone();
-    for pool in &pools {
-        assert!(recent.get(pool).is_some_and(|n| *n > 0), "no write in {pool} after the failover: {recent:?}");
-    }
-    for replica in &cluster.replicas {
-        // A call that met the old primary may be answered after a later one succeeded; the next
-        // call, at the latest the sweep's within a second, says ready again.
-        eventually(NOTICE, "the replica is ready after the failover", || async {
-            replica.status_of("/readyz").await == Some(200)
-        })
-        .await;
-        ledger.assert_kept_by(replica, &pools).await;
-    }
-    cluster.assert_footprint(&redis.nodes[3]);
-    assert!(redis.nodes[seed].keys().is_empty(), "the node the servers were pointed at holds keys of the store");
+    ledger.assert_wrote_in_each(&pools, "after the failover");
+    on.assert_kept_on_node_3(&ledger, &pools, "after the failover").await;
+    assert!(on.redis.nodes[on.seed].keys().is_empty(), "the node the servers were pointed at holds keys of the store");
 }
 
 /// A crash, not a handover: the primary of the store's slot is killed with SIGKILL while the load
@@ -685,55 +721,25 @@ async fn on_a_redis_cluster_replicas_follow_the_store_through_redirections_and_a
 /// replica has not received yet is lost with its primary: Redis's replication is asynchronous.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_redis_cluster_replicas_serve_again_after_the_primary_crashes() {
-    let Some(mut redis) = tokio::task::block_in_place(RedisCluster::start) else { return };
-    let tag = format!("{{{PREFIX}}}");
-    let primary = tokio::task::block_in_place(|| {
-        let primary = redis.primary_of(&tag);
-        redis.replicate(3, primary);
-        primary
-    });
-    let cluster = Cluster::start_on(&redis.nodes[(primary + 1) % 3].url()).await;
+    let Some(mut on) = OnCluster::start().await else { return };
     let pools: Vec<String> = (0..3).map(|n| format!("crawl-{n}")).collect();
-    let live = Arc::new(Mutex::new(cluster.replicas.clone()));
+    let live = Arc::new(Mutex::new(on.cluster.replicas.clone()));
     let ledger = Arc::new(Ledger::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers = run_load(live.clone(), pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
+    let load = run_load(live.clone(), pools.clone(), Tolerate::NotReady, ledger.clone());
     more_acked(&ledger, 150, "the load is under way").await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.expect("a load worker");
-    }
-    tokio::task::block_in_place(|| redis.wait_in_sync(primary, 3));
+    load.stop().await;
+    tokio::task::block_in_place(|| on.redis.wait_in_sync(on.primary, 3));
 
-    redis.nodes[primary].kill9();
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone(), stop.clone());
-    tokio::task::block_in_place(|| {
-        redis.wait_for_primary(&tag, 3);
-        redis.wait_until_ok();
-    });
+    on.redis.nodes[on.primary].kill9();
+    let load = run_load(live, pools.clone(), Tolerate::NotReady, ledger.clone());
+    on.wait_for_node_3();
     assert!(ledger.not_ready.load(Ordering::SeqCst) > 0, "no call answered 503 while the slot had no primary");
     ledger.reset_recent();
     more_acked(&ledger, 300, "the load goes on after the crash").await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.expect("a load worker");
-    }
+    load.stop().await;
 
-    let recent = ledger.recent.lock().unwrap().clone();
-    for pool in &pools {
-        assert!(recent.get(pool).is_some_and(|n| *n > 0), "no write in {pool} after the crash: {recent:?}");
-    }
-    for replica in &cluster.replicas {
-        // A call that met the old primary may be answered after a later one succeeded; the next
-        // call, at the latest the sweep's within a second, says ready again.
-        eventually(NOTICE, "the replica is ready after the crash", || async {
-            replica.status_of("/readyz").await == Some(200)
-        })
-        .await;
-        ledger.assert_kept_by(replica, &pools).await;
-    }
-    cluster.assert_footprint(&redis.nodes[3]);
+    ledger.assert_wrote_in_each(&pools, "after the crash");
+    on.assert_kept_on_node_3(&ledger, &pools, "after the crash").await;
 }
 
 /// A Cluster has database 0 only: a server whose `--store` names another stops at once and says
