@@ -815,3 +815,97 @@ async fn a_database_redis_does_not_have_is_refused_in_one_line() {
     let said = format!("session-pool: --store {url}: Redis has no database 99 (see its `databases` setting)");
     assert!(stderr.lines().any(|line| line == said), "no line says what is wrong and where:\n{stderr}");
 }
+
+/// The field `field` of the session `id` of `pool` (`r` its retired reason, `l` its lease id),
+/// read straight from Redis, so that no call through a server applies the clock first.
+fn field_in_redis(redis: &Redis, pool: &str, id: &str, field: &str) -> Option<String> {
+    use common::redis::Reply;
+    let Reply::Bulk(Some(generation)) = redis.command(&["HGET", &format!("{{{PREFIX}}}:p:{pool}"), "g"]) else {
+        panic!("pool {pool} is not in Redis");
+    };
+    match redis.command(&["HGET", &format!("{{{PREFIX}}}:s:{pool}:{generation}:h:{id}"), field]) {
+        Reply::Bulk(value) => value,
+        other => panic!("HGET answered {other:?}"),
+    }
+}
+
+/// Redis's count of each command since the last `CONFIG RESETSTAT`, the commands scripts ran
+/// included, from `INFO commandstats`.
+fn command_calls(redis: &Redis) -> BTreeMap<String, u64> {
+    let common::redis::Reply::Bulk(Some(info)) = redis.command(&["INFO", "commandstats"]) else {
+        panic!("INFO answered no text");
+    };
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|field| field.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sweep visits the pools with an expiry or a lease end due and a few others, not every pool:
+/// over 300 idle pools each of its calls runs a bounded number of commands in Redis (it ran three
+/// for every pool), and in pools nobody calls a session still expires and a lease still ends
+/// within a second or two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_costs_redis_the_pools_due_not_every_pool() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
+    let replica = Replica::of(0, &server);
+    const POOLS: usize = 300;
+    for i in 0..POOLS {
+        let pool = format!("/v1/pools/idle-{i:03}");
+        replica.expect(Method::PUT, &pool, Some(&json!({"max_pool_size": 0})), 201).await;
+        replica.expect(Method::POST, &format!("{pool}/sessions"), Some(&json!({"id": "s"})), 201).await;
+    }
+    // Last in name order, so the walk over every pool would come by these only after the others.
+    replica.expect(Method::PUT, "/v1/pools/zz-quiet", Some(&json!({"max_pool_size": 0})), 201).await;
+    let short = json!({"id": "short", "max_age_secs": 1});
+    replica.expect(Method::POST, "/v1/pools/zz-quiet/sessions", Some(&short), 201).await;
+    replica.expect(Method::PUT, "/v1/pools/zz-leased", Some(&json!({"max_pool_size": 0})), 201).await;
+    replica.expect(Method::POST, "/v1/pools/zz-leased/sessions", Some(&json!({"id": "long"})), 201).await;
+    let leased = json!({"lease_secs": 1});
+    replica.expect(Method::POST, "/v1/pools/zz-leased/acquire", Some(&leased), 200).await;
+    assert!(field_in_redis(&redis, "zz-leased", "long", "l").is_some(), "the acquire leased no session");
+
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let calls = command_calls(&redis);
+    let sweeps = calls.get("fcall").copied().unwrap_or(0);
+    let in_scripts: u64 = calls
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "fcall" | "info" | "config|resetstat"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(sweeps >= 2, "{sweeps} sweeps in 3.5 s: {calls:?}");
+    assert!(in_scripts / sweeps < 150, "{in_scripts} commands in {sweeps} sweeps over {POOLS} idle pools: {calls:?}");
+    eventually(Duration::from_secs(3), "the sweep expires the session of a pool nobody calls", || async {
+        field_in_redis(&redis, "zz-quiet", "short", "r").as_deref() == Some("expired")
+    })
+    .await;
+    eventually(Duration::from_secs(3), "the sweep ends a lease in a pool nobody calls", || async {
+        field_in_redis(&redis, "zz-leased", "long", "l").is_none()
+    })
+    .await;
+    assert_eq!(field_in_redis(&redis, "idle-000", "s", "r"), None);
+}
+
+/// A pool missing from the sweep's index of due pools (as one whose sessions an older version of
+/// the server added would be) is found by the sweep's walk over every pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_a_pool_missing_from_its_index() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
+    let replica = Replica::of(0, &server);
+    replica.expect(Method::PUT, "/v1/pools/quiet", Some(&json!({"max_pool_size": 0})), 201).await;
+    let short = json!({"id": "short", "max_age_secs": 1});
+    replica.expect(Method::POST, "/v1/pools/quiet/sessions", Some(&short), 201).await;
+    redis.command(&["DEL", &format!("{{{PREFIX}}}:due")]);
+    eventually(Duration::from_secs(4), "the sweep expires the session of a pool missing from its index", || async {
+        field_in_redis(&redis, "quiet", "short", "r").as_deref() == Some("expired")
+    })
+    .await;
+}

@@ -884,9 +884,10 @@ impl RedisStore {
         Ok((pools.into_iter().map(|p| (p.name, p.counts)).collect(), held))
     }
 
-    /// The sweep: applies the clock to every pool, purges what is due and drops deleted pools'
-    /// keys, a bounded amount per call, calling again at once while work is left (at most a
-    /// hundred calls a sweep).
+    /// The sweep: applies the clock to the pools with a timer due (`pool.lua` keeps them in a
+    /// sorted set, so an idle store costs it the same however many pools it holds), purges what is
+    /// due and drops deleted pools' keys, a bounded amount per call, calling again at once while
+    /// work is left (at most a hundred calls a sweep).
     pub async fn tick(&self) {
         for _ in 0..100 {
             // The sweep also brings `default` back to a Redis that lost it.

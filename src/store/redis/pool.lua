@@ -17,6 +17,10 @@
 --   T:held             sessions held by every pool together, against --max-sessions
 --   T:gen              the last generation handed out
 --   T:purge            sorted set "P\tG\tid" by purge time: retired sessions of every pool
+--   T:due              sorted set of pool names by a time at or before the pool's first expiry or
+--                      lease end (early when they left first, never late): the pools the sweep
+--                      visits, so an idle store costs it nothing however many pools it holds
+--   T:walk             the pool the sweep's walk over every pool reached (see ops.tick)
 --   T:graves           list of "P\tG" whose keys the sweep still has to drop
 --   T:layout           the version of this layout (LAYOUT): a store written in another is refused
 --   T:p:P              the pool: hash of g (generation), ca (created at), cv (config version), cfg
@@ -186,6 +190,11 @@ local function current(K, id)
   return h
 end
 
+-- Tells the sweep that the pool has an expiry or a lease end at `at` (T:due keeps the earliest).
+local function due(K, at)
+  redis.call('ZADD', T .. ':due', 'LT', at, K.name)
+end
+
 -- Puts a session whose hash is written and whose place under --max-sessions is counted into the
 -- pool's indexes, by its state.
 local function index(K, id, h)
@@ -199,8 +208,10 @@ local function index(K, id, h)
   redis.call('ZADD', K.exp, h.e, id)
   if h.lu then
     redis.call('ZADD', K.lease, h.lu, id)
+    due(K, num(math.min(tonumber(h.e), tonumber(h.lu))))
   else
     redis.call('ZADD', K.free, h.e, id)
+    due(K, h.e)
   end
   touch(K, id, h)
 end
@@ -531,6 +542,7 @@ function ops.acquire()
         redis.call('HSET', hkey(K, id), 'l', h.l, 'lu', h.lu)
         redis.call('ZREM', K.free, id)
         redis.call('ZADD', K.lease, h.lu, id)
+        due(K, h.lu)
       end
       event('a', K)
       return ok(id, flat_of(h))
@@ -859,15 +871,44 @@ function ops.import()
   return ok(tostring(#fresh), skipped, created)
 end
 
--- The sweep: the clock applied to every pool (bounded), purges, and keys of deleted pools; and
--- `default` made again when Redis lost it. ARGV: 7 count of default config fields, then the fields.
+-- Applies the clock to the pool `name` (bounded) and files it in T:due under its first expiry or
+-- lease end left; returns whether due ones are left.
+local function visit(name)
+  local K = open(name)
+  if not K then
+    redis.call('ZREM', T .. ':due', name)
+    return false
+  end
+  local left = drain(K, BOUND)
+  local first
+  for _, key in ipairs({ K.exp, K.lease }) do
+    local at = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+    if at and (not first or tonumber(at) < tonumber(first)) then first = at end
+  end
+  if first then redis.call('ZADD', T .. ':due', first, name) else redis.call('ZREM', T .. ':due', name) end
+  return left
+end
+
+-- How many pools each sweep call visits on its walk over every pool.
+local WALK = 16
+
+-- The sweep: the clock applied to the pools due (bounded), purges, and keys of deleted pools; and
+-- `default` made again when Redis lost it. A walk also visits a few pools in name order each call,
+-- so that a pool missing from T:due (sessions an older version of this code added) is filed
+-- within a few turns. ARGV: 7 count of default config fields, then the fields.
 function ops.tick()
   if not open('default') then init_pool('default', pairs_at(8, tonumber(ARGV[7]))) end
-  local left = false
-  for _, name in ipairs(redis.call('ZRANGE', T .. ':pools', 0, -1)) do
-    local K = open(name)
-    if K and drain(K, BOUND) then left = true end
+  local due = redis.call('ZRANGEBYSCORE', T .. ':due', '-inf', num(NOW), 'LIMIT', 0, BOUND)
+  local left = #due == BOUND
+  for _, name in ipairs(due) do
+    if visit(name) then left = true end
   end
+  local reached = redis.call('GET', T .. ':walk')
+  local walk = redis.call('ZRANGEBYLEX', T .. ':pools', reached and '(' .. reached or '-', '+', 'LIMIT', 0, WALK)
+  for _, name in ipairs(walk) do
+    if visit(name) then left = true end
+  end
+  if #walk == WALK then redis.call('SET', T .. ':walk', walk[#walk]) else redis.call('DEL', T .. ':walk') end
   if purge(BOUND) == BOUND then left = true end
   if bury(BOUND) == BOUND then left = true end
   return ok(left and 1 or 0)
