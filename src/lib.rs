@@ -64,6 +64,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the background sweep applies the clock to every pool (lease ends, expiry, purges).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the sweep tries a store that is not ready.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Serves the API on `listener` until `shutdown` resolves.
 ///
 /// Binds nothing itself. Locks and opens the state in `--data-dir` first (a directory in use or a
@@ -252,12 +255,16 @@ impl Serving {
 }
 
 /// Applies the clock to every pool on a timer, so leases end, sessions expire and retired ones are
-/// purged (freeing memory) even in pools nobody calls.
+/// purged (freeing memory) even in pools nobody calls. It is also what tries a store that is not
+/// ready (Redis out of reach): at once when a call finds it so, then every [`PROBE_INTERVAL`]
+/// until it answers, so that one failed call does not keep `/v1` refused for a whole interval.
 async fn sweep(state: AppState) {
-    let mut timer = tokio::time::interval(SWEEP_INTERVAL);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        timer.tick().await;
+        let wait = if state.store.is_ready() { SWEEP_INTERVAL } else { PROBE_INTERVAL };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = state.store.lost() => {}
+        }
         state.store.tick().await;
         // Histogram samples queue up until upkeep folds them in; without a scrape they would grow.
         api::service::metrics_handle().run_upkeep();

@@ -580,6 +580,40 @@ async fn redis_killed_mid_load_makes_replicas_not_ready_and_restarted_loses_no_a
     cluster.assert_footprint(&redis);
 }
 
+/// A connection to Redis that drops (Redis closed it, a proxy reset it) makes a replica not ready
+/// only until it has connected again: the sweep tries Redis as soon as a call fails and every
+/// 100 ms after, so `/v1` is refused for milliseconds, not until the next sweep (up to a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_connection_to_redis_is_refused_for_milliseconds_not_a_sweep_interval() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
+    let replica = Replica::of(0, &server);
+    replica.expect(Method::PUT, "/v1/pools/p", Some(&json!({"max_pool_size": 10})), 201).await;
+    // Summed over several drops, which fall at different points of the sweep's second.
+    const DROPS: u32 = 4;
+    let (mut refused, mut refusals) = (Duration::ZERO, 0);
+    for _ in 0..DROPS {
+        let killed = redis.command(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        assert!(matches!(killed, common::redis::Reply::Integer(n) if n >= 1), "CLIENT KILL answered {killed:?}");
+        let dropped = Instant::now();
+        loop {
+            let answer = replica.call(Method::POST, "/v1/pools/p/acquire", Some(&json!({}))).await;
+            if answer.status == 200 {
+                break;
+            }
+            assert!(answer.is_not_ready(), "an acquire after the connection dropped: {answer:?}");
+            assert!(dropped.elapsed() < NOTICE, "the replica did not serve again within {NOTICE:?}");
+            refusals += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        refused += dropped.elapsed();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(refusals >= DROPS, "only {refusals} acquires were refused over {DROPS} dropped connections");
+    assert!(refused < Duration::from_millis(600), "{DROPS} dropped connections kept /v1 refused for {refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_started_before_redis_serves_health_and_becomes_ready_by_itself() {
     if !common::redis::available() {

@@ -346,6 +346,15 @@ impl Store {
         }
     }
 
+    /// Resolves once a call has found the store out of reach (it is then not ready); never for
+    /// the memory store.
+    pub async fn lost(&self) {
+        match self {
+            Self::Memory(_) => std::future::pending().await,
+            Self::Redis(redis) => redis.lost().await,
+        }
+    }
+
     /// Whether the store can serve: the memory store always can.
     pub fn is_ready(&self) -> bool {
         match self {

@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use chrono::TimeDelta;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -146,6 +148,8 @@ pub struct RedisStore {
     default_fields: Vec<Vec<u8>>,
     settings: Settings,
     ready: AtomicBool,
+    /// Notified when a call finds Redis out of reach, so that the sweep tries it again at once.
+    lost: Notify,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -184,6 +188,7 @@ impl RedisStore {
             tag: format!("{{{}}}", settings.prefix),
             settings,
             ready: AtomicBool::new(false),
+            lost: Notify::new(),
         })
     }
 
@@ -277,6 +282,12 @@ impl RedisStore {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Resolves once a call has found Redis out of reach since the last time it resolved: the
+    /// store is not ready, and only a call that reaches Redis makes it ready again.
+    pub async fn lost(&self) {
+        self.lost.notified().await;
+    }
+
     /// The server's default pool configuration.
     pub fn defaults(&self) -> &PoolConfig {
         &self.settings.defaults
@@ -355,7 +366,9 @@ impl RedisStore {
         }
         match answer {
             Ok(value) => {
-                self.ready.store(true, Ordering::Release);
+                if !self.ready.swap(true, Ordering::AcqRel) {
+                    tracing::info!(store = %self.url, "Redis answers again: ready");
+                }
                 self.reply(op, pool, value)
             }
             Err(e) => Err(self.failed(op, pool, &e)),
@@ -383,16 +396,20 @@ impl RedisStore {
                     | ErrorKind::ClusterConnectionNotFound
             )
             || matches!(e.code(), Some("OOM" | "BUSY"));
-        if redirected || unreachable {
-            if unreachable {
-                self.ready.store(false, Ordering::Release);
-            }
-            tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis failed");
-            PoolError::Unavailable(e.to_string())
-        } else {
+        if !(redirected || unreachable) {
             tracing::error!(store = %self.url, op, pool, error = %e, "Redis refused a call");
-            PoolError::Damaged(format!("Redis refused {op} on pool {pool:?}: {e}"))
+            return PoolError::Damaged(format!("Redis refused {op} on pool {pool:?}: {e}"));
         }
+        if !unreachable {
+            tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis was redirected");
+        } else if self.ready.swap(false, Ordering::AcqRel) {
+            self.lost.notify_one();
+            tracing::warn!(store = %self.url, op, pool, error = %e, "Redis cannot be reached: not ready until it answers");
+        } else {
+            // Not ready already, and the sweep tries again several times a second: quietly.
+            tracing::debug!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
+        }
+        PoolError::Unavailable(e.to_string())
     }
 
     fn reply(&self, op: &str, pool: &str, value: Value) -> Result<Reply, PoolError> {
