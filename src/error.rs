@@ -35,9 +35,10 @@ pub enum ApiError {
     /// Release with a lease id that is not the current lease.
     #[error("lease_id {0:?} is not the session's current lease")]
     LeaseMismatch(String),
-    /// The state is not restored yet, or shutdown has begun.
-    #[error("the server is not ready (starting up or shutting down)")]
-    NotReady,
+    /// The state is not restored yet, shutdown has begun, or the store cannot be reached: the
+    /// detail says which.
+    #[error("{0}")]
+    NotReady(String),
     /// Acquire found no free usable session and could not create one.
     #[error("no session is available: every usable session is leased and the pool cannot grow")]
     NoSessionAvailable,
@@ -75,7 +76,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PoolNotFound(_) | Self::SessionNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::SessionExists(_) | Self::LeaseMismatch(_) | Self::LimitReached(_) => StatusCode::CONFLICT,
-            Self::NotReady | Self::NoSessionAvailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady(_) | Self::NoSessionAvailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -93,7 +94,7 @@ impl ApiError {
             Self::SessionNotFound(_) => "session_not_found",
             Self::SessionExists(_) => "session_exists",
             Self::LeaseMismatch(_) => "lease_mismatch",
-            Self::NotReady => "not_ready",
+            Self::NotReady(_) => "not_ready",
             Self::NoSessionAvailable => "no_session_available",
             Self::LimitReached(_) => "limit_reached",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -113,7 +114,7 @@ impl ApiError {
             Self::SessionNotFound(_) => "Session not found",
             Self::SessionExists(_) => "Session exists",
             Self::LeaseMismatch(_) => "Lease mismatch",
-            Self::NotReady => "Not ready",
+            Self::NotReady(_) => "Not ready",
             Self::NoSessionAvailable => "No session available",
             Self::LimitReached(_) => "Limit reached",
             Self::PayloadTooLarge(_) => "Payload too large",
@@ -150,7 +151,7 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
-            Self::NotReady | Self::NoSessionAvailable => {
+            Self::NotReady(_) | Self::NoSessionAvailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             Self::Unauthorized => {
@@ -180,7 +181,7 @@ impl From<PoolError> for ApiError {
             PoolError::NoSessionAvailable => Self::NoSessionAvailable,
             PoolError::LimitReached(detail) => Self::LimitReached(detail),
             PoolError::Invalid(e) => e.into(),
-            PoolError::Unavailable(_) => Self::NotReady,
+            PoolError::Unavailable(why) => Self::NotReady(format!("the store cannot serve this call now: {why}")),
             PoolError::Damaged(_) | PoolError::Conflict => Self::Internal(anyhow::Error::new(e)),
         }
     }

@@ -104,14 +104,16 @@ impl Replica {
         }
     }
 
-    /// Asserts that `/healthz` answers 200 while `/readyz` and `/v1` answer 503, the latter
-    /// `not_ready` with `Retry-After`.
+    /// Asserts that `/healthz` answers 200 while `/readyz` and `/v1` answer 503 `not_ready` with
+    /// `Retry-After`, saying that the store is what is missing.
     async fn assert_not_ready(&self) {
         assert_eq!(self.status_of("/healthz").await, Some(200), "/healthz of replica {}", self.index);
         assert_eq!(self.status_of("/readyz").await, Some(503), "/readyz of replica {}", self.index);
         for (method, path) in [(Method::GET, "/v1/pools"), (Method::POST, "/v1/pools/default/acquire")] {
             let answer = self.call(method.clone(), path, None).await;
             assert!(answer.is_not_ready(), "{method} {path} on replica {}: {answer:?}", self.index);
+            let detail = answer.body["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("store"), "{method} {path} on replica {}: {answer:?}", self.index);
         }
     }
 }
@@ -578,6 +580,38 @@ async fn redis_killed_mid_load_makes_replicas_not_ready_and_restarted_loses_no_a
         ledger.assert_kept_by(replica, &pools).await;
     }
     cluster.assert_footprint(&redis);
+}
+
+/// A replica serves again within moments of Redis answering again after an outage (about 200 ms
+/// here), not after a backoff of its own client (0.5 to 1 s a try, about 750 ms on average here):
+/// while Redis is down it tries every 100 ms, one connection attempt each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_serves_again_within_moments_of_redis_coming_back() {
+    let Some(mut redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
+    let replica = Replica::of(0, &server);
+    // Summed over several outages, which end at different points of a backoff.
+    const OUTAGES: u32 = 3;
+    let mut waited = Duration::ZERO;
+    for outage in 0..OUTAGES {
+        tokio::task::block_in_place(|| redis.terminate());
+        eventually(NOTICE, "the replica says it is not ready", || async {
+            replica.status_of("/readyz").await == Some(503)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300 + 400 * u64::from(outage))).await;
+        tokio::task::block_in_place(|| redis.restart());
+        let back = Instant::now();
+        eventually(NOTICE, "the replica is ready again", || async { replica.status_of("/readyz").await == Some(200) })
+            .await;
+        waited += back.elapsed();
+        replica.expect(Method::POST, "/v1/pools/default/acquire", Some(&json!({})), 200).await;
+    }
+    assert!(
+        waited < Duration::from_millis(1200),
+        "{OUTAGES} outages of Redis kept /v1 refused {waited:?} after it was back"
+    );
 }
 
 /// A connection to Redis that drops (Redis closed it, a proxy reset it) makes a replica not ready

@@ -121,7 +121,7 @@ fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
             return Some(ApiError::Unauthorized);
         }
     }
-    (!(state.lifecycle.is_ready() && state.store.is_ready())).then_some(ApiError::NotReady)
+    state.not_ready()
 }
 
 /// The access log line and the HTTP metrics of one answer: method, matched route, status, latency

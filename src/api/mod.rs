@@ -58,6 +58,17 @@ impl Lifecycle {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.shutting_down.load(Ordering::Acquire)
     }
+
+    /// Why the server takes no work, or `None` when it does.
+    fn why_not_ready(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            Some("the server is shutting down")
+        } else if !self.ready.load(Ordering::Acquire) {
+            Some("the server is starting up (restoring its state, or reaching its store)")
+        } else {
+            None
+        }
+    }
 }
 
 /// Everything a handler reads. Cloned for every request and middleware, so it is one `Arc`: one
@@ -85,6 +96,15 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// The answer of `/readyz` and of every `/v1` call while the server cannot serve: starting up,
+    /// shutting down, or its store out of reach; `None` when it can.
+    pub fn not_ready(&self) -> Option<ApiError> {
+        let why = self.lifecycle.why_not_ready().or_else(|| {
+            (!self.store.is_ready()).then_some("the store cannot be reached; the server reconnects by itself")
+        })?;
+        Some(ApiError::NotReady(why.to_owned()))
+    }
+
     /// A fresh state with the `default` pool, ready to serve (nothing to restore).
     pub fn new(config: Config) -> Self {
         let state = Self::starting(config);

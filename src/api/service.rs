@@ -31,10 +31,9 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.lifecycle.is_ready() && state.store.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        ApiError::NotReady.into_response()
+    match state.not_ready() {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(not_ready) => not_ready.into_response(),
     }
 }
 

@@ -175,6 +175,7 @@ async fn a_server_that_is_not_ready_answers_not_ready_on_v1_and_readyz_only() {
         let body: serde_json::Value =
             serde_json::from_slice(&response.into_body().collect().await.expect("a body").to_bytes()).expect("JSON");
         assert_eq!(body["type"], "not_ready", "{method} {path}");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains("starting up")), "{method} {path}: {body}");
     }
     assert_eq!(call("GET", "/healthz").await.expect("an answer").status().as_u16(), 200);
     assert_eq!(call("GET", "/metrics").await.expect("an answer").status().as_u16(), 200);
@@ -183,7 +184,11 @@ async fn a_server_that_is_not_ready_answers_not_ready_on_v1_and_readyz_only() {
     assert_eq!(call("GET", "/readyz").await.expect("an answer").status().as_u16(), 200);
     assert_eq!(call("GET", "/v1/pools/p").await.expect("an answer").status().as_u16(), 404);
     state.lifecycle.begin_shutdown();
-    assert_eq!(call("GET", "/readyz").await.expect("an answer").status().as_u16(), 503);
+    let response = call("GET", "/readyz").await.expect("an answer");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.expect("a body").to_bytes()).expect("JSON");
+    assert_eq!(body["detail"], "the server is shutting down");
     assert_eq!(call("GET", "/v1/pools").await.expect("an answer").status().as_u16(), 503);
 }
 

@@ -237,11 +237,14 @@ impl RedisStore {
 
     /// A connection to the server `--store` names, or to its Cluster when it is a Cluster node.
     async fn open(&self) -> Result<Link, Refused> {
+        // One connection attempt per call that finds the connection lost, no backoff of the
+        // client's own: calls wait on a reconnection in progress, so its retries would hold them
+        // (and the sweep, which tries every 100 ms while not ready) up to a second after Redis is
+        // back.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(self.settings.response_timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(500);
+            .set_number_of_retries(0);
         let mut one = ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(|e| {
             // The connection SELECTs `--store`'s database, which a Cluster node refuses, and one
             // server refuses past its `databases`.
@@ -409,7 +412,7 @@ impl RedisStore {
             // Not ready already, and the sweep tries again several times a second: quietly.
             tracing::debug!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
         }
-        PoolError::Unavailable(e.to_string())
+        PoolError::Unavailable(format!("Redis: {e}"))
     }
 
     fn reply(&self, op: &str, pool: &str, value: Value) -> Result<Reply, PoolError> {
