@@ -61,7 +61,9 @@ pub use config::Config;
 
 /// How long in-flight requests may take to finish once shutdown has begun.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the background sweep applies the clock to every pool (lease ends, expiry, purges).
+/// How long the background sweep waits between two sweeps, each of which applies the clock to the
+/// pools with a timer due (lease ends, expiries, purges): the memory store looks at every pool, the
+/// Redis store keeps the pools due in an index.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the sweep tries a store that is not ready.

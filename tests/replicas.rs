@@ -934,7 +934,7 @@ async fn the_sweep_costs_redis_the_pools_due_not_every_pool() {
     replica.expect(Method::POST, "/v1/pools/zz-quiet/sessions", Some(&short), 201).await;
     replica.expect(Method::PUT, "/v1/pools/zz-leased", Some(&json!({"max_pool_size": 0})), 201).await;
     replica.expect(Method::POST, "/v1/pools/zz-leased/sessions", Some(&json!({"id": "long"})), 201).await;
-    let leased = json!({"lease_secs": 1});
+    let leased = json!({"lease_secs": 3});
     replica.expect(Method::POST, "/v1/pools/zz-leased/acquire", Some(&leased), 200).await;
     assert!(field_in_redis(&redis, "zz-leased", "long", "l").is_some(), "the acquire leased no session");
 
@@ -961,19 +961,71 @@ async fn the_sweep_costs_redis_the_pools_due_not_every_pool() {
 }
 
 /// A pool missing from the sweep's index of due pools (as one whose sessions an older version of
-/// the server added would be) is found by the sweep's walk over every pool.
+/// the server added would be) is found by the sweep's walk over every pool, 16 pools a call: the
+/// first of 42 pools in name order and the last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweep_finds_a_pool_missing_from_its_index() {
+async fn the_sweep_finds_pools_missing_from_its_index() {
     let Some(redis) = Redis::start() else { return };
     let dir = TempDir::new("replica");
     let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
     let replica = Replica::of(0, &server);
-    replica.expect(Method::PUT, "/v1/pools/quiet", Some(&json!({"max_pool_size": 0})), 201).await;
+    let quiet = ["aa-quiet", "zz-quiet"];
+    let pools = (0..40).map(|i| format!("p-{i:02}")).chain(quiet.map(String::from));
+    for pool in pools {
+        replica.expect(Method::PUT, &format!("/v1/pools/{pool}"), Some(&json!({"max_pool_size": 0})), 201).await;
+    }
     let short = json!({"id": "short", "max_age_secs": 1});
-    replica.expect(Method::POST, "/v1/pools/quiet/sessions", Some(&short), 201).await;
+    for pool in quiet {
+        replica.expect(Method::POST, &format!("/v1/pools/{pool}/sessions"), Some(&short), 201).await;
+    }
     redis.command(&["DEL", &format!("{{{PREFIX}}}:due")]);
-    eventually(Duration::from_secs(4), "the sweep expires the session of a pool missing from its index", || async {
-        field_in_redis(&redis, "quiet", "short", "r").as_deref() == Some("expired")
+    eventually(Duration::from_secs(8), "the sweep expires the sessions of pools missing from its index", || async {
+        quiet.iter().all(|pool| field_in_redis(&redis, pool, "short", "r").as_deref() == Some("expired"))
+    })
+    .await;
+}
+
+/// Redis refusing the sweep's call (here a key of the wrong type) answers all the same: a replica
+/// that lost its connection is ready again as soon as Redis answers, whatever it answers, rather than
+/// waiting for a sweep that succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_the_sweep_is_reachable_all_the_same() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
+    let replica = Replica::of(0, &server);
+    replica.expect(Method::PUT, "/v1/pools/p", Some(&json!({"max_pool_size": 10})), 201).await;
+    // Only the sweep and a pool's deletion read the list of deleted pools.
+    redis.command(&["SET", &format!("{{{PREFIX}}}:graves"), "not a list"]);
+    redis.command(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    eventually(NOTICE, "the replica serves again", || async {
+        replica.call(Method::POST, "/v1/pools/p/acquire", Some(&json!({}))).await.status == 200
+    })
+    .await;
+    assert_eq!(replica.status_of("/readyz").await, Some(200));
+}
+
+/// A mass expiry across pools is swept within a sweep or two though each of the sweep's calls
+/// handles about 64 timers: it calls again while work is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_expiry_across_pools_is_swept_in_bounded_calls_without_falling_behind() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = TempDir::new("replica");
+    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
+    let replica = Replica::of(0, &server);
+    let pools: Vec<String> = (0..5).map(|i| format!("mass-{i}")).collect();
+    let config = json!({"max_pool_size": 200, "session": {"max_age_secs": 1}});
+    for pool in &pools {
+        replica.expect(Method::PUT, &format!("/v1/pools/{pool}"), Some(&config), 201).await;
+        replica.expect(Method::POST, &format!("/v1/pools/{pool}/acquire"), Some(&json!({})), 200).await;
+    }
+    let usable = |pool: &str| match redis.command(&["HGET", &format!("{{{PREFIX}}}:p:{pool}"), "us"]) {
+        common::redis::Reply::Bulk(Some(count)) => count,
+        other => panic!("HGET answered {other:?}"),
+    };
+    assert!(pools.iter().all(|pool| usable(pool) == "200"), "the acquires did not fill the pools");
+    eventually(Duration::from_secs(4), "the sweep retires all 1000 sessions", || async {
+        pools.iter().all(|pool| usable(pool) == "0")
     })
     .await;
 }

@@ -27,7 +27,7 @@
 
 mod codec;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -150,6 +150,8 @@ pub struct RedisStore {
     ready: AtomicBool,
     /// Notified when a call finds Redis out of reach, so that the sweep tries it again at once.
     lost: Notify,
+    /// Calls that found Redis out of reach since the store went not ready.
+    unanswered: AtomicU32,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -189,6 +191,7 @@ impl RedisStore {
             settings,
             ready: AtomicBool::new(false),
             lost: Notify::new(),
+            unanswered: AtomicU32::new(0),
         })
     }
 
@@ -280,7 +283,7 @@ impl RedisStore {
         Ok(Link::Cluster(conn, slot))
     }
 
-    /// Whether the last call reached Redis.
+    /// Whether Redis answered the last call (if only to refuse it or to redirect it).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -369,16 +372,15 @@ impl RedisStore {
         }
         match answer {
             Ok(value) => {
-                if !self.ready.swap(true, Ordering::AcqRel) {
-                    tracing::info!(store = %self.url, "Redis answers again: ready");
-                }
+                self.answered();
                 self.reply(op, pool, value)
             }
             Err(e) => Err(self.failed(op, pool, &e)),
         }
     }
 
-    /// The error a failed call answers; a Redis that cannot be reached makes the store not ready.
+    /// The error a failed call answers; a Redis that cannot be reached makes the store not ready, and
+    /// one that answers (if only to refuse) ready.
     fn failed(&self, op: &str, pool: &str, e: &RedisError) -> PoolError {
         // On a Cluster a redirection (the slot moved in a failover) is answered 503 like the rest,
         // but says nothing of whether Redis can be reached, so it leaves the store ready; to the
@@ -399,6 +401,10 @@ impl RedisStore {
                     | ErrorKind::ClusterConnectionNotFound
             )
             || matches!(e.code(), Some("OOM" | "BUSY"));
+        if !unreachable {
+            // Redis answered, if only to refuse: it can be reached.
+            self.answered();
+        }
         if !(redirected || unreachable) {
             tracing::error!(store = %self.url, op, pool, error = %e, "Redis refused a call");
             return PoolError::Damaged(format!("Redis refused {op} on pool {pool:?}: {e}"));
@@ -407,12 +413,25 @@ impl RedisStore {
             tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis was redirected");
         } else if self.ready.swap(false, Ordering::AcqRel) {
             self.lost.notify_one();
+            self.unanswered.store(0, Ordering::Relaxed);
             tracing::warn!(store = %self.url, op, pool, error = %e, "Redis cannot be reached: not ready until it answers");
         } else {
-            // Not ready already, and the sweep tries again several times a second: quietly.
-            tracing::debug!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
+            // The sweep tries again 10 times a second: a line every 30 s says the outage goes on.
+            let tries = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
+            if tries.is_multiple_of(300) {
+                tracing::warn!(store = %self.url, tries, error = %e, "Redis still cannot be reached");
+            } else {
+                tracing::debug!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
+            }
         }
         PoolError::Unavailable(format!("Redis: {e}"))
+    }
+
+    /// Notes that Redis answered a call: the store is ready.
+    fn answered(&self) {
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            tracing::info!(store = %self.url, "Redis answers again: ready");
+        }
     }
 
     fn reply(&self, op: &str, pool: &str, value: Value) -> Result<Reply, PoolError> {

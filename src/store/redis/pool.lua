@@ -18,8 +18,9 @@
 --   T:gen              the last generation handed out
 --   T:purge            sorted set "P\tG\tid" by purge time: retired sessions of every pool
 --   T:due              sorted set of pool names by a time at or before the pool's first expiry or
---                      lease end (early when they left first, never late): the pools the sweep
---                      visits, so an idle store costs it nothing however many pools it holds
+--                      lease end (early when those left first; late only for sessions an older
+--                      version of this code added, until the walk files them): the pools the
+--                      sweep visits, so its cost does not grow with the number of pools
 --   T:walk             the pool the sweep's walk over every pool reached (see ops.tick)
 --   T:graves           list of "P\tG" whose keys the sweep still has to drop
 --   T:layout           the version of this layout (LAYOUT): a store written in another is refused
@@ -191,7 +192,7 @@ local function current(K, id)
 end
 
 -- Tells the sweep that the pool has an expiry or a lease end at `at` (T:due keeps the earliest).
-local function due(K, at)
+local function note_due(K, at)
   redis.call('ZADD', T .. ':due', 'LT', at, K.name)
 end
 
@@ -208,10 +209,10 @@ local function index(K, id, h)
   redis.call('ZADD', K.exp, h.e, id)
   if h.lu then
     redis.call('ZADD', K.lease, h.lu, id)
-    due(K, num(math.min(tonumber(h.e), tonumber(h.lu))))
+    note_due(K, num(math.min(tonumber(h.e), tonumber(h.lu))))
   else
     redis.call('ZADD', K.free, h.e, id)
-    due(K, h.e)
+    note_due(K, h.e)
   end
   touch(K, id, h)
 end
@@ -295,7 +296,8 @@ end
 
 -- The clock -------------------------------------------------------------------------------------
 
--- Expiries and lease ends due in the pool, at most `bound` of each; returns whether any is left.
+-- Expiries and lease ends due in the pool, at most `bound` of each; returns whether any is left,
+-- and how many it handled.
 local function drain(K, bound)
   local due = redis.call('ZRANGEBYSCORE', K.exp, '-inf', num(NOW), 'LIMIT', 0, bound)
   for _, id in ipairs(due) do
@@ -307,7 +309,7 @@ local function drain(K, bound)
     local h = load(K, id)
     if h then end_lease(K, id, h) else redis.call('ZREM', K.lease, id) end
   end
-  return #due == bound or #ended == bound
+  return #due == bound or #ended == bound, #due + #ended
 end
 
 -- Retired sessions of any pool past their retention, at most `bound`; returns how many.
@@ -542,7 +544,7 @@ function ops.acquire()
         redis.call('HSET', hkey(K, id), 'l', h.l, 'lu', h.lu)
         redis.call('ZREM', K.free, id)
         redis.call('ZADD', K.lease, h.lu, id)
-        due(K, h.lu)
+        note_due(K, h.lu)
       end
       event('a', K)
       return ok(id, flat_of(h))
@@ -871,44 +873,51 @@ function ops.import()
   return ok(tostring(#fresh), skipped, created)
 end
 
--- Applies the clock to the pool `name` (bounded) and files it in T:due under its first expiry or
--- lease end left; returns whether due ones are left.
-local function visit(name)
+-- Applies the clock to at most `bound` timers of each kind in the pool `name` (none with 0), then
+-- files the pool in T:due under its first expiry or lease end left; returns how many timers it
+-- handled and whether due ones are left.
+local function visit(name, bound)
   local K = open(name)
   if not K then
     redis.call('ZREM', T .. ':due', name)
-    return false
+    return 0, false
   end
-  local left = drain(K, BOUND)
+  local left, handled = false, 0
+  if bound > 0 then left, handled = drain(K, bound) end
   local first
   for _, key in ipairs({ K.exp, K.lease }) do
     local at = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
     if at and (not first or tonumber(at) < tonumber(first)) then first = at end
   end
   if first then redis.call('ZADD', T .. ':due', first, name) else redis.call('ZREM', T .. ':due', name) end
-  return left
+  return handled, left
 end
 
--- How many pools each sweep call visits on its walk over every pool.
+-- How many pools each sweep call files on its walk over every pool.
 local WALK = 16
 
--- The sweep: the clock applied to the pools due (bounded), purges, and keys of deleted pools; and
--- `default` made again when Redis lost it. A walk also visits a few pools in name order each call,
--- so that a pool missing from T:due (sessions an older version of this code added) is filed
--- within a few turns. ARGV: 7 count of default config fields, then the fields.
+-- The sweep: the clock applied to the pools due, about BOUND timers a call (twice that at most);
+-- purges; keys of deleted pools; and `default` made again when Redis lost it. A walk first files
+-- WALK pools a call in name order, wrapping around, so that a pool missing from T:due (sessions an
+-- older version of this code added) is found within (pools / WALK) calls: a minute at 1000 pools.
+-- ARGV: 7 count of default config fields, then the fields.
 function ops.tick()
   if not open('default') then init_pool('default', pairs_at(8, tonumber(ARGV[7]))) end
-  local due = redis.call('ZRANGEBYSCORE', T .. ':due', '-inf', num(NOW), 'LIMIT', 0, BOUND)
-  local left = #due == BOUND
-  for _, name in ipairs(due) do
-    if visit(name) then left = true end
-  end
   local reached = redis.call('GET', T .. ':walk')
   local walk = redis.call('ZRANGEBYLEX', T .. ':pools', reached and '(' .. reached or '-', '+', 'LIMIT', 0, WALK)
-  for _, name in ipairs(walk) do
-    if visit(name) then left = true end
-  end
+  for _, name in ipairs(walk) do visit(name, 0) end
   if #walk == WALK then redis.call('SET', T .. ':walk', walk[#walk]) else redis.call('DEL', T .. ':walk') end
+  local pools = redis.call('ZRANGEBYSCORE', T .. ':due', '-inf', num(NOW), 'LIMIT', 0, BOUND)
+  local budget, left = BOUND, #pools == BOUND
+  for _, name in ipairs(pools) do
+    if budget <= 0 then
+      left = true
+      break
+    end
+    local handled, more = visit(name, budget)
+    budget = budget - handled
+    if more then left = true end
+  end
   if purge(BOUND) == BOUND then left = true end
   if bury(BOUND) == BOUND then left = true end
   return ok(left and 1 or 0)
