@@ -9,7 +9,7 @@
 #
 # Reports, from INFO commandstats (microseconds Redis spent in the FCALLs, the commands the scripts ran
 # included): the sweep's calls in the window and their mean and total, and one scrape of /metrics
-# (whose gauges read every pool). Redis runs one script at a time, so a call's microseconds are also
+# (whose gauges read every pool, in pages; a sweep that ran meanwhile counts in it too). Redis runs one script at a time, so a call's microseconds are also
 # how long every other call waited behind it.
 #
 # Environment: POOLS [1000], SESSIONS [1] per pool, WINDOW [10] seconds, SERVER_PORT [18290],
@@ -93,11 +93,11 @@ read -r calls usec <<<"$(fcall_stats)"
 [ "${calls:-0}" -gt 0 ] || die "no sweep call in ${WINDOW}s"
 rcli config resetstat >/dev/null
 curl -fs "http://$HOST:$SERVER_PORT/metrics" >/dev/null
-read -r _ scrape <<<"$(fcall_stats)"
+read -r scrape_calls scrape <<<"$(fcall_stats)"
 
 awk -v pools="$POOLS" -v sessions="$SESSIONS" -v window="$WINDOW" -v calls="$calls" -v usec="$usec" \
-    -v scrape="$scrape" 'BEGIN {
+    -v scrape="$scrape" -v scrape_calls="$scrape_calls" 'BEGIN {
         printf "pools %d, sessions a pool %d, window %d s\n", pools, sessions, window
         printf "sweep: %d calls, %.0f us a call, %.2f ms of Redis a second\n", calls, usec / calls, usec / 1000 / window
-        printf "scrape of /metrics: %d us of Redis\n", scrape
+        printf "scrape of /metrics: %d calls, %d us of Redis in all, %.0f us a call\n", scrape_calls, scrape, scrape / scrape_calls
     }'

@@ -915,7 +915,7 @@ fn command_calls(redis: &Redis) -> BTreeMap<String, u64> {
 /// The sweep visits the pools with an expiry or a lease end due and a few others, not every pool:
 /// over 300 idle pools each of its calls runs a bounded number of commands in Redis (it ran three
 /// for every pool), and in pools nobody calls a session still expires and a lease still ends
-/// within a second or two.
+/// within a second or two. The pool list, the other walk over every pool, takes a call per 100.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_costs_redis_the_pools_due_not_every_pool() {
     let Some(redis) = Redis::start() else { return };
@@ -958,6 +958,30 @@ async fn the_sweep_costs_redis_the_pools_due_not_every_pool() {
     })
     .await;
     assert_eq!(field_in_redis(&redis, "idle-000", "s", "r"), None);
+
+    // The pool list also reads the pools a page of 100 a call, in name order across the pages.
+    redis.command(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    redis.command(&["CONFIG", "SET", "slowlog-max-len", "100000"]);
+    redis.command(&["SLOWLOG", "RESET"]);
+    let listed = replica.get("/v1/pools").await;
+    let names: Vec<&str> =
+        listed["pools"].as_array().expect("pools").iter().filter_map(|p| p["name"].as_str()).collect();
+    let mut expected: Vec<String> = (0..POOLS).map(|i| format!("idle-{i:03}")).collect();
+    expected.extend(["default", "zz-leased", "zz-quiet"].map(String::from));
+    expected.sort();
+    assert_eq!(names, expected);
+    let common::redis::Reply::Array(entries) = redis.command(&["SLOWLOG", "GET", "100000"]) else {
+        panic!("SLOWLOG GET answered no list");
+    };
+    // Each entry: id, time, duration, [command and arguments], ...; a script's own commands too.
+    let is_page = |entry: &common::redis::Reply| {
+        use common::redis::Reply::{Array, Bulk};
+        let Array(fields) = entry else { return false };
+        let Some(Array(args)) = fields.get(3) else { return false };
+        matches!((args.first(), args.get(4)), (Some(Bulk(Some(c))), Some(Bulk(Some(op)))) if c == "FCALL" && op == "pools")
+    };
+    let pages = entries.iter().filter(|entry| is_page(entry)).count();
+    assert_eq!(pages, 4, "calls to Redis for a list of {} pools", expected.len());
 }
 
 /// A pool missing from the sweep's index of due pools (as one whose sessions an older version of

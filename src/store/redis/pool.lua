@@ -376,11 +376,12 @@ local function usable_now(K, usable, behind)
   return usable - redis.call('ZCOUNT', K.exp, '-inf', num(NOW))
 end
 
--- The pool's counts (sessions, usable, leased), after a bounded drain. Exact, except that while timers are overdue
+-- The pool's counts (sessions, usable, leased), after a bounded drain (`behind` is what a drain
+-- the caller ran answered; without it, one runs here). Exact, except that while timers are overdue
 -- beyond the drain (a mass expiry, until the sweep catches up) a leased session that expired
 -- meanwhile may still count as leased (never more than the usable ones).
-local function counts(K)
-  local behind = drain(K, BOUND)
+local function counts(K, behind)
+  if behind == nil then behind = drain(K, BOUND) end
   local n, us = unpack(redis.call('HMGET', K.meta, 'n', 'us'))
   local leased = redis.call('ZCARD', K.lease)
   if behind then
@@ -391,8 +392,8 @@ local function counts(K)
   return { n, us, tostring(leased) }
 end
 
-local function status(K)
-  local c = counts(K)
+local function status(K, behind)
+  local c = counts(K, behind)
   local cfg, ca = unpack(redis.call('HMGET', K.meta, 'cfg', 'ca'))
   return { K.name, cfg, ca, c[1], c[2], c[3] }
 end
@@ -727,20 +728,26 @@ function ops.pool()
   return ok(status(K))
 end
 
+-- A page of the pools in name order: ARGV[7] pools at most after the name ARGV[8] ("" for the
+-- first). Answers their statuses, the sessions held by every pool, and the name the next page
+-- starts after ("" when nothing follows).
 function ops.pools()
+  local size = tonumber(ARGV[7])
+  local from = '-'
+  if ARGV[8] ~= '' then from = '(' .. ARGV[8] end
+  local names = redis.call('ZRANGEBYLEX', T .. ':pools', from, '+', 'LIMIT', 0, size)
   -- Expiries first, so that a session they retire past its retention is purged before counting.
   local pools = {}
-  for _, name in ipairs(redis.call('ZRANGE', T .. ':pools', 0, -1)) do
+  for _, name in ipairs(names) do
     local K = open(name)
-    if K then
-      drain(K, BOUND)
-      pools[#pools + 1] = K
-    end
+    if K then pools[#pools + 1] = { K, drain(K, BOUND) } end
   end
   purge(BOUND)
   local list = {}
-  for _, K in ipairs(pools) do list[#list + 1] = status(K) end
-  return ok(list, tostring(held()))
+  for _, p in ipairs(pools) do list[#list + 1] = status(p[1], p[2]) end
+  local last = ''
+  if #names == size then last = names[#names] end
+  return ok(list, tostring(held()), last)
 end
 
 -- ARGV: 7 --max-pools, 8 count of config fields, then the fields. Answers the status and whether
