@@ -8,8 +8,8 @@
 //! timed out may have been applied all the same), those it reconfigured are put back, and a
 //! directory target is not written at all.
 //!
-//! No server may write to either side meanwhile: an export reads a Redis pool page by page, not as
-//! a snapshot, and undoing deletes pools by name.
+//! No server may write to either side meanwhile: the pool list and an export read Redis page by
+//! page, not as a snapshot, and undoing deletes pools by name.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -83,7 +83,8 @@ impl Seen {
 /// - when API keys are configured, a request needs `Authorization: Bearer KEY` with one of them,
 ///   else 401 `unauthorized`; every key is compared in constant time, so timing tells nothing about
 ///   which one nearly matched;
-/// - until the state is restored and once shutdown has begun, 503 `not_ready`.
+/// - until the state is restored, once shutdown has begun, and while the store cannot be reached,
+///   503 `not_ready`.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let seen = Seen::of(&request);
     let mut response = match refusal(&state, &request) {

@@ -237,7 +237,8 @@ impl Store {
         }
     }
 
-    /// Every pool, sorted by name, all as of one instant.
+    /// Every pool, sorted by name: all as of one instant in memory; in Redis each page of 100 pools
+    /// as of its own call.
     ///
     /// # Errors
     /// None from the memory store; a store elsewhere fails when it cannot be reached.

@@ -203,6 +203,27 @@ impl Redis {
         read_reply(&mut BufReader::new(stream))
     }
 
+    /// Sends one command after `AUTH password` on the same connection and reads its reply.
+    ///
+    /// # Panics
+    /// When Redis cannot be reached, refuses the password, or answers something that is not RESP.
+    pub fn command_as(&self, password: &str, args: &[&str]) -> Reply {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
+        let mut request = String::new();
+        for command in [&["AUTH", password][..], args] {
+            request.push_str(&format!("*{}\r\n", command.len()));
+            for arg in command {
+                request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+        }
+        stream.write_all(request.as_bytes()).expect("send the commands");
+        let mut reader = BufReader::new(stream);
+        let auth = read_reply(&mut reader);
+        assert!(matches!(auth, Reply::Status(ref ok) if ok == "OK"), "AUTH answered {auth:?}");
+        read_reply(&mut reader)
+    }
+
     /// Every key in database 0 (`KEYS *`; fine for the small databases of tests).
     pub fn keys(&self) -> Vec<String> {
         match self.command(&["KEYS", "*"]) {

@@ -27,9 +27,9 @@
 
 mod codec;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -57,6 +57,32 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a connection to one Redis server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often, at most, the sweep replaces the Redis client while the store is not ready.
+const RELINK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often, at most, a failed call says at warn level that Redis still cannot be reached.
+const WARN_AGAIN: Duration = Duration::from_secs(30);
+
+/// What the store keeps of an outage of Redis.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When it last said so at warn level.
+    warned: Option<Instant>,
+    /// When the sweep last made a new client.
+    relinked: Option<Instant>,
+}
+
+impl Outage {
+    /// Whether to say again at warn level that Redis cannot be reached (and, if so, noting it).
+    fn warn_again(&mut self) -> bool {
+        let again = self.warned.is_none_or(|at| at.elapsed() >= WARN_AGAIN);
+        if again {
+            self.warned = Some(Instant::now());
+        }
+        again
+    }
+}
 
 /// Sessions an export reads per round trip.
 const EXPORT_PAGE: usize = 1000;
@@ -154,8 +180,9 @@ pub struct RedisStore {
     ready: AtomicBool,
     /// Notified when a call finds Redis out of reach, so that the sweep tries it again at once.
     lost: Notify,
-    /// Calls that found Redis out of reach since the store went not ready.
-    unanswered: AtomicU32,
+    /// While not ready: when a failed call last said so at warn level, and when the sweep last made
+    /// a new client.
+    outage: Mutex<Outage>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -195,7 +222,7 @@ impl RedisStore {
             settings,
             ready: AtomicBool::new(false),
             lost: Notify::new(),
-            unanswered: AtomicU32::new(0),
+            outage: Mutex::new(Outage::default()),
         })
     }
 
@@ -287,7 +314,7 @@ impl RedisStore {
         Ok(Link::Cluster(conn, slot))
     }
 
-    /// Whether Redis answered the last call (if only to refuse it or to redirect it).
+    /// Whether Redis answered the last call that says (a redirection on a Cluster does not).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -383,12 +410,14 @@ impl RedisStore {
         }
     }
 
-    /// The error a failed call answers; a Redis that cannot be reached makes the store not ready, and
-    /// one that answers (if only to refuse) ready.
+    /// The error a failed call answers. A Redis that cannot be reached or cannot serve (down, slow,
+    /// loading, out of memory, refusing writes, refusing the password) makes the store not ready;
+    /// one that ran the call and refused it (a script error) proves it can be reached.
     fn failed(&self, op: &str, pool: &str, e: &RedisError) -> PoolError {
         // On a Cluster a redirection (the slot moved in a failover) is answered 503 like the rest,
-        // but says nothing of whether Redis can be reached, so it leaves the store ready; to the
-        // single-server client it means `--store` is a Cluster node it cannot follow.
+        // but says nothing of whether Redis can be reached, so it leaves readiness as it is; to the
+        // single-server client it means `--store` became a Cluster node, which it cannot follow
+        // until the sweep makes a new client.
         let redirected = matches!(e.kind(), ErrorKind::Moved | ErrorKind::Ask | ErrorKind::TryAgain);
         let on_cluster = matches!(*self.conn.read().unwrap_or_else(|e| e.into_inner()), Some(Link::Cluster(..)));
         let unreachable = (redirected && !on_cluster)
@@ -403,13 +432,11 @@ impl RedisStore {
                     | ErrorKind::MasterDown
                     | ErrorKind::ReadOnly
                     | ErrorKind::ClusterConnectionNotFound
+                    | ErrorKind::AuthenticationFailed
             )
-            || matches!(e.code(), Some("OOM" | "BUSY"));
-        if !unreachable {
-            // Redis answered, if only to refuse: it can be reached.
-            self.answered();
-        }
+            || matches!(e.code(), Some("OOM" | "BUSY" | "MISCONF" | "NOREPLICAS" | "NOAUTH" | "WRONGPASS"));
         if !(redirected || unreachable) {
+            self.answered();
             tracing::error!(store = %self.url, op, pool, error = %e, "Redis refused a call");
             return PoolError::Damaged(format!("Redis refused {op} on pool {pool:?}: {e}"));
         }
@@ -417,24 +444,51 @@ impl RedisStore {
             tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis was redirected");
         } else if self.ready.swap(false, Ordering::AcqRel) {
             self.lost.notify_one();
-            self.unanswered.store(0, Ordering::Relaxed);
+            self.outage.lock().unwrap_or_else(|e| e.into_inner()).warned = Some(Instant::now());
             tracing::warn!(store = %self.url, op, pool, error = %e, "Redis cannot be reached: not ready until it answers");
+        } else if self.outage.lock().unwrap_or_else(|e| e.into_inner()).warn_again() {
+            tracing::warn!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
         } else {
-            // The sweep tries again 10 times a second: a line every 30 s says the outage goes on.
-            let tries = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
-            if tries.is_multiple_of(300) {
-                tracing::warn!(store = %self.url, tries, error = %e, "Redis still cannot be reached");
-            } else {
-                tracing::debug!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
-            }
+            tracing::debug!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
         }
-        PoolError::Unavailable(format!("Redis: {e}"))
+        // The client sees what kind of trouble, not Redis's own text (which names Cluster nodes).
+        PoolError::Unavailable(
+            if e.is_timeout() {
+                "Redis did not answer in time"
+            } else if redirected && on_cluster {
+                "the store's slot is moving to another Redis node (a failover)"
+            } else {
+                "Redis cannot be reached or cannot serve calls now"
+            }
+            .into(),
+        )
     }
 
     /// Notes that Redis answered a call: the store is ready.
     fn answered(&self) {
         if !self.ready.swap(true, Ordering::AcqRel) {
             tracing::info!(store = %self.url, "Redis answers again: ready");
+        }
+    }
+
+    /// While the store is not ready, replaces the client with a new one, at most once a
+    /// [`RELINK_INTERVAL`]. redis-rs's client reconnects by itself after an I/O error only; after
+    /// another failure to connect (a password Redis refuses) it answers that failure to every call
+    /// for good, and a single-server client cannot follow `--store` into a Cluster. A new client
+    /// gets past both.
+    async fn relink_now_and_then(&self) {
+        {
+            let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+            if outage.relinked.is_some_and(|at| at.elapsed() < RELINK_INTERVAL) {
+                return;
+            }
+            outage.relinked = Some(Instant::now());
+        }
+        match self.open().await {
+            Ok(link) => *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(link),
+            Err(Refused::NotYet(why) | Refused::Never(why)) => {
+                tracing::debug!(store = %self.url, error = %why, "a new Redis client cannot connect yet");
+            }
         }
     }
 
@@ -942,6 +996,9 @@ impl RedisStore {
     /// due and drops deleted pools' keys, a bounded amount per call, calling again at once while
     /// work is left (at most a hundred calls a sweep).
     pub async fn tick(&self) {
+        if !self.is_ready() {
+            self.relink_now_and_then().await;
+        }
         for _ in 0..100 {
             // The sweep also brings `default` back to a Redis that lost it.
             match self.call("tick", "", self.default_fields.clone()).await {

@@ -729,18 +729,28 @@ function ops.pool()
 end
 
 -- A page of the pools in name order: ARGV[7] pools at most after the name ARGV[8] ("" for the
--- first). Answers their statuses, the sessions held by every pool, and the name the next page
--- starts after ("" when nothing follows).
+-- first). Answers their statuses, the sessions held by every pool (as of this page: the counts of
+-- earlier pages may have moved since), and the name the next page starts after ("" when nothing
+-- follows).
 function ops.pools()
   local size = tonumber(ARGV[7])
   local from = '-'
   if ARGV[8] ~= '' then from = '(' .. ARGV[8] end
   local names = redis.call('ZRANGEBYLEX', T .. ':pools', from, '+', 'LIMIT', 0, size)
-  -- Expiries first, so that a session they retire past its retention is purged before counting.
-  local pools = {}
+  -- Expiries first, so that a session they retire past its retention is purged before counting;
+  -- about BOUND timers for the whole page (the counts leave out the expiries left for later).
+  local pools, budget = {}, BOUND
   for _, name in ipairs(names) do
     local K = open(name)
-    if K then pools[#pools + 1] = { K, drain(K, BOUND) } end
+    if K then
+      local behind = true
+      if budget > 0 then
+        local handled
+        behind, handled = drain(K, budget)
+        budget = budget - handled
+      end
+      pools[#pools + 1] = { K, behind }
+    end
   end
   purge(BOUND)
   local list = {}
