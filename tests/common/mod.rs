@@ -152,24 +152,46 @@ impl Launch<'_> {
 
     /// Starts the binary and waits until `/readyz` answers 200.
     pub async fn start(self) -> Server {
-        let mut server = self.spawn();
-        let (client, base) = (server.client.clone(), server.base.clone());
-        wait_until_ready(&client, &base, || server.exited()).await;
-        server
+        self.start_until("/readyz").await
     }
 
     /// Starts the binary and waits only until `/healthz` answers 200: for a server that cannot be
     /// ready yet (its store is out of reach).
     pub async fn start_unready(self) -> Server {
-        let mut server = self.spawn();
-        let (client, url) = (server.client.clone(), format!("{}/healthz", server.base));
-        wait_for_200(&client, &url, || server.exited()).await;
-        server
+        self.start_until("/healthz").await
     }
 
-    fn spawn(self) -> Server {
+    /// Starts the binary on a free port and waits until `GET path` answers 200. The port is free
+    /// when picked, but another test's process may take it before the server binds it: then the
+    /// server is started again on another.
+    async fn start_until(self, path: &str) -> Server {
+        for attempt in 1.. {
+            let mut server = self.spawn();
+            let url = format!("{}{path}", server.base);
+            let deadline = Instant::now() + READY_TIMEOUT;
+            loop {
+                if let Some(why) = server.exited() {
+                    if why.contains("Address already in use") && attempt < 3 {
+                        break;
+                    }
+                    panic!("the server stopped before {url} answered 200: {why}");
+                }
+                // Connection: close, so the probe leaves no idle connection behind in a server
+                // whose connections a test counts.
+                let probe = server.client.get(&url).header(reqwest::header::CONNECTION, "close").send().await;
+                if probe.is_ok_and(|r| r.status() == 200) {
+                    return server;
+                }
+                assert!(Instant::now() < deadline, "timed out after {READY_TIMEOUT:?} waiting until {url} answers 200");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        unreachable!("the attempts above either return or panic")
+    }
+
+    fn spawn(&self) -> Server {
         let port = free_port();
-        let log = self.log;
+        let log = self.log.clone();
         let stdout = match &log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
             None => Stdio::null(),
@@ -187,7 +209,7 @@ impl Launch<'_> {
             .arg(self.dir)
             .args(&self.args)
             .env_remove("SESSION_POOL_API_KEY")
-            .envs(self.env)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped())
