@@ -178,8 +178,10 @@ impl Launch<'_> {
                 }
                 // Connection: close, so the probe leaves no idle connection behind in a server
                 // whose connections a test counts.
-                let probe = server.client.get(&url).header(reqwest::header::CONNECTION, "close").send().await;
-                if probe.is_ok_and(|r| r.status() == 200) {
+                let probe = server.client.get(&url).header(reqwest::header::CONNECTION, "close");
+                let answered = probe.timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status() == 200);
+                // Whoever answered, the server must still run: another process may hold the port.
+                if answered && server.exited().is_none() {
                     return server;
                 }
                 assert!(Instant::now() < deadline, "timed out after {READY_TIMEOUT:?} waiting until {url} answers 200");

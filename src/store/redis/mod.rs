@@ -21,7 +21,8 @@
 //! failover), learns the new map; the library is loaded on that primary (its replicas copy it).
 //!
 //! Redis unreachable: calls answer [`PoolError::Unavailable`] (503 `not_ready`), the client
-//! reconnects by itself, and [`RedisStore::is_ready`] says so for `/readyz`. No call that may have
+//! reconnects by itself (and the sweep replaces it once a second while the store is not ready, or
+//! when Redis refuses the sweep), and [`RedisStore::is_ready`] says so for `/readyz`. No call that may have
 //! run is sent again (see `Link`); one that times out may still have been applied by Redis: the
 //! client sees 503 either way.
 
@@ -229,7 +230,7 @@ impl RedisStore {
     /// Connects, retrying until Redis answers (a Redis that is down at start is waited for, not
     /// a crash), and makes the `default` pool when the store has none. A server that says it is a
     /// Cluster node gets the Cluster client, seeded with this node. Whether Redis is a Cluster is
-    /// decided here, once.
+    /// decided here, and again when the sweep replaces the client during an outage.
     ///
     /// # Errors
     /// The URL names what Redis will never serve (another database than 0 on a Cluster, a
@@ -350,7 +351,7 @@ impl RedisStore {
                     .await
             }
         };
-        loaded.map_err(|e| self.failed("FUNCTION LOAD", "", &e))?;
+        loaded.map_err(|e| self.failed("FUNCTION LOAD", "", &e, &conn))?;
         self.ensure_default(conn).await
     }
 
@@ -360,7 +361,7 @@ impl RedisStore {
             self.command("ensure_default", DEFAULT_POOL, self.default_fields.clone()).query_async(&mut conn).await;
         match answer {
             Ok(value) => self.reply("ensure_default", DEFAULT_POOL, value).map(drop),
-            Err(e) => Err(self.failed("ensure_default", DEFAULT_POOL, &e)),
+            Err(e) => Err(self.failed("ensure_default", DEFAULT_POOL, &e, &conn)),
         }
     }
 
@@ -406,20 +407,21 @@ impl RedisStore {
                 self.answered();
                 self.reply(op, pool, value)
             }
-            Err(e) => Err(self.failed(op, pool, &e)),
+            Err(e) => Err(self.failed(op, pool, &e, &conn)),
         }
     }
 
     /// The error a failed call answers. A Redis that cannot be reached or cannot serve (down, slow,
     /// loading, out of memory, refusing writes, refusing the password) makes the store not ready;
     /// one that ran the call and refused it (a script error) proves it can be reached.
-    fn failed(&self, op: &str, pool: &str, e: &RedisError) -> PoolError {
+    fn failed(&self, op: &str, pool: &str, e: &RedisError, link: &Link) -> PoolError {
         // On a Cluster a redirection (the slot moved in a failover) is answered 503 like the rest,
         // but says nothing of whether Redis can be reached, so it leaves readiness as it is; to the
         // single-server client it means `--store` became a Cluster node, which it cannot follow
         // until the sweep makes a new client.
         let redirected = matches!(e.kind(), ErrorKind::Moved | ErrorKind::Ask | ErrorKind::TryAgain);
-        let on_cluster = matches!(*self.conn.read().unwrap_or_else(|e| e.into_inner()), Some(Link::Cluster(..)));
+        // The client that made the call: the sweep may have replaced the store's since.
+        let on_cluster = matches!(link, Link::Cluster(..));
         let unreachable = (redirected && !on_cluster)
             || e.is_io_error()
             || e.is_timeout()
@@ -471,8 +473,8 @@ impl RedisStore {
         }
     }
 
-    /// While the store is not ready, replaces the client with a new one, at most once a
-    /// [`RELINK_INTERVAL`]. redis-rs's client reconnects by itself after an I/O error only; after
+    /// Replaces the client with a new one, at most once a [`RELINK_INTERVAL`]: while the store is
+    /// not ready, and when Redis refuses the sweep. redis-rs's client reconnects by itself after an I/O error only; after
     /// another failure to connect (a password Redis refuses) it answers that failure to every call
     /// for good, and a single-server client cannot follow `--store` into a Cluster. A new client
     /// gets past both.
@@ -486,8 +488,13 @@ impl RedisStore {
         }
         match self.open().await {
             Ok(link) => *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(link),
-            Err(Refused::NotYet(why) | Refused::Never(why)) => {
+            Err(Refused::NotYet(why)) => {
                 tracing::debug!(store = %self.url, error = %why, "a new Redis client cannot connect yet");
+            }
+            Err(Refused::Never(why)) => {
+                if self.outage.lock().unwrap_or_else(|e| e.into_inner()).warn_again() {
+                    tracing::error!(store = %self.url, error = %why, "Redis will not serve this --store");
+                }
             }
         }
     }
@@ -803,8 +810,8 @@ impl RedisStore {
         Ok(render(&session, reply.now))
     }
 
-    /// Every pool, sorted by name, with the sessions held by all of them, read [`POOLS_PAGE`] pools
-    /// a round trip: each page is as of its own call (a pool made or deleted meanwhile may show or
+    /// Every pool, sorted by name, with the sessions held by all of them, read 100 pools a round
+    /// trip: each page is as of its own call (a pool made or deleted meanwhile may show or
     /// not), so that no script holds Redis for a walk over every pool.
     ///
     /// # Errors
@@ -1003,8 +1010,11 @@ impl RedisStore {
             // The sweep also brings `default` back to a Redis that lost it.
             match self.call("tick", "", self.default_fields.clone()).await {
                 Ok(reply) if matches!(reply.rest.first(), Some(Value::Int(1))) => continue,
-                Ok(_) => return,
-                Err(_) => return,
+                Ok(_) | Err(PoolError::Unavailable(_)) => return,
+                // The sweep's script refuses nothing it is given, so a refusal may be the client
+                // handing back a failure to connect it keeps (a database Redis refused to select):
+                // a new client, once a second, gets past that.
+                Err(_) => return self.relink_now_and_then().await,
             }
         }
     }
