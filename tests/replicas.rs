@@ -90,6 +90,16 @@ impl Replica {
         self.send(Method::GET, path, None).await.ok().map(|a| a.status)
     }
 
+    /// Waits until an acquire in `pool` succeeds, then checks that `/readyz` says ready too.
+    async fn serves_again(&self, pool: &str) {
+        let path = format!("/v1/pools/{pool}/acquire");
+        eventually(NOTICE, &format!("replica {} serves again", self.index), || async {
+            self.call(Method::POST, &path, Some(&json!({}))).await.status == 200
+        })
+        .await;
+        assert_eq!(self.status_of("/readyz").await, Some(200), "/readyz of replica {}", self.index);
+    }
+
     /// Every session of `pool`, through every page of the listing.
     async fn sessions(&self, pool: &str) -> Vec<Value> {
         let mut sessions = Vec::new();
@@ -115,6 +125,21 @@ impl Replica {
             let detail = answer.body["detail"].as_str().unwrap_or_default();
             assert!(detail.contains("store"), "{method} {path} on replica {}: {answer:?}", self.index);
         }
+    }
+}
+
+/// One server with `--store url` under [`PREFIX`], ready, and a client for it.
+struct Lone {
+    replica: Replica,
+    _server: Server,
+    _dir: TempDir,
+}
+
+impl Lone {
+    async fn start(url: &str) -> Lone {
+        let dir = TempDir::new("replica");
+        let server = Server::on(&dir).args(["--store", url, "--redis-key-prefix", PREFIX]).start().await;
+        Lone { replica: Replica::of(0, &server), _server: server, _dir: dir }
     }
 }
 
@@ -590,9 +615,8 @@ async fn a_refused_password_makes_a_replica_not_ready_until_redis_takes_it_again
     let Some(redis) = Redis::start() else { return };
     redis.command(&["CONFIG", "SET", "requirepass", "first"]);
     let url = format!("redis://:first@127.0.0.1:{}/0", redis.port);
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &url, "--redis-key-prefix", PREFIX]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&url).await;
+    let replica = &lone.replica;
     replica.expect(Method::POST, "/v1/pools/p/acquire", Some(&json!({})), 200).await;
 
     redis.command_as("first", &["CONFIG", "SET", "requirepass", "second"]);
@@ -614,11 +638,7 @@ async fn a_refused_password_makes_a_replica_not_ready_until_redis_takes_it_again
     replica.assert_not_ready().await;
 
     redis.command_as("second", &["CONFIG", "SET", "requirepass", "first"]);
-    eventually(NOTICE, "the replica serves again", || async {
-        replica.call(Method::POST, "/v1/pools/p/acquire", Some(&json!({}))).await.status == 200
-    })
-    .await;
-    assert_eq!(replica.status_of("/readyz").await, Some(200));
+    replica.serves_again("p").await;
 }
 
 /// A replica serves again within moments of Redis answering again after an outage (about 200 ms
@@ -627,9 +647,8 @@ async fn a_refused_password_makes_a_replica_not_ready_until_redis_takes_it_again
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_serves_again_within_moments_of_redis_coming_back() {
     let Some(mut redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     // Summed over several outages, which end at different points of a backoff.
     const OUTAGES: u32 = 3;
     let mut waited = Duration::ZERO;
@@ -659,9 +678,8 @@ async fn a_replica_serves_again_within_moments_of_redis_coming_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_connection_to_redis_is_refused_for_milliseconds_not_a_sweep_interval() {
     let Some(redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     replica.expect(Method::PUT, "/v1/pools/p", Some(&json!({"max_pool_size": 10})), 201).await;
     // Summed over several drops, which fall at different points of the sweep's second.
     const DROPS: u32 = 4;
@@ -712,9 +730,8 @@ async fn a_replica_started_before_redis_serves_health_and_becomes_ready_by_itsel
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_that_lost_its_data_gets_the_default_pool_back_at_the_next_call() {
     let Some(redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url()]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     // FLUSHALL keeps the Functions library; FUNCTION FLUSH as well is a Redis restarted empty.
     for lost in [&["FLUSHALL"][..], &["FUNCTION", "FLUSH"][..]] {
         redis.command(&["FLUSHALL"]);
@@ -868,9 +885,8 @@ async fn on_a_redis_cluster_another_database_than_0_is_refused_in_one_line() {
 async fn each_per_page_call_is_one_round_trip_to_redis() {
     use std::io::{BufRead, BufReader, Write};
     let Some(redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url()]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     let mut monitor = std::net::TcpStream::connect(("127.0.0.1", redis.port)).expect("connect to redis-server");
     monitor.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
     monitor.write_all(b"MONITOR\r\n").expect("MONITOR");
@@ -958,9 +974,8 @@ fn command_calls(redis: &Redis) -> BTreeMap<String, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_costs_redis_the_pools_due_not_every_pool() {
     let Some(redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     const POOLS: usize = 300;
     for i in 0..POOLS {
         let pool = format!("/v1/pools/idle-{i:03}");
@@ -1029,9 +1044,8 @@ async fn the_sweep_costs_redis_the_pools_due_not_every_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_finds_pools_missing_from_its_index() {
     let Some(redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     let quiet = ["aa-quiet", "zz-quiet"];
     let pools = (0..40).map(|i| format!("p-{i:02}")).chain(quiet.map(String::from));
     for pool in pools {
@@ -1054,18 +1068,13 @@ async fn the_sweep_finds_pools_missing_from_its_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_refuses_the_sweep_is_reachable_all_the_same() {
     let Some(redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     replica.expect(Method::PUT, "/v1/pools/p", Some(&json!({"max_pool_size": 10})), 201).await;
     // Only the sweep and a pool's deletion read the list of deleted pools.
     redis.command(&["SET", &format!("{{{PREFIX}}}:graves"), "not a list"]);
     redis.command(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
-    eventually(NOTICE, "the replica serves again", || async {
-        replica.call(Method::POST, "/v1/pools/p/acquire", Some(&json!({}))).await.status == 200
-    })
-    .await;
-    assert_eq!(replica.status_of("/readyz").await, Some(200));
+    replica.serves_again("p").await;
 }
 
 /// A mass expiry across pools is swept within a sweep or two though each of the sweep's calls
@@ -1073,9 +1082,8 @@ async fn a_redis_that_refuses_the_sweep_is_reachable_all_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_expiry_across_pools_is_swept_in_bounded_calls_without_falling_behind() {
     let Some(redis) = Redis::start() else { return };
-    let dir = TempDir::new("replica");
-    let server = Server::on(&dir).args(["--store", &redis.url(), "--redis-key-prefix", PREFIX]).start().await;
-    let replica = Replica::of(0, &server);
+    let lone = Lone::start(&redis.url()).await;
+    let replica = &lone.replica;
     let pools: Vec<String> = (0..5).map(|i| format!("mass-{i}")).collect();
     let config = json!({"max_pool_size": 200, "session": {"max_age_secs": 1}});
     for pool in &pools {

@@ -29,7 +29,7 @@
 mod codec;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -446,9 +446,9 @@ impl RedisStore {
             tracing::warn!(store = %self.url, op, pool, error = %e, "a call to Redis was redirected");
         } else if self.ready.swap(false, Ordering::AcqRel) {
             self.lost.notify_one();
-            self.outage.lock().unwrap_or_else(|e| e.into_inner()).warned = Some(Instant::now());
+            self.outage().warned = Some(Instant::now());
             tracing::warn!(store = %self.url, op, pool, error = %e, "Redis cannot be reached: not ready until it answers");
-        } else if self.outage.lock().unwrap_or_else(|e| e.into_inner()).warn_again() {
+        } else if self.outage().warn_again() {
             tracing::warn!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
         } else {
             tracing::debug!(store = %self.url, op, pool, error = %e, "Redis still cannot be reached");
@@ -466,6 +466,10 @@ impl RedisStore {
         )
     }
 
+    fn outage(&self) -> MutexGuard<'_, Outage> {
+        self.outage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Notes that Redis answered a call: the store is ready.
     fn answered(&self) {
         if !self.ready.swap(true, Ordering::AcqRel) {
@@ -480,7 +484,7 @@ impl RedisStore {
     /// gets past both.
     async fn relink_now_and_then(&self) {
         {
-            let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+            let mut outage = self.outage();
             if outage.relinked.is_some_and(|at| at.elapsed() < RELINK_INTERVAL) {
                 return;
             }
@@ -492,7 +496,7 @@ impl RedisStore {
                 tracing::debug!(store = %self.url, error = %why, "a new Redis client cannot connect yet");
             }
             Err(Refused::Never(why)) => {
-                if self.outage.lock().unwrap_or_else(|e| e.into_inner()).warn_again() {
+                if self.outage().warn_again() {
                     tracing::error!(store = %self.url, error = %why, "Redis will not serve this --store");
                 }
             }
